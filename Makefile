@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` (train the default pipeline on Fashion-MNIST) and
+# `make test`. Both set up what they need: a .venv with torch pinned, the project, the data.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUNS ?= runs
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test data bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+# Debian's package when we are root and apt is there; otherwise vq fetches the Hugging Face copy.
+data:
+	@if [ -d $(FASHION_MNIST) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "apt could not install dataset-fashion-mnist; vq will fetch Fashion-MNIST through datasets"; \
+	else echo "no $(FASHION_MNIST): vq will fetch Fashion-MNIST through datasets on first use"; fi
+
+# Re-running continues (or just re-evaluates) the runs already there instead of refusing them.
+demo: $(STAMP) data
+	$(BIN)/vq fit-tokenizer --preset demo --out $(RUNS)/tokenizer $$([ -e $(RUNS)/tokenizer/train_state.pt ] && echo --resume)
+
+test: $(STAMP) data
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) *.egg-info

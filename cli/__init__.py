@@ -1,0 +1,1 @@
+"""The `vq` command line."""

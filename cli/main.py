@@ -1,0 +1,136 @@
+"""`vq`: options -> a job config -> one pipeline call -> a short rich summary. No torch here."""
+
+import functools
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+warnings.filterwarnings("ignore", category=FutureWarning, module="x_transformers")
+
+app = typer.Typer(
+    help="vq: train an image tokenizer, a transformer prior over its codes, and sample or complete images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def friendly(fn):
+    """Turn a VQError into one line on stderr and its exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from pipeline.runs import VQError
+
+        try:
+            return fn(*args, **kwargs)
+        except VQError as e:
+            err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[red]interrupted[/red]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def summary(title: str, rows: dict) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    for k, v in rows.items():
+        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(table)
+
+
+DataOpt = typer.Option("fashion-mnist", "--data", "-d", help="fashion-mnist, cifar10, a folder of class sub-folders, a saved Hugging Face dataset, or a hub id.")
+ImageSizeOpt = typer.Option(None, "--image-size", help="Resize (centre-crop) images to this many pixels a side.")
+ChannelsOpt = typer.Option(None, "--channels", help="1 (grey) or 3 (RGB); default: from the first image.")
+ImageColOpt = typer.Option(None, "--image-column", help="Image column of a Hugging Face dataset (default: detected).")
+LabelColOpt = typer.Option(None, "--label-column", help="Label column of a Hugging Face dataset (default: detected).")
+LimitOpt = typer.Option(None, "--limit", help="Use only the first N images of each split (quick trials).")
+PresetOpt = typer.Option("demo", "--preset", "-p", help="demo: minutes on a laptop CPU; full: for one GPU.")
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML or JSON file with \\[model] and \\[train] tables; flags override it.")
+DeviceOpt = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:N or mps.")
+BatchOpt = typer.Option(None, "--batch-size", "-b", help="Batch size.")
+WorkersOpt = typer.Option(None, "--workers", help="Processes that decode images while loading a dataset.")
+EpochsOpt = typer.Option(None, "--epochs", help="Train for this many passes over the data.")
+StepsOpt = typer.Option(None, "--steps", help="Train for this many optimizer steps (wins over --epochs).")
+LrOpt = typer.Option(None, "--lr", help="Peak learning rate (AdamW, warm-up then cosine).")
+SeedOpt = typer.Option(None, "--seed", help="Random seed.")
+EvalEveryOpt = typer.Option(None, "--eval-every", help="Evaluate on the test split and checkpoint every N steps.")
+PrecisionOpt = typer.Option(None, "--precision", help="auto (bf16 on CUDA), bf16 or fp32.")
+WandbOpt = typer.Option(False, "--wandb", help="Log to Weights & Biases (offline unless WANDB_MODE says otherwise).")
+ResumeOpt = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
+ForceOpt = typer.Option(False, "--force", help="Replace an existing run in --out.")
+
+
+@app.callback()
+def _root() -> None:
+    """vq: train an image tokenizer, a transformer prior over its codes, and sample or complete images."""
+
+
+def train_overrides(**kw) -> dict:
+    return {k: v for k, v in kw.items() if v is not None and v is not False}
+
+
+@app.command("fit-tokenizer")
+@friendly
+def fit_tokenizer(
+    model: str = typer.Option("vqvae", "--model", "-m", help="vqvae, vae or cvae (class-conditional VAE)."),
+    data: str = DataOpt,
+    preset: str = PresetOpt,
+    out: Path = typer.Option(Path("runs/tokenizer"), "--out", "-o", help="Run directory to write."),
+    config: Optional[Path] = ConfigOpt,
+    device: Optional[str] = DeviceOpt,
+    batch_size: Optional[int] = BatchOpt,
+    workers: Optional[int] = WorkersOpt,
+    epochs: Optional[float] = EpochsOpt,
+    steps: Optional[int] = StepsOpt,
+    lr: Optional[float] = LrOpt,
+    seed: Optional[int] = SeedOpt,
+    eval_every: Optional[int] = EvalEveryOpt,
+    precision: Optional[str] = PrecisionOpt,
+    codebook_size: Optional[int] = typer.Option(None, "--codebook-size", help="VQ-VAE: number of codes K."),
+    downsample: Optional[int] = typer.Option(None, "--downsample", help="Total stride: 4 gives 7x7 codes at 28 px, 2 gives 14x14."),
+    image_size: Optional[int] = ImageSizeOpt,
+    channels: Optional[int] = ChannelsOpt,
+    image_column: Optional[str] = ImageColOpt,
+    label_column: Optional[str] = LabelColOpt,
+    limit: Optional[int] = LimitOpt,
+    wandb: bool = WandbOpt,
+    resume: bool = ResumeOpt,
+    force: bool = ForceOpt,
+):
+    """Train a tokenizer (VQ-VAE, VAE or conditional VAE) on images; writes OUT/config.json,
+    OUT/model.safetensors and OUT/reconstructions.png."""
+    from pipeline.tokenizer import DataOptions, TokenizerJob, fit_tokenizer as run
+
+    job = TokenizerJob(
+        model=model, preset=preset, out=out, config_file=config, resume=resume, force=force,
+        data=DataOptions(data, image_size, channels, image_column, label_column, limit),
+        model_overrides=train_overrides(codebook_size=codebook_size, downsample=downsample),
+        train_overrides=train_overrides(device=device, batch_size=batch_size, workers=workers, epochs=epochs,
+                                        steps=steps, lr=lr, seed=seed, eval_every=eval_every,
+                                        precision=precision, wandb=wandb),
+    )
+    result = run(job, console=err)
+    summary(f"tokenizer -> {result['out']}", {
+        "model": model, "steps": result["step"], "device": result["device"],
+        "train seconds": round(result["seconds"], 1), **{f"test {k}": v for k, v in result["metrics"].items()},
+        "reconstructions": str(Path(result["out"]) / "reconstructions.png"),
+    })
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

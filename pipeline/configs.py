@@ -1,0 +1,66 @@
+"""Config dataclasses filled from presets, a TOML/JSON file and CLI flags, in that order.
+Unknown keys and wrong types are errors, not silently ignored."""
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from pathlib import Path
+
+from pipeline.runs import VQError
+
+
+def read_config_file(path: Path | None) -> dict:
+    """A TOML or JSON file with optional [model] and [train] tables."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise VQError(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise VQError(f"cannot parse {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise VQError(f"{path} must hold a table of settings")
+    unknown = set(data) - {"model", "train"}
+    if unknown:
+        raise VQError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; expected [model] and [train]")
+    return data
+
+
+def _accepts(tp, value) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(t, value) for t in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, tp)
+
+
+def build(cls, *layers: dict, where: str = "config"):
+    """cls(**merged layers), checking every key and value type against cls's fields."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    merged: dict = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if value is None and key in merged:
+                continue
+            if key not in fields:
+                raise VQError(f"unknown {where} key '{key}' (known: {', '.join(sorted(fields))})")
+            if value is not None and not _accepts(hints[key], value):
+                raise VQError(f"{where} key '{key}' expects {getattr(hints[key], '__name__', hints[key])}, got {value!r}")
+            merged[key] = float(value) if hints[key] is float else value
+    return cls(**merged)
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)

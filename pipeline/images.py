@@ -1,0 +1,40 @@
+"""Writing images and grids as PNG, and reading any user image into the tokenizer's format."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+from pipeline.data import to_uint8
+from pipeline.runs import atomic_write_bytes
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """(C, H, W) uint8 -> PNG bytes."""
+    import io
+
+    from PIL import Image
+
+    arr = image.cpu().numpy()
+    pil = Image.fromarray(arr[0], "L") if arr.shape[0] == 1 else Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0)), "RGB")
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """(C, H, W) float in [-1, 1] or uint8 -> PNG, written atomically."""
+    img = image if image.dtype == torch.uint8 else to_uint8(image)
+    atomic_write_bytes(Path(path), png_bytes(img))
+
+
+def grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] -> one (C, H', W') uint8 image, white gaps between tiles."""
+    tiles = to_uint8(images)
+    g = make_grid(tiles, nrow=nrow, padding=padding, pad_value=255)
+    return g[:1] if images.shape[1] == 1 else g
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
+    save_png(grid(images, nrow), path)

@@ -1,0 +1,18 @@
+"""Size presets: `demo` fits a few minutes on 2 CPU cores, `full` is for one GPU.
+Each entry gives model-config and train-config overrides; a config file and flags override these."""
+
+TOKENIZER_PRESETS = {
+    "vqvae": {
+        "demo": ({"hidden": 64, "res_blocks": 2, "downsample": 4, "code_dim": 16, "codebook_size": 256},
+                 {"steps": 1500, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "eval_every": 500}),
+        "full": ({"hidden": 128, "res_blocks": 2, "upper_res_blocks": 1, "downsample": 2, "code_dim": 32, "codebook_size": 1024},
+                 {"steps": 8000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 500, "eval_every": 1000}),
+    },
+    "vae": {
+        "demo": ({"hidden": 64, "res_blocks": 2, "downsample": 4, "latent_dim": 32, "kl_warmup_steps": 500},
+                 {"steps": 1500, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "eval_every": 500}),
+        "full": ({"hidden": 128, "res_blocks": 2, "upper_res_blocks": 1, "downsample": 4, "latent_dim": 64, "kl_warmup_steps": 2000},
+                 {"steps": 8000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 500, "eval_every": 1000}),
+    },
+}
+TOKENIZER_PRESETS["cvae"] = TOKENIZER_PRESETS["vae"]

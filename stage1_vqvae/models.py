@@ -1,0 +1,152 @@
+"""The three tokenizers. Each `forward(images, labels, step)` returns a `TokenizerOutput` whose
+`loss` is the weighted total and whose `metrics` are detached scalars with stable names.
+
+- VQVAE: van den Oord et al. 2017, "Neural Discrete Representation Learning".
+- VAE: Kingma & Welling 2014, "Auto-Encoding Variational Bayes", with KL warm-up
+  (Bowman et al. 2016, "Generating Sentences from a Continuous Space").
+- CVAE: Sohn et al. 2015, "Learning Structured Output Representation using Deep Conditional
+  Generative Models": the class embedding enters both the encoder and the decoder.
+
+Images are (b, c, H, W) in [-1, 1]; labels (b,) int64.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stage1_vqvae.config import CVAEConfig, VAEConfig, VQVAEConfig
+from stage1_vqvae.modules import Decoder, Encoder
+from stage1_vqvae.quantizer import QuantizerOutput, VectorQuantizer
+
+
+@dataclass
+class TokenizerOutput:
+    recon: torch.Tensor
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+
+
+class VQVAE(nn.Module):
+    name = "vqvae"
+    config_class = VQVAEConfig
+    conditional = False
+
+    def __init__(self, config: VQVAEConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        self.encoder = Encoder(c.channels, c.code_dim, c.hidden, c.downsample, c.res_blocks, c.upper_res_blocks)
+        self.quantizer = VectorQuantizer(
+            c.codebook_size, c.code_dim, decay=c.ema_decay, commitment=c.commitment,
+            dead_code_threshold=c.dead_code_threshold, kmeans_iters=c.kmeans_iters,
+        )
+        self.decoder = Decoder(c.code_dim, c.channels, c.hidden, c.downsample, c.res_blocks, c.upper_res_blocks)
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return (self.config.grid, self.config.grid)
+
+    def quantize(self, images: torch.Tensor) -> QuantizerOutput:
+        return self.quantizer(self.encoder(images))
+
+    @torch.no_grad()
+    def encode_indices(self, images: torch.Tensor) -> torch.Tensor:
+        """(b, c, H, W) -> (b, h, w) int64 code maps."""
+        return self.quantize(images).indices
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.decoder(codes)
+
+    @torch.no_grad()
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """(b, h, w) int64 -> (b, c, H, W) images."""
+        return self.decode(self.quantizer.indices_to_codes(indices))
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.quantize(images).quantized)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, step: int = 0) -> TokenizerOutput:
+        q = self.quantize(images)
+        recon = self.decode(q.quantized)
+        rec = F.mse_loss(recon.float(), images.float())
+        metrics = {"rec": rec, "commit": q.loss, "perplexity": q.perplexity, "usage": q.usage}
+        return TokenizerOutput(recon, rec + q.loss, {k: v.detach() for k, v in metrics.items()})
+
+
+class VAE(nn.Module):
+    """Gaussian latent vector z of `latent_dim`; samples decode z ~ N(0, I)."""
+
+    name = "vae"
+    config_class = VAEConfig
+    conditional = False
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        cond = getattr(c, "class_dim", 0)
+        feat = c.bottleneck_channels * c.grid * c.grid
+        self.encoder = Encoder(c.channels, c.bottleneck_channels, c.hidden, c.downsample, c.res_blocks, c.upper_res_blocks)
+        self.to_posterior = nn.Linear(feat + cond, 2 * c.latent_dim)
+        self.from_latent = nn.Linear(c.latent_dim + cond, feat)
+        self.decoder = Decoder(c.bottleneck_channels, c.channels, c.hidden, c.downsample, c.res_blocks, c.upper_res_blocks)
+
+    def _condition(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return h
+
+    def encode(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(images).flatten(1)
+        mu, logvar = self.to_posterior(self._condition(h, labels)).chunk(2, dim=1)
+        return mu, logvar.clamp(-30, 20)
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.config
+        h = self.from_latent(self._condition(z, labels))
+        return self.decoder(h.view(-1, c.bottleneck_channels, c.grid, c.grid))
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Decodes the posterior mean: the deterministic reconstruction."""
+        return self.decode(self.encode(images, labels)[0], labels)
+
+    def kl_weight(self, step: int) -> float:
+        warm = self.config.kl_warmup_steps
+        return self.config.kl_weight * (min(1.0, step / warm) if warm > 0 else 1.0)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, step: int = 0) -> TokenizerOutput:
+        mu, logvar = self.encode(images, labels)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation
+        recon = self.decode(z, labels)
+        rec = F.mse_loss(recon.float(), images.float())
+        # KL(q(z|x) || N(0, I)) per image. With a Gaussian decoder of variance sigma^2,
+        # MSE + 2 sigma^2 KL / (pixels) is the negative ELBO per pixel times 2 sigma^2, so
+        # kl_weight plays the part of 2 sigma^2 and does not depend on the image size.
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).float().sum(1).mean()
+        loss = rec + self.kl_weight(step) * kl / images[0].numel()
+        return TokenizerOutput(recon, loss, {"rec": rec.detach(), "kl": kl.detach()})
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        device = self.from_latent.weight.device
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=device)
+        return self.decode(z, labels)
+
+
+class CVAE(VAE):
+    name = "cvae"
+    config_class = CVAEConfig
+    conditional = True
+
+    def __init__(self, config: CVAEConfig):
+        super().__init__(config)
+        self.class_embedding = nn.Embedding(config.num_classes, config.class_dim)
+
+    def _condition(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("the conditional VAE needs class labels")
+        return torch.cat([h, self.class_embedding(labels)], dim=1)

@@ -1,0 +1,134 @@
+"""Vector quantizer with an exponential-moving-average codebook.
+
+van den Oord et al. 2017, "Neural Discrete Representation Learning" (VQ-VAE, EMA updates in
+appendix A.1); k-means initialisation and the restart of dead codes from encoder outputs follow
+Dhariwal et al. 2020 ("Jukebox") and Zeghidour et al. 2021 ("SoundStream"). Together they keep
+every code in use, which is what makes the codes worth modelling with a prior.
+
+Shape legend: b - batch, d - code dimension, h w - code grid, n - flattened vectors, k - codes.
+
+Distances, argmin, EMA statistics and the straight-through step run in fp32 even under bf16
+autocast: nearest-neighbour search in bf16 flips indices between near-equidistant codes.
+"""
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+class QuantizerOutput(NamedTuple):
+    quantized: torch.Tensor  # (b, d, h, w) codebook vectors, gradients pass straight through to z
+    indices: torch.Tensor  # (b, h, w) int64
+    loss: torch.Tensor  # commitment loss (the codebook itself learns by EMA, not by gradient)
+    perplexity: torch.Tensor  # exp(entropy) of the batch's code histogram
+    usage: torch.Tensor  # fraction of the codebook used in the batch
+
+
+def straight_through(z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Value of q, gradient of z (exactly q in the forward pass: z - z.detach() is zero)."""
+    return q + (z - z.detach())
+
+
+def squared_distances(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """(n, d), (k, d) -> (n, k)"""
+    return x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.t() + codebook.pow(2).sum(1)
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int) -> torch.Tensor:
+    """Lloyd's k-means on (n, d); an empty cluster keeps its previous centre."""
+    centres = x[torch.randint(0, x.shape[0], (k,), device=x.device)]
+    for _ in range(iters):
+        assign = squared_distances(x, centres).argmin(1)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        centres = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centres)
+    return centres
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        *,
+        decay: float = 0.99,
+        commitment: float = 0.25,
+        dead_code_threshold: float = 1.0,
+        kmeans_iters: int = 10,
+        eps: float = 1e-5,
+    ):
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.decay = decay
+        self.commitment = commitment
+        self.dead_code_threshold = dead_code_threshold
+        self.kmeans_iters = kmeans_iters
+        self.eps = eps
+        self.register_buffer("codebook", torch.randn(codebook_size, dim))
+        self.register_buffer("ema_count", torch.ones(codebook_size))
+        self.register_buffer("ema_sum", self.codebook.clone())
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def _init_codebook(self, x: torch.Tensor) -> None:
+        centres = kmeans(x, self.codebook_size, self.kmeans_iters)
+        self.codebook.copy_(centres)
+        self.ema_sum.copy_(centres)
+        self.ema_count.fill_(1.0)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, x: torch.Tensor, indices: torch.Tensor) -> None:
+        k = self.codebook_size
+        counts = torch.bincount(indices, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(self.ema_sum).index_add_(0, indices, x)
+        self.ema_count.lerp_(counts, 1 - self.decay)
+        self.ema_sum.lerp_(sums, 1 - self.decay)
+        # Laplace smoothing keeps never-chosen codes from dividing by zero.
+        n = self.ema_count.sum()
+        smoothed = (self.ema_count + self.eps) / (n + k * self.eps) * n
+        self.codebook.copy_(self.ema_sum / smoothed[:, None])
+        self._restart_dead_codes(x)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, x: torch.Tensor) -> None:
+        dead = self.ema_count < self.dead_code_threshold
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return
+        fresh = x[torch.randint(0, x.shape[0], (n_dead,), device=x.device)]
+        self.codebook[dead] = fresh
+        self.ema_sum[dead] = fresh * self.dead_code_threshold
+        self.ema_count[dead] = self.dead_code_threshold
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        b, _, h, w = z.shape
+        with torch.autocast(z.device.type, enabled=False):
+            z = z.float()
+            x = rearrange(z, "b d h w -> (b h w) d")
+            if self.training and not bool(self.initialized):
+                self._init_codebook(x.detach())
+            indices = squared_distances(x.detach(), self.codebook).argmin(1)
+            q = self.codebook[indices]
+            if self.training:
+                self._ema_update(x.detach(), indices)
+            loss = self.commitment * F.mse_loss(x, q.detach())
+            q = rearrange(q, "(b h w) d -> b d h w", b=b, h=h, w=w)
+            counts = torch.bincount(indices, minlength=self.codebook_size).float()
+            probs = counts / counts.sum()
+            perplexity = torch.exp(-(probs * torch.log(probs.clamp(min=1e-10))).sum())
+            usage = (counts > 0).float().mean()
+        return QuantizerOutput(
+            quantized=straight_through(z, q),
+            indices=rearrange(indices, "(b h w) -> b h w", b=b, h=h, w=w),
+            loss=loss,
+            perplexity=perplexity,
+            usage=usage,
+        )
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """(b, h, w) int -> (b, d, h, w): the inverse of the index half of `forward`."""
+        return rearrange(self.codebook[indices], "b h w d -> b d h w")

@@ -1,0 +1,64 @@
+import os
+import warnings
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+warnings.filterwarnings("ignore", category=FutureWarning, module="x_transformers")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def pattern(cls: int, i: int, size: int, channels: int) -> np.ndarray:
+    """A class-dependent picture: stripes whose direction and period depend on the class."""
+    rng = np.random.default_rng(cls * 1000 + i)
+    yy, xx = np.mgrid[0:size, 0:size]
+    period = 3 + cls
+    base = ((xx if cls % 2 else yy) // period % 2) * 200 + rng.integers(0, 40, (size, size))
+    img = np.clip(base, 0, 255).astype(np.uint8)
+    return img if channels == 1 else np.stack([img, np.roll(img, cls, 0), 255 - img], -1)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """3 classes x 10 grey 16x16 PNGs in class sub-folders."""
+    from PIL import Image
+
+    root = tmp_path / "shapes"
+    for c, name in enumerate(["circle", "square", "triangle"]):
+        (root / name).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(pattern(c, i, 16, 1), "L").save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def cifar_like(tmp_path):
+    """A DatasetDict saved to disk with CIFAR-10's schema: `img` images, `label` ClassLabel."""
+    import datasets
+    from PIL import Image
+
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=CIFAR10_CLASSES)})
+    splits = {}
+    for split, n in (("train", 20), ("test", 10)):
+        labels = [i % 10 for i in range(n)]
+        imgs = [Image.fromarray(pattern(c, i, 32, 3), "RGB") for i, c in enumerate(labels)]
+        splits[split] = datasets.Dataset.from_dict({"img": imgs, "label": labels}, features=features)
+    path = tmp_path / "cifar_like"
+    datasets.DatasetDict(splits).save_to_disk(str(path))
+    return path
+
+
+@pytest.fixture
+def batch():
+    """A fixed batch of 8 grey 16x16 images in [-1, 1] with labels."""
+    imgs = np.stack([pattern(i % 3, i, 16, 1) for i in range(8)])
+    x = torch.from_numpy(imgs).float().div(127.5).sub(1).unsqueeze(1)
+    return x, torch.tensor([i % 3 for i in range(8)])

@@ -1,0 +1,93 @@
+"""The `vq` command as a user runs it: real processes, real files, one-line errors."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TOML = """
+[model]
+hidden = 16
+res_blocks = 1
+code_dim = 8
+codebook_size = 16
+
+[train]
+steps = 6
+batch_size = 8
+eval_every = 3
+"""
+
+
+def vq(*args, cwd=None):
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=600)
+
+
+def assert_one_line_error(result, pattern):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:") and pattern in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def digest(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_TOML)
+    return path
+
+
+def test_bad_inputs_exit_with_one_line(tmp_path, tiny_config):
+    assert_one_line_error(vq("fit-tokenizer", "--model", "transformer", "--out", tmp_path / "a"), "unknown model 'transformer'")
+    assert_one_line_error(vq("fit-tokenizer", "--data", tmp_path / "missing", "--out", tmp_path / "b"), "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(vq("fit-tokenizer", "--data", tmp_path / "empty", "--out", tmp_path / "c"), "no class sub-folders")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nhiden = 3\n")
+    assert_one_line_error(vq("fit-tokenizer", "--config", bad, "--out", tmp_path / "d"), "unknown model config key 'hiden'")
+    assert not any((tmp_path / x).exists() for x in "abcd")
+
+
+def test_fit_tokenizer_writes_a_loadable_run_and_protects_it(tmp_path, image_folder, tiny_config):
+    out = tmp_path / "run"
+    r = vq("fit-tokenizer", "--data", image_folder, "--config", tiny_config, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert {"config.json", "model.safetensors", "reconstructions.png", "train_state.pt"} <= {p.name for p in out.iterdir()}
+    info = json.loads((out / "config.json").read_text())
+    assert info["kind"] == "tokenizer" and info["model"] == "vqvae"
+    assert info["class_names"] == ["circle", "square", "triangle"]
+    assert info["config"]["codebook_size"] == 16 and set(info["metrics"]) >= {"mse", "psnr", "usage", "perplexity"}
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [3, 6]
+
+    before = digest(out)
+    assert_one_line_error(vq("fit-tokenizer", "--data", image_folder, "--config", tiny_config, "--out", out), "already holds a tokenizer")
+    assert_one_line_error(vq("fit-tokenizer", "--model", "vae", "--data", image_folder, "--config", tiny_config, "--out", out, "--resume"), "resume it with --model vqvae")
+    assert digest(out) == before
+
+    r = vq("fit-tokenizer", "--data", image_folder, "--config", tiny_config, "--out", out, "--resume", "--steps", "9")
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stderr
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 9
+
+
+@pytest.mark.parametrize("model", ["vae", "cvae"])
+def test_fit_vae_models_on_a_saved_hf_dataset(tmp_path, cifar_like, model):
+    out = tmp_path / model
+    r = vq("fit-tokenizer", "--model", model, "--data", cifar_like, "--out", out, "--steps", "3",
+           "--batch-size", "8", "--image-size", "16")
+    assert r.returncode == 0, r.stderr
+    info = json.loads((out / "config.json").read_text())
+    assert info["model"] == model and info["config"]["channels"] == 3 and info["config"]["image_size"] == 16
+    assert len(info["class_names"]) == 10
