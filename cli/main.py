@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="x_transformers")
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 
 app = typer.Typer(
     help="vq: train an image tokenizer, a transformer prior over its codes, and sample or complete images.",
@@ -125,6 +126,133 @@ def fit_tokenizer(
         "train seconds": round(result["seconds"], 1), **{f"test {k}": v for k, v in result["metrics"].items()},
         "reconstructions": str(Path(result["out"]) / "reconstructions.png"),
     })
+
+
+TokenizerDirOpt = typer.Option(Path("runs/tokenizer"), "--tokenizer", "-t", help="Tokenizer run directory.")
+PriorDirOpt = typer.Option(Path("runs/prior"), "--prior", help="Prior run directory (VQ-VAE tokenizers only).")
+CodesOpt = typer.Option(Path("runs/codes"), "--codes", help="Directory of exported code maps.")
+CfgOpt = typer.Option(1.5, "--cfg", help="Classifier-free guidance scale: 1 = none; higher = more typical of the class, less varied.")
+TempOpt = typer.Option(1.0, "--temperature", help="Sampling temperature (0 = greedy).")
+TopKOpt = typer.Option(None, "--top-k", help="Sample only among the k likeliest codes.")
+TopPOpt = typer.Option(None, "--top-p", help="Sample only within the smallest set of codes holding this probability.")
+SampleSeedOpt = typer.Option(0, "--seed", help="Seed: the same seed gives the same images.")
+
+
+@app.command("export-codes")
+@friendly
+def export_codes(
+    tokenizer: Path = TokenizerDirOpt,
+    out: Path = typer.Option(Path("runs/codes"), "--out", "-o", help="Where to write the code maps."),
+    device: str = typer.Option("auto", "--device"),
+    batch_size: int = typer.Option(500, "--batch-size", "-b"),
+    workers: int = typer.Option(0, "--workers", help="Processes that decode images while loading a dataset."),
+    force: bool = typer.Option(False, "--force", help="Re-export even if OUT holds codes (of any tokenizer)."),
+):
+    """Encode the tokenizer's dataset (train and test) into code maps for the prior; an export of
+    the same tokenizer is reused."""
+    from pipeline.export import export_codes as run
+
+    meta = run(tokenizer, out, device=device, batch_size=batch_size, force=force, workers=workers, console=err)
+    summary(f"codes -> {out}", {"tokenizer": meta["tokenizer_fingerprint"], "grid": "x".join(map(str, meta["grid"])),
+                                "codebook": meta["codebook_size"], **{f"{k} maps": v for k, v in meta["splits"].items()}})
+
+
+@app.command("fit-prior")
+@friendly
+def fit_prior(
+    tokenizer: Path = TokenizerDirOpt,
+    codes: Path = CodesOpt,
+    out: Path = typer.Option(Path("runs/prior"), "--out", "-o", help="Run directory to write."),
+    preset: str = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    device: Optional[str] = DeviceOpt,
+    batch_size: Optional[int] = BatchOpt,
+    epochs: Optional[float] = EpochsOpt,
+    steps: Optional[int] = StepsOpt,
+    lr: Optional[float] = LrOpt,
+    seed: Optional[int] = SeedOpt,
+    eval_every: Optional[int] = EvalEveryOpt,
+    precision: Optional[str] = PrecisionOpt,
+    dim: Optional[int] = typer.Option(None, "--dim", help="Transformer width."),
+    depth: Optional[int] = typer.Option(None, "--depth", help="Transformer layers."),
+    wandb: bool = WandbOpt,
+    resume: bool = ResumeOpt,
+    force: bool = ForceOpt,
+):
+    """Train a class-conditional transformer prior over the tokenizer's codes (exporting them
+    first if needed); keeps the checkpoint with the best validation NLL."""
+    from pipeline.prior import PriorJob, fit_prior as run
+
+    job = PriorJob(
+        tokenizer=tokenizer, codes=codes, out=out, preset=preset, config_file=config, resume=resume, force=force,
+        model_overrides=train_overrides(dim=dim, depth=depth),
+        train_overrides=train_overrides(device=device, batch_size=batch_size, epochs=epochs, steps=steps, lr=lr,
+                                        seed=seed, eval_every=eval_every, precision=precision, wandb=wandb),
+    )
+    result = run(job, console=err)
+    summary(f"prior -> {result['out']}", {
+        "steps": result["step"], "device": result["device"], "train seconds": round(result["seconds"], 1),
+        "best val bits/token": result["best"], **{k.replace("_", " "): v for k, v in result["metrics"].items()},
+    })
+
+
+@app.command("sample")
+@friendly
+def sample(
+    class_: Optional[str] = typer.Option(None, "--class", "-c", help="Class name (case-insensitive) or index; default: one row per class."),
+    n: int = typer.Option(16, "-n", help="Images (per class when no --class is given)."),
+    cfg: float = CfgOpt,
+    temperature: float = TempOpt,
+    top_k: Optional[int] = TopKOpt,
+    top_p: Optional[float] = TopPOpt,
+    seed: int = SampleSeedOpt,
+    tokenizer: Path = TokenizerDirOpt,
+    prior: Path = PriorDirOpt,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: a new runs/samples/NNN)."),
+    device: str = typer.Option("auto", "--device"),
+    force: bool = typer.Option(False, "--force", help="Overwrite same-named files in --out."),
+):
+    """Sample new images: prior -> decoder for a VQ-VAE, the latent prior for a VAE or conditional
+    VAE. Writes one PNG per image (<class>_<i>.png) and grid.png."""
+    from pipeline.generate import SamplingOptions, sample as run
+
+    result = run(tokenizer, prior, class_, n, SamplingOptions(cfg, temperature, top_k, top_p, seed), out,
+                 device=device, force=force, console=err)
+    summary(f"samples -> {result['out']}", {"images": result["images"], "classes": ", ".join(result["classes"]),
+                                            "grid": result["grid"]})
+
+
+@app.command("complete")
+@friendly
+def complete(
+    image: Path = typer.Argument(..., help="A PNG or JPEG of any mode and size."),
+    keep: str = typer.Option("top", "--keep", help="Region to keep: top, bottom, left or right."),
+    fraction: float = typer.Option(0.5, "--fraction", help="Share of the image that --keep keeps."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Mask image, white = keep (instead of --keep)."),
+    class_: Optional[str] = typer.Option(None, "--class", "-c", help="Class to complete as (default: unconditional)."),
+    n: int = typer.Option(8, "-n", help="Number of completions."),
+    candidates: int = typer.Option(8, "--candidates", help="Draws per completion, ranked by the prior, when known codes follow unknown ones."),
+    cfg: float = CfgOpt,
+    temperature: float = TempOpt,
+    top_k: Optional[int] = TopKOpt,
+    top_p: Optional[float] = TopPOpt,
+    seed: int = SampleSeedOpt,
+    tokenizer: Path = TokenizerDirOpt,
+    prior: Path = PriorDirOpt,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: a new runs/completions/NNN)."),
+    device: str = typer.Option("auto", "--device"),
+    force: bool = typer.Option(False, "--force", help="Overwrite same-named files in --out."),
+):
+    """Keep part of an image and let the prior invent the rest, N ways. Writes completion_<i>.png,
+    masked.png and grid.png (original | masked | completions)."""
+    from pipeline.generate import SamplingOptions, complete as run
+
+    result = run(image, tokenizer, prior, keep=keep, fraction=fraction, mask_path=mask, class_value=class_, n=n,
+                 opts=SamplingOptions(cfg, temperature, top_k, top_p, seed), candidates=candidates, out=out,
+                 device=device, force=force, console=err)
+    summary(f"completions -> {result['out']}", {"completions": result["completions"],
+                                                "known codes": f"{result['known_codes']}/{result['codes']}",
+                                                "grid": result["grid"]})
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Stage 1 as a job: data -> tokenizer -> trained checkpoint, test metrics and a reconstruction grid."""
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -138,8 +138,10 @@ def fit_tokenizer(job: TokenizerJob, console: Console | None = None) -> dict:
     params = sum(p.numel() for p in model.parameters())
     console.print(f"model: {cls.name}, {params / 1e6:.2f}M parameters"
                   + (f", {model.grid_shape[0]}x{model.grid_shape[1]} codes from {model.config.codebook_size}" if cls.name == "vqvae" else ""))
-    meta = {"class_names": data.class_names, "dataset": data.describe(), "train": to_dict(train_cfg),
-            "preset": job.preset}
+    # What export needs to rebuild exactly these splits from the tokenizer alone.
+    data_options = {**asdict(job.data), "image_size": data.image_size, "channels": data.channels}
+    meta = {"class_names": data.class_names, "dataset": data.describe(), "data_options": data_options,
+            "train": to_dict(train_cfg), "preset": job.preset}
 
     def save(m, metrics):
         save_checkpoint(job.out, m, kind="tokenizer", meta={**meta, "metrics": metrics})

@@ -1,0 +1,9 @@
+"""Stage 2: a class-conditional autoregressive transformer prior over code maps."""
+
+from stage2_prior.config import PriorConfig
+from stage2_prior.model import CodePrior, PriorOutput
+from stage2_prior.sampling import sample_codes, score_codes
+
+PRIORS = {"transformer": CodePrior}
+
+__all__ = ["PRIORS", "CodePrior", "PriorConfig", "PriorOutput", "sample_codes", "score_codes"]

@@ -1,0 +1,134 @@
+"""Every command chained on a small slice of real Fashion-MNIST, and the refusals around them."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.data import fashion_mnist_dir
+from pipeline.export import load_codes
+from test_cli import assert_one_line_error, digest, vq
+
+TOKENIZER_TOML = """
+[model]
+hidden = 16
+res_blocks = 1
+code_dim = 8
+codebook_size = 16
+[train]
+steps = 20
+batch_size = 32
+eval_every = 10
+"""
+PRIOR_TOML = """
+[model]
+dim = 32
+depth = 1
+heads = 2
+[train]
+steps = 10
+batch_size = 32
+eval_every = 5
+"""
+
+needs_fashion_mnist = pytest.mark.skipif(fashion_mnist_dir() is None, reason="Fashion-MNIST idx files not installed (make test installs them)")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """fit-tokenizer -> fit-prior (which exports the codes) on 300 real images."""
+    root = tmp_path_factory.mktemp("chain")
+    (root / "tok.toml").write_text(TOKENIZER_TOML)
+    (root / "prior.toml").write_text(PRIOR_TOML)
+    r = vq("fit-tokenizer", "--data", "fashion-mnist", "--limit", "300", "--config", root / "tok.toml", "--out", root / "tokenizer")
+    assert r.returncode == 0, r.stderr
+    r = vq("fit-prior", "--tokenizer", root / "tokenizer", "--codes", root / "codes", "--config", root / "prior.toml", "--out", root / "prior")
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+@needs_fashion_mnist
+def test_export_and_prior_artifacts(chain):
+    tok = json.loads((chain / "tokenizer" / "config.json").read_text())
+    meta = json.loads((chain / "codes" / "meta.json").read_text())
+    assert meta["tokenizer_fingerprint"] == tok["fingerprint"] and meta["codebook_size"] == 16
+    assert meta["grid"] == [7, 7] and meta["class_names"][7] == "Sneaker" and meta["splits"] == {"train": 300, "test": 300}
+    codes = load_codes(chain / "codes")
+    assert codes.codes["train"].shape == (300, 7, 7) and codes.codes["train"].dtype == torch.int64
+    assert int(codes.codes["test"].max()) < 16 and codes.labels["train"].shape == (300,)
+    prior = json.loads((chain / "prior" / "config.json").read_text())
+    assert prior["kind"] == "prior" and prior["tokenizer_fingerprint"] == tok["fingerprint"]
+    assert prior["metrics"]["test_bits_per_token"] > 0 and prior["metrics"]["test_bits_per_dim"] > 0
+    # Re-exporting for the same tokenizer reuses the export.
+    before = digest(chain / "codes")
+    r = vq("export-codes", "--tokenizer", chain / "tokenizer", "--out", chain / "codes")
+    assert r.returncode == 0 and "reusing" in r.stderr and digest(chain / "codes") == before
+
+
+@needs_fashion_mnist
+def test_sample_by_class_is_seeded(chain):
+    args = ("sample", "--tokenizer", chain / "tokenizer", "--prior", chain / "prior", "-n", "4", "--seed", "3")
+    r1 = vq(*args, "--class", "sneaker", "--out", chain / "s1")
+    r2 = vq(*args, "--class", "Sneaker", "--out", chain / "s2")
+    assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
+    files = sorted(p.name for p in (chain / "s1").iterdir())
+    assert files == ["grid.png", "sneaker_0.png", "sneaker_1.png", "sneaker_2.png", "sneaker_3.png"]
+    assert digest(chain / "s1") == digest(chain / "s2")
+    assert Image.open(chain / "s1" / "sneaker_0.png").size == (28, 28)
+    r = vq(*args[:-2], "--seed", "4", "--class", "sneaker", "--out", chain / "s3")
+    assert digest(chain / "s3") != digest(chain / "s1")
+    r = vq("sample", "--tokenizer", chain / "tokenizer", "--prior", chain / "prior", "-n", "2", "--out", chain / "all")
+    assert r.returncode == 0, r.stderr
+    assert len(list((chain / "all").glob("*_[01].png"))) == 20  # one row per class
+
+
+@needs_fashion_mnist
+def test_complete_an_rgba_image_of_another_size(chain, tmp_path):
+    img = Image.new("RGBA", (90, 60), (0, 0, 0, 255))
+    img.paste((255, 255, 255, 255), (30, 10, 60, 50))
+    img.save(tmp_path / "shirt.png")
+    r = vq("complete", tmp_path / "shirt.png", "--tokenizer", chain / "tokenizer", "--prior", chain / "prior",
+           "-n", "3", "--class", "shirt", "--keep", "left", "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert "RGBA 90x60 -> L 28x28" in r.stderr
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert names == {"completion_0.png", "completion_1.png", "completion_2.png", "masked.png", "grid.png"}
+    assert Image.open(tmp_path / "out" / "grid.png").size[0] > 5 * 28
+
+
+@needs_fashion_mnist
+def test_refusals_write_nothing(chain, tmp_path):
+    base = ("--tokenizer", chain / "tokenizer", "--prior", chain / "prior")
+    out = tmp_path / "out"
+    assert_one_line_error(vq("sample", *base, "--class", "dog", "--out", out), "unknown class 'dog'; valid classes: T-shirt/top, Trouser")
+    assert_one_line_error(vq("sample", "--tokenizer", chain / "tokenizer", "--prior", tmp_path / "nope", "--out", out), "no prior at")
+    assert_one_line_error(vq("complete", tmp_path / "missing.png", *base, "--out", out), "does not exist")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    assert_one_line_error(vq("complete", tmp_path / "bad.png", *base, "--out", out), "cannot read image")
+    # A second tokenizer: the first one's prior and codes must be refused with it.
+    r = vq("fit-tokenizer", "--data", "fashion-mnist", "--limit", "64", "--config", chain / "tok.toml", "--steps", "2", "--seed", "1", "--out", tmp_path / "tok2")
+    assert r.returncode == 0, r.stderr
+    assert_one_line_error(vq("sample", "--tokenizer", tmp_path / "tok2", "--prior", chain / "prior", "--out", out), "another tokenizer")
+    before = digest(chain / "codes")
+    assert_one_line_error(vq("export-codes", "--tokenizer", tmp_path / "tok2", "--out", chain / "codes"), "codes of another tokenizer")
+    assert digest(chain / "codes") == before
+    assert not out.exists()
+    # Sampling again into the same folder refuses to overwrite.
+    assert vq("sample", *base, "--class", "bag", "-n", "1", "--out", out).returncode == 0
+    assert_one_line_error(vq("sample", *base, "--class", "bag", "-n", "1", "--out", out), "already holds")
+
+
+def test_vae_tokenizers_sample_by_their_latent_prior(tmp_path, image_folder):
+    for model in ("vae", "cvae"):
+        r = vq("fit-tokenizer", "--model", model, "--data", image_folder, "--steps", "3", "--batch-size", "8", "--out", tmp_path / model)
+        assert r.returncode == 0, r.stderr
+    r = vq("sample", "--tokenizer", tmp_path / "cvae", "--class", "square", "-n", "3", "--out", tmp_path / "c")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["grid.png", "square_0.png", "square_1.png", "square_2.png"]
+    assert_one_line_error(vq("sample", "--tokenizer", tmp_path / "vae", "--class", "square", "--out", tmp_path / "v"), "unconditional VAE")
+    r = vq("sample", "--tokenizer", tmp_path / "vae", "-n", "2", "--out", tmp_path / "v")
+    assert r.returncode == 0 and (tmp_path / "v" / "sample_1.png").exists()
+    assert_one_line_error(vq("fit-prior", "--tokenizer", tmp_path / "vae", "--out", tmp_path / "p"), "no codes for a prior")
+    assert not Path(tmp_path / "p").exists()

@@ -1,0 +1,110 @@
+import pytest
+import torch
+
+from pipeline.generate import complete_codes, is_prefix, resolve_class, SamplingOptions
+from pipeline.runs import VQError
+from stage2_prior import CodePrior, PriorConfig, sample_codes, score_codes
+from stage2_prior.sampling import filter_logits
+
+K = 16
+
+
+def tiny_prior(seed=0, **kw) -> CodePrior:
+    torch.manual_seed(seed)
+    cfg = dict(codebook_size=K, height=3, width=4, num_classes=3, dim=32, depth=2, heads=2, dropout=0.0)
+    return CodePrior(PriorConfig(**{**cfg, **kw})).eval()
+
+
+def overfit(model, code_map, label, steps=150):
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    codes, labels = code_map.expand(8, -1, -1), torch.full((8,), label)
+    for _ in range(steps):
+        loss = model(codes, labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), loss.item()
+
+
+def test_prior_overfits_one_code_map():
+    target = torch.randint(0, K, (1, 3, 4), generator=torch.Generator().manual_seed(1))
+    model, loss = overfit(tiny_prior(class_dropout=0.0), target, label=2)
+    assert loss < 0.05
+    greedy = sample_codes(model, torch.tensor([2]), temperature=0)
+    assert torch.equal(greedy, target)
+
+
+def test_cached_sampling_matches_teacher_forcing():
+    model = tiny_prior()
+    labels = torch.tensor([0, 1, 2, -1])
+    codes = sample_codes(model, labels, temperature=0)
+    assert torch.equal(model.logits(codes, labels).argmax(-1), codes.flatten(1))
+
+
+def test_samples_are_codes_and_seeded():
+    model = tiny_prior()
+    labels = torch.tensor([0, 1, 2] * 20)
+    draw = lambda seed, **kw: sample_codes(model, labels, generator=torch.Generator().manual_seed(seed), temperature=2.0, **kw)  # noqa: E731
+    a, b, c = draw(0), draw(0), draw(1)
+    assert a.dtype == torch.int64 and a.shape == (60, 3, 4)
+    assert int(a.min()) >= 0 and int(a.max()) < K  # class and null tokens (>= K) are never sampled
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    g = draw(0, cfg_scale=3.0, top_k=5, top_p=0.9)
+    assert int(g.min()) >= 0 and int(g.max()) < K
+
+
+def test_guidance_scale_one_equals_plain_conditional_sampling():
+    model = tiny_prior()
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    plain = sample_codes(model, labels, generator=torch.Generator().manual_seed(5))
+    batched = sample_codes(model, labels, generator=torch.Generator().manual_seed(5), force_guidance_batch=True)
+    assert torch.equal(plain, batched)
+    strong = sample_codes(model, labels, generator=torch.Generator().manual_seed(5), cfg_scale=4.0)
+    assert not torch.equal(plain, strong)
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]]))
+    assert torch.isfinite(filter_logits(logits, 2, None)).sum() == 2
+    kept = torch.isfinite(filter_logits(logits, None, 0.8))  # 0.5 + 0.2 < 0.8 <= 0.85
+    assert kept.tolist() == [[True, True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, None, 0.01)).sum() == 1
+
+
+@pytest.mark.parametrize("prefix", [True, False])
+def test_completion_keeps_every_known_code(prefix):
+    model = tiny_prior()
+    known = torch.randint(0, K, (1, 3, 4), generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(3, 4, dtype=torch.bool)
+    if prefix:
+        mask[0] = True
+    else:
+        mask[:, :2] = True  # left half: known codes follow unknown ones in raster order
+    assert is_prefix(mask) == prefix
+    out = complete_codes(model, known, mask, label=1, n=5, opts=SamplingOptions(cfg=2.0), candidates=4)
+    assert out.shape == (5, 3, 4)
+    assert torch.equal(out[:, mask], known[:, mask].expand(5, -1))
+    assert (out[:, ~mask] >= 0).all() and (out[:, ~mask] < K).all()
+
+
+def test_score_codes_is_the_sum_of_log_probs():
+    model = tiny_prior()
+    codes = torch.randint(0, K, (2, 3, 4))
+    labels = torch.tensor([0, 1])
+    mask = torch.zeros(2, 3, 4, dtype=torch.bool)
+    mask[:, 1] = True
+    logp = torch.log_softmax(model.logits(codes, labels), -1).gather(-1, codes.flatten(1)[..., None])[..., 0]
+    expected = (logp * mask.flatten(1)).sum(-1)
+    assert torch.allclose(score_codes(model, codes, labels, mask), expected, atol=1e-5)
+
+
+def test_resolve_class():
+    names = ["T-shirt/top", "Trouser", "Sneaker", "Ankle boot"]
+    assert resolve_class("sneaker", names) == 2
+    assert resolve_class("SNEAKER", names) == 2
+    assert resolve_class("t-shirt", names) == 0
+    assert resolve_class("ankle boot", names) == 3
+    assert resolve_class("1", names) == 1
+    with pytest.raises(VQError, match="valid classes: T-shirt/top, Trouser, Sneaker, Ankle boot"):
+        resolve_class("dog", names)
