@@ -255,6 +255,79 @@ def complete(
                                                 "grid": result["grid"]})
 
 
+SWEEP = [(g, t) for t in (1.0, 0.8) for g in (1.0, 1.5, 2.0, 3.0, 5.0)]
+
+
+@app.command("eval")
+@friendly
+def evaluate(
+    tokenizer: Path = TokenizerDirOpt,
+    prior: Path = PriorDirOpt,
+    per_class: int = typer.Option(1000, "--per-class", "-n", help="Samples (and real images) per class."),
+    completions: int = typer.Option(500, "--completions", help="Test images to complete (0 = skip)."),
+    cfg: float = CfgOpt,
+    temperature: float = TempOpt,
+    top_k: Optional[int] = TopKOpt,
+    top_p: Optional[float] = TopPOpt,
+    seed: int = SampleSeedOpt,
+    sweep: bool = typer.Option(False, "--sweep", help="Also sweep guidance 1, 1.5, 2, 3, 5 at temperatures 1.0 and 0.8."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval.json (default: in the prior's run, or the tokenizer's)."),
+    classifier: Path = typer.Option(Path("runs/classifier"), "--classifier", help="Cache of evaluation classifiers."),
+    device: str = typer.Option("auto", "--device"),
+):
+    """Measure every stage: reconstruction (MSE, PSNR, SSIM, codebook use), prior NLL, and how
+    class-like samples and completions are, judged by a classifier trained on the dataset, beside
+    the same figures for real images."""
+    from pipeline.evaluate import evaluate_run
+    from pipeline.generate import SamplingOptions
+
+    r = evaluate_run(tokenizer, prior, per_class=per_class, opts=SamplingOptions(cfg, temperature, top_k, top_p, seed),
+                     completions=completions, device=device, classifier_root=classifier, out=out,
+                     sweep=SWEEP if sweep else None, console=err)
+    print_eval(r)
+
+
+def print_eval(r: dict) -> None:
+    stage = Table(title=f"vq eval: {r['tokenizer_model']} on {r['dataset']['spec']} -> {r['out']}", title_justify="left")
+    stage.add_column("stage")
+    stage.add_column("metric")
+    stage.add_column("value", justify="right")
+    stage.add_row("classifier", "test accuracy", f"{r['classifier']['test_acc']:.4f}")
+    for k, v in r["tokenizer"].items():
+        stage.add_row("tokenizer", f"test {k}", f"{v:.4g}")
+    if "prior" in r:
+        stage.add_row("prior", "test bits / code token", f"{r['prior']['test_bits_per_token']:.4f}")
+        stage.add_row("prior", "test bits / pixel dim", f"{r['prior']['test_bits_per_dim']:.4f}")
+    if "completion" in r:
+        c = r["completion"]
+        stage.add_row("completion", f"true class kept, with class (n={c['n']})", f"{c['acc_with_class']:.4f}")
+        stage.add_row("completion", f"true class kept, unconditional (n={c['n']})", f"{c['acc_unconditional']:.4f}")
+    console.print(stage)
+    s = r["sampling"]
+    t = Table(title=f"class accuracy and Fréchet distance to the test split (cfg {s['cfg']}, T {s['temperature']})", title_justify="left")
+    for col in ("images", "n", "class acc", "Fréchet dist."):
+        t.add_column(col, justify="right" if col != "images" else "left")
+    for name, key in (("real train images (floor)", "real_train"), ("reconstructions", "reconstructions"), ("samples", "samples")):
+        j = r[key]
+        t.add_row(name, str(j["n"]), f"{j['acc']:.4f}" if "acc" in j else "n/a", f"{j['fd']:.3f}")
+    console.print(t)
+    if r["samples"].get("per_class"):
+        pc = Table(title="per class", title_justify="left")
+        for col in ("class", "samples acc", "real acc", "samples FD", "real FD"):
+            pc.add_column(col, justify="right" if col != "class" else "left")
+        for name, v in r["samples"]["per_class"].items():
+            real = r["real_train"]["per_class"].get(name, {})
+            pc.add_row(name, f"{v['acc']:.3f}", f"{real.get('acc', float('nan')):.3f}", f"{v['fd']:.2f}", f"{real.get('fd', float('nan')):.2f}")
+        console.print(pc)
+    if r.get("sweep"):
+        sw = Table(title="guidance sweep", title_justify="left")
+        for col in ("cfg", "temperature", "n", "class acc", "Fréchet dist."):
+            sw.add_column(col, justify="right")
+        for row in r["sweep"]:
+            sw.add_row(f"{row['cfg']}", f"{row['temperature']}", str(row["n"]), f"{row['acc']:.4f}", f"{row['fd']:.3f}")
+        console.print(sw)
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app()

@@ -117,8 +117,8 @@ def sample(tokenizer_dir: Path, prior_dir: Path, class_value: str | None, n: int
         classes = list(range(len(names))) if info["model"] != "vae" else [-1]
     stems = {c: (file_stem(names[c]) if c >= 0 else "sample") for c in classes}
     files = [f"{stems[c]}_{i}.png" for c in classes for i in range(n)] + ["grid.png"]
-    tokenizer, info, prior = load_pair(tokenizer_dir, prior_dir, device)
     out = new_output_dir(out, Path("runs/samples"), files, force)
+    tokenizer, info, prior = load_pair(tokenizer_dir, prior_dir, device)
     labels = torch.tensor([c for c in classes for _ in range(n)])
     images = generate_images(tokenizer, prior, labels, opts)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,8 +228,8 @@ def complete(image: Path, tokenizer_dir: Path, prior_dir: Path, *, keep: str = "
     x, note = load_user_image(image, cfg["channels"], cfg["image_size"])
     pmask = keep_mask(cfg["image_size"], keep, fraction, mask_path)
     files = [f"completion_{i}.png" for i in range(n)] + ["grid.png", "masked.png"]
-    tokenizer, info, prior = load_pair(tokenizer_dir, prior_dir, device)
     out = new_output_dir(out, Path("runs/completions"), files, force)
+    tokenizer, info, prior = load_pair(tokenizer_dir, prior_dir, device)
     console.print(f"image: {image} converted {note}")
     dev = next(tokenizer.parameters()).device
     codes = tokenizer.encode_indices(x.to(dev))

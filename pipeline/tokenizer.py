@@ -11,6 +11,7 @@ from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.configs import build, read_config_file, to_dict
 from pipeline.data import ImageData, Split, load_image_data, to_float
 from pipeline.images import save_grid
+from pipeline.metrics import psnr, ssim
 from pipeline.presets import TOKENIZER_PRESETS
 from pipeline.runs import VQError, check_run_dir, run_lock
 from pipeline.trainer import TrainConfig, fit, resolve_device
@@ -67,21 +68,21 @@ def prepare_batch(batch: tuple, device: torch.device) -> tuple:
 
 @torch.no_grad()
 def evaluate_tokenizer(model, split: Split, batch_size: int = EVAL_BATCH) -> dict:
-    """Test-split MSE and PSNR (images in [-1, 1], so the peak-to-peak range is 2); for a VQ-VAE
+    """Test-split MSE, PSNR and SSIM (images in [-1, 1], a range of 2); for a VQ-VAE
     also codebook usage (share of codes used at least once) and perplexity."""
     device = next(model.parameters()).device
-    sq_err, psnr_sum, n = 0.0, 0.0, 0
+    sq_err, psnr_sum, ssim_sum, n = 0.0, 0.0, 0.0, 0
     counts = torch.zeros(getattr(model.config, "codebook_size", 1), device=device)
     for i in range(0, len(split), batch_size):
         images, labels = prepare_batch((split.images[i : i + batch_size], split.labels[i : i + batch_size]), device)
         recon = model.reconstruct(images, labels).float().clamp(-1, 1)
-        mse = (recon - images).pow(2).flatten(1).mean(1)
-        sq_err += float(mse.sum())
-        psnr_sum += float((10 * torch.log10(4.0 / mse.clamp(min=1e-10))).sum())
+        sq_err += float((recon - images).pow(2).flatten(1).mean(1).sum())
+        psnr_sum += float(psnr(recon, images).sum())
+        ssim_sum += float(ssim(recon, images).sum())
         n += images.shape[0]
         if model.name == "vqvae":
             counts += torch.bincount(model.encode_indices(images).flatten(), minlength=counts.numel())
-    metrics = {"mse": sq_err / n, "psnr": psnr_sum / n}
+    metrics = {"mse": sq_err / n, "psnr": psnr_sum / n, "ssim": ssim_sum / n}
     if model.name == "vqvae":
         p = counts / counts.sum()
         metrics["usage"] = float((counts > 0).float().mean())

@@ -36,6 +36,7 @@ class CodePrior(nn.Module):
         config.validate()
         self.config = config
         c = config
+        dim_head = c.dim // c.heads
         self.net = TransformerWrapper(
             num_tokens=c.codebook_size + c.num_classes + 1,
             logits_dim=c.codebook_size,
@@ -43,7 +44,8 @@ class CodePrior(nn.Module):
             use_abs_pos_emb=False,
             emb_dropout=c.dropout,
             attn_layers=Decoder(
-                dim=c.dim, depth=c.depth, heads=c.heads, rotary_pos_emb=True,
+                dim=c.dim, depth=c.depth, heads=c.heads, attn_dim_head=dim_head, rotary_pos_emb=True,
+                rotary_emb_dim=min(dim_head, max(32, dim_head // 2)),
                 attn_dropout=c.dropout, ff_dropout=c.dropout, ff_mult=c.ff_mult,
             ),
         )

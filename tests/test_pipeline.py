@@ -24,7 +24,7 @@ eval_every = 10
 """
 PRIOR_TOML = """
 [model]
-dim = 32
+dim = 64
 depth = 1
 heads = 2
 [train]
@@ -132,3 +132,19 @@ def test_vae_tokenizers_sample_by_their_latent_prior(tmp_path, image_folder):
     assert r.returncode == 0 and (tmp_path / "v" / "sample_1.png").exists()
     assert_one_line_error(vq("fit-prior", "--tokenizer", tmp_path / "vae", "--out", tmp_path / "p"), "no codes for a prior")
     assert not Path(tmp_path / "p").exists()
+
+
+@needs_fashion_mnist
+def test_eval_writes_a_complete_report(chain, tmp_path):
+    r = vq("eval", "--tokenizer", chain / "tokenizer", "--prior", chain / "prior", "--per-class", "4",
+           "--completions", "6", "--classifier", chain / "classifier", "--out", tmp_path / "eval.json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "eval.json").read_text())
+    assert 0 <= rep["classifier"]["test_acc"] <= 1
+    assert set(rep["tokenizer"]) == {"mse", "psnr", "ssim", "usage", "perplexity"}
+    assert rep["prior"]["test_bits_per_token"] > 0 and rep["prior"]["test_bits_per_dim"] > 0
+    for key in ("real_train", "reconstructions", "samples"):
+        assert rep[key]["n"] == 40 and 0 <= rep[key]["acc"] <= 1 and rep[key]["fd"] >= 0
+        assert set(rep[key]["per_class"]) == set(json.loads((chain / "codes" / "meta.json").read_text())["class_names"])
+    assert rep["completion"]["n"] == 6 and 0 <= rep["completion"]["acc_with_class"] <= 1
+    assert "class acc" in r.stdout and "floor" in r.stdout

@@ -108,3 +108,16 @@ def test_resolve_class():
     assert resolve_class("1", names) == 1
     with pytest.raises(VQError, match="valid classes: T-shirt/top, Trouser, Sneaker, Ankle boot"):
         resolve_class("dog", names)
+
+
+def test_incremental_decoder_logits_equal_the_full_forward_pass():
+    from stage2_prior.sampling import IncrementalDecoder
+
+    model = tiny_prior(depth=3)
+    labels = torch.tensor([0, 2, -1])
+    codes = torch.randint(0, K, (3, 3, 4))
+    full = model.logits(codes, labels)
+    tokens = torch.cat([model.class_tokens(labels, 3, "cpu"), codes.flatten(1)], 1)
+    dec = IncrementalDecoder(model, 3)
+    steps = torch.stack([dec.step(tokens[:, t]) for t in range(12)], 1)
+    assert torch.allclose(steps, full, atol=1e-5, rtol=1e-4)

@@ -1,0 +1,122 @@
+"""The judge behind `vq eval`: a small CNN trained on the dataset's train split, cached per dataset.
+Its accuracy on samples says whether they look like their class; its penultimate features feed
+the Fréchet distance. Its own test accuracy is reported beside every figure it produces."""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
+
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.data import ImageData, to_float
+from pipeline.runs import VQError, run_lock
+from pipeline.trainer import TrainConfig, fit
+
+FEATURES = 128
+
+
+@dataclass
+class ClassifierConfig:
+    channels: int = 1
+    image_size: int = 28
+    num_classes: int = 10
+    width: int = 32
+
+
+@dataclass
+class ClassifierOutput:
+    loss: torch.Tensor
+    metrics: dict
+
+
+class Classifier(nn.Module):
+    name = "cnn"
+    config_class = ClassifierConfig
+
+    def __init__(self, config: ClassifierConfig):
+        super().__init__()
+        self.config = config
+        w = config.width
+
+        def block(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.body = nn.Sequential(
+            *block(config.channels, w), *block(w, w), nn.MaxPool2d(2),
+            *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(2 * w * 16, FEATURES), nn.ReLU(),
+        )
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURES, config.num_classes))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(b, c, H, W) in [-1, 1] -> (b, 128) penultimate activations."""
+        return self.body(images)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, step: int = 0) -> ClassifierOutput:
+        if self.training:  # random shifts of up to 2 px: cheap, and the judge generalises better
+            pad = F.pad(images, (2, 2, 2, 2), value=-1.0)
+            dx, dy = torch.randint(0, 5, (2,)).tolist()
+            images = pad[..., dy : dy + images.shape[-2], dx : dx + images.shape[-1]]
+        logits = self.head(self.features(images))
+        loss = F.cross_entropy(logits.float(), labels)
+        acc = (logits.argmax(-1) == labels).float().mean()
+        return ClassifierOutput(loss, {"acc": acc.detach()})
+
+
+CLASSIFIER_TRAIN = {"epochs": 3, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "weight_decay": 0.01,
+                    "eval_every": 10**9}
+
+
+@torch.no_grad()
+def predict(model: Classifier, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [-1, 1] (any device) -> (predicted classes, features), on the CPU."""
+    device = next(model.parameters()).device
+    preds, feats = [], []
+    for i in range(0, images.shape[0], batch_size):
+        f = model.features(images[i : i + batch_size].to(device).float())
+        feats.append(f.float().cpu())
+        preds.append(model.head(f).argmax(-1).cpu())
+    return torch.cat(preds), torch.cat(feats)
+
+
+def cache_key(data: ImageData) -> str:
+    desc = {k: v for k, v in data.describe().items() if k != "source"}
+    return hashlib.sha256(json.dumps([desc, data.class_names], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def ensure_classifier(data: ImageData, root: Path = Path("runs/classifier"), device: str = "auto",
+                      console: Console | None = None) -> tuple[Classifier, dict]:
+    """Load the cached classifier for this dataset or train one (a few minutes on a CPU)."""
+    console = console or Console(stderr=True)
+    out = Path(root) / cache_key(data)
+    registry = {Classifier.name: Classifier}
+    if (out / "config.json").exists():
+        model, info = load_checkpoint(out, "classifier", registry, "cpu")
+        if info["class_names"] != data.class_names:
+            raise VQError(f"{out} holds a classifier of other classes; delete it")
+        return model, info
+    console.print(f"training the evaluation classifier on {data.spec} (cached in {out})")
+    model = Classifier(ClassifierConfig(data.channels, data.image_size, len(data.class_names)))
+    cfg = TrainConfig(**CLASSIFIER_TRAIN, device=device)
+
+    def evaluate(m):
+        pred, _ = predict(m, to_float(data.test.images))
+        return {"test_acc": float((pred == data.test.labels).float().mean())}
+
+    def save(m, metrics):
+        save_checkpoint(out, m, kind="classifier", meta={"class_names": data.class_names, "dataset": data.describe(),
+                                                          "metrics": metrics})
+
+    def prepare(batch, dev):
+        images, labels = batch
+        return to_float(images.to(dev)), labels.to(dev)
+
+    with run_lock(out), torch.enable_grad():  # callers may be inside no_grad
+        fit(model, (data.train.images, data.train.labels), prepare=prepare, evaluate=evaluate, save=save,
+            run_dir=out, cfg=cfg, console=console)
+    return load_checkpoint(out, "classifier", registry, "cpu")

@@ -1,0 +1,156 @@
+"""`vq eval`: one table of how good each stage is, written to eval.json.
+
+- tokenizer: test MSE, PSNR, SSIM, codebook usage and perplexity;
+- prior: test NLL in bits per code token and per pixel dimension;
+- samples, per class and overall: the share the classifier assigns to the asked-for class, and the
+  Fréchet distance between classifier features of the samples and of the test split, with the
+  same two numbers for real train images (the floor) and for the tokenizer's reconstructions;
+- completion: test images with their bottom half removed, completed, classified.
+Every Fréchet distance is computed at the stated n against the whole test split."""
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from pipeline.checkpoint import read_info
+from pipeline.classifier import ensure_classifier, predict
+from pipeline.data import to_float
+from pipeline.generate import SamplingOptions, generate_images, load_pair
+from pipeline.metrics import frechet_distance
+from pipeline.runs import atomic_write_json
+from pipeline.tokenizer import DataOptions, evaluate_tokenizer
+from pipeline.trainer import resolve_device
+from stage2_prior import sample_codes
+
+
+def judge(classifier, images: torch.Tensor, labels: torch.Tensor | None, test_feats: torch.Tensor,
+          test_labels: torch.Tensor, class_names: list[str]) -> dict:
+    """Class accuracy and Fréchet distance, overall and per class, of images in [-1, 1]."""
+    pred, feats = predict(classifier, images)
+    out = {"n": int(images.shape[0]), "fd": frechet_distance(feats.numpy(), test_feats.numpy())}
+    if labels is not None:
+        out["acc"] = float((pred == labels).float().mean())
+        out["per_class"] = {}
+        for c, name in enumerate(class_names):
+            sel, ref = labels == c, test_labels == c
+            if sel.sum() > 1 and ref.sum() > 1:
+                out["per_class"][name] = {
+                    "acc": float((pred[sel] == c).float().mean()),
+                    "fd": frechet_distance(feats[sel].numpy(), test_feats[ref].numpy()),
+                }
+    else:
+        out["predicted_share"] = {name: float((pred == c).float().mean()) for c, name in enumerate(class_names)}
+    return out
+
+
+def balanced(labels: torch.Tensor, per_class: int, num_classes: int, seed: int) -> torch.Tensor:
+    """Indices of up to `per_class` random items of each class."""
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(num_classes):
+        idx = (labels == c).nonzero().flatten()
+        picks.append(idx[torch.randperm(idx.numel(), generator=g)[:per_class]])
+    return torch.cat(picks)
+
+
+@torch.no_grad()
+def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int = 1000, opts: SamplingOptions | None = None,
+                 completions: int = 500, device: str = "auto", classifier_root: Path = Path("runs/classifier"),
+                 out: Path | None = None, sweep: list[tuple[float, float]] | None = None,
+                 console: Console | None = None) -> dict:
+    console = console or Console(stderr=True)
+    opts = opts or SamplingOptions()
+    opts.validate()
+    t0 = time.time()
+    tokenizer, info, prior = load_pair(tokenizer_dir, prior_dir, device)
+    dev = resolve_device(device)
+    data = DataOptions(**info["data_options"]).load()
+    names = data.class_names
+    classifier, cinfo = ensure_classifier(data, classifier_root, device, console)
+    classifier.to(dev).eval()
+    test_images = to_float(data.test.images)
+    test_pred, test_feats = predict(classifier, test_images)
+    report: dict = {
+        "tokenizer_dir": str(tokenizer_dir), "tokenizer_model": info["model"], "dataset": data.describe(),
+        "classifier": {"test_acc": float((test_pred == data.test.labels).float().mean()), "dir": str(classifier_root)},
+        "sampling": {"cfg": opts.cfg, "temperature": opts.temperature, "top_k": opts.top_k, "top_p": opts.top_p,
+                     "seed": opts.seed, "per_class": per_class},
+        "device": str(dev),
+    }
+    console.print(f"classifier test accuracy: {report['classifier']['test_acc']:.4f}")
+
+    tokenizer.to(dev).eval()
+    report["tokenizer"] = evaluate_tokenizer(tokenizer, data.test)
+    num_classes = len(names)
+    real_idx = balanced(data.train.labels, per_class, num_classes, opts.seed)
+    real = to_float(data.train.images[real_idx])
+    real_labels = data.train.labels[real_idx]
+    report["real_train"] = judge(classifier, real, real_labels, test_feats, data.test.labels, names)
+    recon = torch.cat([tokenizer.reconstruct(real[i : i + 500].to(dev), real_labels[i : i + 500].to(dev)).float().cpu()
+                       for i in range(0, real.shape[0], 500)]).clamp(-1, 1)
+    report["reconstructions"] = judge(classifier, recon, real_labels, test_feats, data.test.labels, names)
+
+    if prior is not None:
+        from pipeline.export import load_codes
+        from pipeline.prior import nll_bits, pixel_dims
+
+        pinfo = read_info(prior_dir, "prior")
+        codes = load_codes(Path(pinfo["codes_dir"]))
+        bits = nll_bits(prior, codes.codes["test"], codes.labels["test"])
+        h, w = tokenizer.grid_shape
+        report["prior"] = {"dir": str(prior_dir), "test_bits_per_token": bits,
+                           "test_bits_per_dim": bits * h * w / pixel_dims(codes.meta)}
+    conditional = info["model"] != "vae"
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    sample_labels = labels if conditional else torch.full((labels.shape[0],), -1)
+    ts = time.time()
+    samples = generate_images(tokenizer, prior, sample_labels, opts).cpu()
+    report["samples"] = judge(classifier, samples, labels if conditional else None, test_feats, data.test.labels, names)
+    report["samples"]["seconds"] = time.time() - ts
+
+    if sweep and prior is not None:
+        report["sweep"] = []
+        for cfg_scale, temp in sweep:
+            o = SamplingOptions(cfg_scale, temp, opts.top_k, opts.top_p, opts.seed)
+            s = generate_images(tokenizer, prior, labels, o).cpu()
+            j = judge(classifier, s, labels, test_feats, data.test.labels, names)
+            report["sweep"].append({"cfg": cfg_scale, "temperature": temp, "acc": j["acc"], "fd": j["fd"], "n": j["n"]})
+            console.print(f"sweep cfg={cfg_scale} T={temp}: acc={j['acc']:.4f} fd={j['fd']:.3f}")
+
+    if prior is not None and completions > 0:
+        report["completion"] = completion_accuracy(tokenizer, prior, classifier, data.test, completions, opts, dev)
+    report["seconds"] = time.time() - t0
+    out = Path(out) if out else Path(prior_dir if prior is not None else tokenizer_dir) / "eval.json"
+    atomic_write_json(out, report)
+    report["out"] = str(out)
+    return report
+
+
+@torch.no_grad()
+def completion_accuracy(tokenizer, prior, classifier, split, n: int, opts: SamplingOptions, dev) -> dict:
+    """Keep the top half of n test images (the codes of the top rows), complete the rest once each,
+    with the true class and without one, and classify the completions."""
+    g = torch.Generator().manual_seed(opts.seed)
+    idx = torch.randperm(len(split), generator=g)[:n]
+    images, labels = to_float(split.images[idx]), split.labels[idx]
+    h, w = tokenizer.grid_shape
+    mask = torch.zeros(h, w, dtype=torch.bool, device=dev)
+    mask[: math.ceil(h / 2)] = True
+    result = {"n": int(n), "kept_code_rows": math.ceil(h / 2), "of_rows": h}
+    for mode in ("with_class", "unconditional"):
+        outs = []
+        for i in range(0, n, 250):
+            x = images[i : i + 250].to(dev)
+            codes = tokenizer.encode_indices(x)
+            y = labels[i : i + 250].to(dev) if mode == "with_class" else torch.full((x.shape[0],), -1, device=dev)
+            gen = torch.Generator(device=dev).manual_seed(opts.seed + i)
+            done = sample_codes(prior, y, cfg_scale=opts.cfg if mode == "with_class" else 1.0, temperature=opts.temperature,
+                                top_k=opts.top_k, top_p=opts.top_p, generator=gen,
+                                known=codes, known_mask=mask.expand(x.shape[0], -1, -1))
+            outs.append(tokenizer.decode_indices(done).float().cpu().clamp(-1, 1))
+        pred, _ = predict(classifier, torch.cat(outs))
+        result[f"acc_{mode}"] = float((pred == labels).float().mean())
+    return result
