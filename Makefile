@@ -23,9 +23,16 @@ data:
 		|| echo "apt could not install dataset-fashion-mnist; vq will fetch Fashion-MNIST through datasets"; \
 	else echo "no $(FASHION_MNIST): vq will fetch Fashion-MNIST through datasets on first use"; fi
 
+# The whole chain with the demo presets: tokenizer -> codes -> prior -> a grid of samples per class.
 # Re-running continues (or just re-evaluates) the runs already there instead of refusing them.
+resume_if = $$([ -e $(1)/train_state.pt ] && echo --resume)
 demo: $(STAMP) data
-	$(BIN)/vq fit-tokenizer --preset demo --out $(RUNS)/tokenizer $$([ -e $(RUNS)/tokenizer/train_state.pt ] && echo --resume)
+	$(BIN)/vq fit-tokenizer --preset demo --out $(RUNS)/tokenizer $(call resume_if,$(RUNS)/tokenizer)
+	$(BIN)/vq fit-prior --preset demo --tokenizer $(RUNS)/tokenizer --codes $(RUNS)/codes --out $(RUNS)/prior $(call resume_if,$(RUNS)/prior)
+	$(BIN)/vq sample -n 10 --tokenizer $(RUNS)/tokenizer --prior $(RUNS)/prior
+
+bench: $(STAMP)
+	$(BIN)/python bench/sampling.py
 
 test: $(STAMP) data
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q

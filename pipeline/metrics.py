@@ -1,6 +1,8 @@
 """Image and feature metrics for `vq eval`: PSNR, SSIM, the Fréchet distance between Gaussian fits
 of two feature sets (Heusel et al. 2017, the distance behind FID), and classification accuracy."""
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -49,7 +51,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two (n, d) feature sets."""
     mu1, s1 = gaussian_stats(a)
     mu2, s2 = gaussian_stats(b)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    with warnings.catch_warnings():  # ReLU features that are always 0 make S singular; sqrtm copes
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
         eps = np.eye(s1.shape[0]) * 1e-6
         covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))

@@ -4,7 +4,7 @@ Each entry gives model-config and train-config overrides; a config file and flag
 TOKENIZER_PRESETS = {
     "vqvae": {
         "demo": ({"hidden": 64, "res_blocks": 2, "downsample": 4, "code_dim": 16, "codebook_size": 256},
-                 {"steps": 1500, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "eval_every": 500}),
+                 {"steps": 1000, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "eval_every": 500}),
         "full": ({"hidden": 128, "res_blocks": 2, "upper_res_blocks": 1, "downsample": 2, "code_dim": 32, "codebook_size": 1024},
                  {"steps": 8000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 500, "eval_every": 1000}),
     },
@@ -20,7 +20,7 @@ TOKENIZER_PRESETS["cvae"] = TOKENIZER_PRESETS["vae"]
 PRIOR_PRESETS = {
     "transformer": {
         "demo": ({"dim": 192, "depth": 4, "heads": 4, "dropout": 0.1},
-                 {"steps": 1200, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "eval_every": 300,
+                 {"steps": 800, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "eval_every": 400,
                   "weight_decay": 0.05}),
         "full": ({"dim": 512, "depth": 8, "heads": 8, "dropout": 0.1},
                  {"steps": 8000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 500, "eval_every": 1000,
