@@ -123,7 +123,7 @@ def fit_tokenizer(
     result = run(job, console=err)
     summary(f"tokenizer -> {result['out']}", {
         "model": model, "steps": result["step"], "device": result["device"],
-        "train seconds": round(result["seconds"], 1), **{f"test {k}": v for k, v in result["metrics"].items()},
+        "train seconds": round(result["seconds"], 1), "wall seconds": round(result["wall_seconds"], 1), **{f"test {k}": v for k, v in result["metrics"].items()},
         "reconstructions": str(Path(result["out"]) / "reconstructions.png"),
     })
 
@@ -192,6 +192,7 @@ def fit_prior(
     result = run(job, console=err)
     summary(f"prior -> {result['out']}", {
         "steps": result["step"], "device": result["device"], "train seconds": round(result["seconds"], 1),
+        "wall seconds": round(result["wall_seconds"], 1),
         "best val bits/token": result["best"], **{k.replace("_", " "): v for k, v in result["metrics"].items()},
     })
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.configs import build, read_config_file, to_dict
 from pipeline.data import ImageData, Split, load_image_data, to_float
-from pipeline.images import save_grid
+from pipeline.images import grid, save_grid
 from pipeline.metrics import psnr, ssim
 from pipeline.presets import TOKENIZER_PRESETS
 from pipeline.runs import VQError, check_run_dir, run_lock
@@ -152,7 +152,7 @@ def fit_tokenizer(job: TokenizerJob, console: Console | None = None) -> dict:
             model, (data.train.images, data.train.labels),
             prepare=prepare_batch, evaluate=lambda m: evaluate_tokenizer(m, data.test), save=save,
             run_dir=job.out, cfg=train_cfg, resume=job.resume,
-            preview=lambda m: reconstruction_grid(m, data.test), console=console,
+            preview=lambda m: grid(reconstruction_grid(m, data.test), nrow=16), console=console,
             run_config={"model": to_dict(model.config), "train": to_dict(train_cfg), "data": data.describe()},
         )
         save_grid(reconstruction_grid(model, data.test), job.out / "reconstructions.png", nrow=16)

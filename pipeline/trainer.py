@@ -107,7 +107,7 @@ def fit(
     cfg: TrainConfig,
     resume: bool = False,
     best_metric: str | None = None,
-    preview: Callable[[torch.nn.Module], torch.Tensor] | None = None,
+    preview: Callable[[torch.nn.Module], torch.Tensor] | None = None,  # -> (C, H, W) uint8 image
     console: Console | None = None,
     run_config: dict | None = None,
 ) -> dict:
@@ -190,7 +190,8 @@ def fit(
             if preview is not None:
                 import wandb
 
-                log["val/preview"] = wandb.Image(preview(model).float().cpu())
+                img = preview(model).cpu().permute(1, 2, 0).numpy()  # (C, H, W) uint8 -> (H, W, C)
+                log["val/preview"] = wandb.Image(img[..., 0] if img.shape[-1] == 1 else img)
             wandb_run.log(log, step=step)
         return metrics
 

@@ -44,7 +44,7 @@ class VQVAEConfig(ConvConfig):
 class VAEConfig(ConvConfig):
     latent_dim: int = 32
     bottleneck_channels: int = 16  # feature map channels flattened into the latent's linear layer
-    kl_weight: float = 0.02  # 2 sigma^2 of the Gaussian decoder: loss = MSE + kl_weight * KL / pixels
+    kl_weight: float = 0.25  # 2 sigma^2 of the Gaussian decoder: loss = MSE + kl_weight * KL / pixels
     kl_warmup_steps: int = 1000  # the KL weight ramps linearly from 0 over these steps
 
 

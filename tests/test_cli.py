@@ -91,3 +91,35 @@ def test_fit_vae_models_on_a_saved_hf_dataset(tmp_path, cifar_like, model):
     info = json.loads((out / "config.json").read_text())
     assert info["model"] == model and info["config"]["channels"] == 3 and info["config"]["image_size"] == 16
     assert len(info["class_names"]) == 10
+
+
+def test_ctrl_c_saves_the_run_and_resume_finishes_it(tmp_path, image_folder, tiny_config):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "fit-tokenizer", "--data", str(image_folder),
+                             "--config", str(tiny_config), "--steps", "100000", "--eval-every", "100000", "--out", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / ".lock").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(3)  # well into the training loop
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted at step" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    assert (out / "train_state.pt").exists() and (out / "model.safetensors").exists()
+    assert not (out / ".lock").exists()
+    r = vq("fit-tokenizer", "--data", image_folder, "--config", tiny_config, "--steps", "5", "--out", out, "--resume")
+    assert r.returncode == 0, r.stderr
+
+
+def test_wandb_offline_logs_reconstruction_previews(tmp_path, image_folder, tiny_config):
+    out = tmp_path / "run"
+    r = vq("fit-tokenizer", "--data", image_folder, "--config", tiny_config, "--out", out, "--wandb")
+    assert r.returncode == 0, r.stderr
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert len(list(runs[0].glob("files/media/images/val/preview_*.png"))) == 2  # evals at steps 3 and 6
