@@ -131,7 +131,7 @@ def fit_tokenizer(
 TokenizerDirOpt = typer.Option(Path("runs/tokenizer"), "--tokenizer", "-t", help="Tokenizer run directory.")
 PriorDirOpt = typer.Option(Path("runs/prior"), "--prior", help="Prior run directory (VQ-VAE tokenizers only).")
 CodesOpt = typer.Option(Path("runs/codes"), "--codes", help="Directory of exported code maps.")
-CfgOpt = typer.Option(1.5, "--cfg", help="Classifier-free guidance scale: 1 = none; higher = more typical of the class, less varied.")
+CfgOpt = typer.Option(2.0, "--cfg", help="Classifier-free guidance scale: 1 = none; higher = more typical of the class, less varied.")
 TempOpt = typer.Option(1.0, "--temperature", help="Sampling temperature (0 = greedy).")
 TopKOpt = typer.Option(None, "--top-k", help="Sample only among the k likeliest codes.")
 TopPOpt = typer.Option(None, "--top-p", help="Sample only within the smallest set of codes holding this probability.")

@@ -21,7 +21,7 @@ CHUNK = 256  # images per sampling batch
 
 @dataclass
 class SamplingOptions:
-    cfg: float = 1.5
+    cfg: float = 2.0
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
