@@ -14,6 +14,7 @@ from torch import nn
 
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.data import ImageData, to_float
+from pipeline.metrics import accuracy
 from pipeline.runs import VQError, run_lock
 from pipeline.trainer import TrainConfig, fit
 
@@ -106,7 +107,7 @@ def ensure_classifier(data: ImageData, root: Path = Path("runs/classifier"), dev
 
     def evaluate(m):
         pred, _ = predict(m, to_float(data.test.images))
-        return {"test_acc": float((pred == data.test.labels).float().mean())}
+        return {"test_acc": accuracy(pred, data.test.labels)}
 
     def save(m, metrics):
         save_checkpoint(out, m, kind="classifier", meta={"class_names": data.class_names, "dataset": data.describe(),

@@ -19,7 +19,7 @@ from pipeline.checkpoint import read_info
 from pipeline.classifier import ensure_classifier, predict
 from pipeline.data import to_float
 from pipeline.generate import SamplingOptions, generate_images, load_pair
-from pipeline.metrics import frechet_distance
+from pipeline.metrics import accuracy, frechet_distance
 from pipeline.runs import atomic_write_json
 from pipeline.tokenizer import DataOptions, evaluate_tokenizer
 from pipeline.trainer import resolve_device
@@ -32,13 +32,13 @@ def judge(classifier, images: torch.Tensor, labels: torch.Tensor | None, test_fe
     pred, feats = predict(classifier, images)
     out = {"n": int(images.shape[0]), "fd": frechet_distance(feats.numpy(), test_feats.numpy())}
     if labels is not None:
-        out["acc"] = float((pred == labels).float().mean())
+        out["acc"] = accuracy(pred, labels)
         out["per_class"] = {}
         for c, name in enumerate(class_names):
             sel, ref = labels == c, test_labels == c
             if sel.sum() > 1 and ref.sum() > 1:
                 out["per_class"][name] = {
-                    "acc": float((pred[sel] == c).float().mean()),
+                    "acc": accuracy(pred[sel], labels[sel]),
                     "fd": frechet_distance(feats[sel].numpy(), test_feats[ref].numpy()),
                 }
     else:
@@ -75,7 +75,7 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     test_pred, test_feats = predict(classifier, test_images)
     report: dict = {
         "tokenizer_dir": str(tokenizer_dir), "tokenizer_model": info["model"], "dataset": data.describe(),
-        "classifier": {"test_acc": float((test_pred == data.test.labels).float().mean()), "dir": str(classifier_root)},
+        "classifier": {"test_acc": accuracy(test_pred, data.test.labels), "dir": str(classifier_root)},
         "sampling": {"cfg": opts.cfg, "temperature": opts.temperature, "top_k": opts.top_k, "top_p": opts.top_p,
                      "seed": opts.seed, "per_class": per_class},
         "device": str(dev),
@@ -152,5 +152,5 @@ def completion_accuracy(tokenizer, prior, classifier, split, n: int, opts: Sampl
                                 known=codes, known_mask=mask.expand(x.shape[0], -1, -1))
             outs.append(tokenizer.decode_indices(done).float().cpu().clamp(-1, 1))
         pred, _ = predict(classifier, torch.cat(outs))
-        result[f"acc_{mode}"] = float((pred == labels).float().mean())
+        result[f"acc_{mode}"] = accuracy(pred, labels)
     return result
