@@ -13,7 +13,7 @@ from rich.console import Console
 from torch import nn
 
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.data import ImageData, to_float
+from pipeline.data import ImageData, image_batch, to_float
 from pipeline.metrics import accuracy
 from pipeline.runs import VQError, run_lock
 from pipeline.trainer import TrainConfig, fit
@@ -113,11 +113,7 @@ def ensure_classifier(data: ImageData, root: Path = Path("runs/classifier"), dev
         save_checkpoint(out, m, kind="classifier", meta={"class_names": data.class_names, "dataset": data.describe(),
                                                           "metrics": metrics})
 
-    def prepare(batch, dev):
-        images, labels = batch
-        return to_float(images.to(dev)), labels.to(dev)
-
     with run_lock(out), torch.enable_grad():  # callers may be inside no_grad
-        fit(model, (data.train.images, data.train.labels), prepare=prepare, evaluate=evaluate, save=save,
+        fit(model, (data.train.images, data.train.labels), prepare=image_batch, evaluate=evaluate, save=save,
             run_dir=out, cfg=cfg, console=console)
     return load_checkpoint(out, "classifier", registry, "cpu")

@@ -75,6 +75,12 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
+def image_batch(batch: tuple, device: torch.device) -> tuple:
+    """(uint8 images, labels) on the CPU -> (float images in [-1, 1], labels) on the device."""
+    images, labels = batch
+    return to_float(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> uint8 [0, 255]"""
     return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

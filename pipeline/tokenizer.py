@@ -9,7 +9,7 @@ from rich.console import Console
 
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.configs import build, read_config_file, to_dict
-from pipeline.data import ImageData, Split, load_image_data, to_float
+from pipeline.data import ImageData, Split, image_batch, load_image_data
 from pipeline.images import grid, save_grid
 from pipeline.metrics import psnr, ssim
 from pipeline.presets import TOKENIZER_PRESETS
@@ -61,11 +61,6 @@ def preset(table: dict, model: str, name: str) -> tuple[dict, dict]:
     return table[model][name]
 
 
-def prepare_batch(batch: tuple, device: torch.device) -> tuple:
-    images, labels = batch
-    return to_float(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
-
-
 @torch.no_grad()
 def evaluate_tokenizer(model, split: Split, batch_size: int = EVAL_BATCH) -> dict:
     """Test-split MSE, PSNR and SSIM (images in [-1, 1], a range of 2); for a VQ-VAE
@@ -74,7 +69,7 @@ def evaluate_tokenizer(model, split: Split, batch_size: int = EVAL_BATCH) -> dic
     sq_err, psnr_sum, ssim_sum, n = 0.0, 0.0, 0.0, 0
     counts = torch.zeros(getattr(model.config, "codebook_size", 1), device=device)
     for i in range(0, len(split), batch_size):
-        images, labels = prepare_batch((split.images[i : i + batch_size], split.labels[i : i + batch_size]), device)
+        images, labels = image_batch((split.images[i : i + batch_size], split.labels[i : i + batch_size]), device)
         recon = model.reconstruct(images, labels).float().clamp(-1, 1)
         sq_err += float((recon - images).pow(2).flatten(1).mean(1).sum())
         psnr_sum += float(psnr(recon, images).sum())
@@ -94,7 +89,7 @@ def evaluate_tokenizer(model, split: Split, batch_size: int = EVAL_BATCH) -> dic
 def reconstruction_grid(model, split: Split, n: int = 32) -> torch.Tensor:
     """Rows of 16: originals, then their reconstructions beneath, twice."""
     device = next(model.parameters()).device
-    images, labels = prepare_batch((split.images[:n], split.labels[:n]), device)
+    images, labels = image_batch((split.images[:n], split.labels[:n]), device)
     recon = model.reconstruct(images, labels).float()
     rows = []
     for i in range(0, images.shape[0], 16):
@@ -150,7 +145,7 @@ def fit_tokenizer(job: TokenizerJob, console: Console | None = None) -> dict:
     with run_lock(job.out):
         result = fit(
             model, (data.train.images, data.train.labels),
-            prepare=prepare_batch, evaluate=lambda m: evaluate_tokenizer(m, data.test), save=save,
+            prepare=image_batch, evaluate=lambda m: evaluate_tokenizer(m, data.test), save=save,
             run_dir=job.out, cfg=train_cfg, resume=job.resume,
             preview=lambda m: grid(reconstruction_grid(m, data.test), nrow=16), console=console,
             run_config={"model": to_dict(model.config), "train": to_dict(train_cfg), "data": data.describe()},
