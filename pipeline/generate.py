@@ -76,7 +76,6 @@ def load_pair(tokenizer_dir: Path, prior_dir: Path | None, device: str):
     from pipeline.tokenizer import load_tokenizer
 
     dev = str(resolve_device(device))
-    read_info(tokenizer_dir, "tokenizer")
     tokenizer, info = load_tokenizer(tokenizer_dir, dev)
     prior = None
     if info["model"] == "vqvae":
@@ -248,5 +247,4 @@ def complete(image: Path, tokenizer_dir: Path, prior_dir: Path, *, keep: str = "
     row = torch.cat([x.cpu(), masked[None], images.cpu()])
     save_grid(row, out / "grid.png", nrow=row.shape[0])
     return {"out": str(out), "completions": n, "known_codes": int(cmask.sum()), "codes": int(cmask.numel()),
-            "converted": note, "grid": str(out / "grid.png"), "codes_map": completions.cpu(),
-            "known": codes.cpu(), "mask": cmask.cpu()}
+            "converted": note, "grid": str(out / "grid.png")}

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from pipeline.checkpoint import load_checkpoint, read_info, save_checkpoint
 from pipeline.configs import build, read_config_file, to_dict
-from pipeline.export import check_codes_match, export_codes, load_codes
+from pipeline.export import export_codes, load_codes
 from pipeline.presets import PRIOR_PRESETS
 from pipeline.runs import VQError, atomic_write_json, check_run_dir, run_lock
 from pipeline.tokenizer import preset
@@ -82,8 +82,7 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> dict:
             raise VQError(f"{job.out} was trained on another tokenizer's codes; it cannot resume on {job.tokenizer}")
 
     t0 = time.time()
-    meta = export_codes(job.tokenizer, job.codes, device=train_cfg.device, console=console)
-    check_codes_match(meta, tok_info, job.codes)
+    meta = export_codes(job.tokenizer, job.codes, device=train_cfg.device, console=console)  # refuses another tokenizer's codes
     codeset = load_codes(job.codes)
     h, w = meta["grid"]
     train_idx, val_idx = validation_split(codeset.codes["train"].shape[0], seed=0)
