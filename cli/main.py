@@ -38,6 +38,11 @@ def friendly(fn):
         except KeyboardInterrupt:
             err.print("[red]interrupted[/red]")
             raise typer.Exit(130) from None
+        finally:
+            import sys
+
+            if "pipeline.distributed" in sys.modules:  # leave torchrun's process group cleanly
+                sys.modules["pipeline.distributed"].teardown()
 
     return wrapper
 
@@ -49,8 +54,10 @@ def summary(title: str, rows: dict) -> None:
     console.print(table)
 
 
-DataOpt = typer.Option("fashion-mnist", "--data", "-d", help="fashion-mnist, cifar10, a folder of class sub-folders, a saved Hugging Face dataset, or a hub id.")
-ImageSizeOpt = typer.Option(None, "--image-size", help="Resize (centre-crop) images to this many pixels a side.")
+DataOpt = typer.Option(None, "--data", "-d", help="fashion-mnist (default), cifar10, a folder of class sub-folders, a saved Hugging Face dataset, or a hub id. Folders and datasets too big for memory are decoded on the fly. On --resume: the run's own data.")
+StreamingOpt = typer.Option(False, "--streaming", help="Read a Hugging Face dataset as a stream (hub datasets larger than the disk); shards are split over processes and workers.")
+StrictOpt = typer.Option(False, "--strict", help="Stop at the first unreadable image instead of skipping and counting it.")
+ImageSizeOpt = typer.Option(None, "--image-size", help="Centre-crop and resize images to this many pixels a side (default: the images' own size, when they all share one square size).")
 ChannelsOpt = typer.Option(None, "--channels", help="1 (grey) or 3 (RGB); default: from the first image.")
 ImageColOpt = typer.Option(None, "--image-column", help="Image column of a Hugging Face dataset (default: detected).")
 LabelColOpt = typer.Option(None, "--label-column", help="Label column of a Hugging Face dataset (default: detected).")
@@ -58,8 +65,11 @@ LimitOpt = typer.Option(None, "--limit", help="Use only the first N images of ea
 PresetOpt = typer.Option("demo", "--preset", "-p", help="demo: minutes on a laptop CPU; full: for one GPU.")
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML or JSON file with \\[model] and \\[train] tables; flags override it.")
 DeviceOpt = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:N or mps.")
-BatchOpt = typer.Option(None, "--batch-size", "-b", help="Batch size.")
-WorkersOpt = typer.Option(None, "--workers", help="Processes that decode images while loading a dataset.")
+BatchOpt = typer.Option(None, "--batch-size", "-b", help="Global batch size: under torchrun each of N processes takes batch-size / N.")
+WorkersOpt = typer.Option(None, "--workers", help="DataLoader processes that decode images, per training process (default: from the CPU count).")
+TimeBudgetOpt = typer.Option(None, "--time-budget", help="Train until this much time is spent (e.g. 90s, 5m, 1h), with the learning-rate schedule fitted to the steps it allows; wins over --steps.")
+LogEveryOpt = typer.Option(None, "--log-every", help="Read the loss (and check it is finite) every N steps; each read waits for the GPU.")
+CompileOpt = typer.Option(False, "--compile", help="torch.compile the model for training (the plain weights are saved).")
 EpochsOpt = typer.Option(None, "--epochs", help="Train for this many passes over the data.")
 StepsOpt = typer.Option(None, "--steps", help="Train for this many optimizer steps (wins over --epochs).")
 LrOpt = typer.Option(None, "--lr", help="Peak learning rate (AdamW, warm-up then cosine).")
@@ -104,26 +114,36 @@ def fit_tokenizer(
     image_column: Optional[str] = ImageColOpt,
     label_column: Optional[str] = LabelColOpt,
     limit: Optional[int] = LimitOpt,
+    streaming: bool = StreamingOpt,
+    strict: bool = StrictOpt,
+    time_budget: Optional[str] = TimeBudgetOpt,
+    log_every: Optional[int] = LogEveryOpt,
+    compile_: bool = CompileOpt,
     wandb: bool = WandbOpt,
     resume: bool = ResumeOpt,
     force: bool = ForceOpt,
 ):
     """Train a tokenizer (VQ-VAE, VAE or conditional VAE) on images; writes OUT/config.json,
-    OUT/model.safetensors and OUT/reconstructions.png."""
+    OUT/model.safetensors and OUT/reconstructions.png. On N GPUs (or N CPU processes):
+    torchrun --nproc-per-node N --no-python vq fit-tokenizer ..."""
     from pipeline.tokenizer import DataOptions, TokenizerJob, fit_tokenizer as run
 
     job = TokenizerJob(
         model=model, preset=preset, out=out, config_file=config, resume=resume, force=force,
-        data=DataOptions(data, image_size, channels, image_column, label_column, limit),
+        data=DataOptions(data, image_size, channels, image_column, label_column, limit, streaming, strict),
         model_overrides=train_overrides(codebook_size=codebook_size, downsample=downsample),
         train_overrides=train_overrides(device=device, batch_size=batch_size, workers=workers, epochs=epochs,
-                                        steps=steps, lr=lr, seed=seed, eval_every=eval_every,
-                                        precision=precision, wandb=wandb),
+                                        steps=steps, lr=lr, seed=seed, eval_every=eval_every, time_budget=time_budget,
+                                        log_every=log_every, precision=precision, compile=compile_, wandb=wandb),
     )
     result = run(job, console=err)
+    if result["world_size"] > 1 and not result.get("main", True):
+        return
     summary(f"tokenizer -> {result['out']}", {
-        "model": model, "steps": result["step"], "device": result["device"],
-        "train seconds": round(result["seconds"], 1), "wall seconds": round(result["wall_seconds"], 1), **{f"test {k}": v for k, v in result["metrics"].items()},
+        "model": model, "steps": result["step"], "device": result["device"], "processes": result["world_size"],
+        "train seconds": round(result["seconds"], 1), "wall seconds": round(result["wall_seconds"], 1),
+        "images/s": round(result["samples_per_second"] or 0, 1), **({"skipped images": result["skipped"]} if result["skipped"] else {}),
+        **{f"test {k}": v for k, v in result["metrics"].items()},
         "reconstructions": str(Path(result["out"]) / "reconstructions.png"),
     })
 
@@ -144,12 +164,13 @@ def export_codes(
     tokenizer: Path = TokenizerDirOpt,
     out: Path = typer.Option(Path("runs/codes"), "--out", "-o", help="Where to write the code maps."),
     device: str = typer.Option("auto", "--device"),
-    batch_size: int = typer.Option(500, "--batch-size", "-b"),
-    workers: int = typer.Option(0, "--workers", help="Processes that decode images while loading a dataset."),
+    batch_size: int = typer.Option(500, "--batch-size", "-b", help="Images encoded at once, per process."),
+    workers: Optional[int] = WorkersOpt,
     force: bool = typer.Option(False, "--force", help="Re-export even if OUT holds codes (of any tokenizer)."),
 ):
-    """Encode the tokenizer's dataset (train and test) into code maps for the prior; an export of
-    the same tokenizer is reused."""
+    """Encode the tokenizer's dataset (train and test) into compact code-map shards for the prior;
+    an export of the same tokenizer is reused, an interrupted one resumed. Under torchrun the
+    shards are shared out over the processes."""
     from pipeline.export import export_codes as run
 
     meta = run(tokenizer, out, device=device, batch_size=batch_size, force=force, workers=workers, console=err)
@@ -175,24 +196,33 @@ def fit_prior(
     precision: Optional[str] = PrecisionOpt,
     dim: Optional[int] = typer.Option(None, "--dim", help="Transformer width."),
     depth: Optional[int] = typer.Option(None, "--depth", help="Transformer layers."),
+    workers: Optional[int] = WorkersOpt,
+    time_budget: Optional[str] = TimeBudgetOpt,
+    log_every: Optional[int] = LogEveryOpt,
+    compile_: bool = CompileOpt,
     wandb: bool = WandbOpt,
     resume: bool = ResumeOpt,
     force: bool = ForceOpt,
 ):
     """Train a class-conditional transformer prior over the tokenizer's codes (exporting them
-    first if needed); keeps the checkpoint with the best validation NLL."""
+    first if needed); keeps the checkpoint with the best validation NLL. On N GPUs:
+    torchrun --nproc-per-node N --no-python vq fit-prior ..."""
     from pipeline.prior import PriorJob, fit_prior as run
 
     job = PriorJob(
         tokenizer=tokenizer, codes=codes, out=out, preset=preset, config_file=config, resume=resume, force=force,
         model_overrides=train_overrides(dim=dim, depth=depth),
         train_overrides=train_overrides(device=device, batch_size=batch_size, epochs=epochs, steps=steps, lr=lr,
-                                        seed=seed, eval_every=eval_every, precision=precision, wandb=wandb),
+                                        seed=seed, eval_every=eval_every, precision=precision, workers=workers,
+                                        time_budget=time_budget, log_every=log_every, compile=compile_, wandb=wandb),
     )
     result = run(job, console=err)
+    if result["world_size"] > 1 and not result.get("main", True):
+        return
     summary(f"prior -> {result['out']}", {
-        "steps": result["step"], "device": result["device"], "train seconds": round(result["seconds"], 1),
-        "wall seconds": round(result["wall_seconds"], 1),
+        "steps": result["step"], "device": result["device"], "processes": result["world_size"],
+        "train seconds": round(result["seconds"], 1), "wall seconds": round(result["wall_seconds"], 1),
+        "tokens/s": round(result["tokens_per_second"] or 0, 1),
         "best val bits/token": result["best"], **{k.replace("_", " "): v for k, v in result["metrics"].items()},
     })
 

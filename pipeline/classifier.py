@@ -13,7 +13,7 @@ from rich.console import Console
 from torch import nn
 
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.data import ImageData, image_batch, to_float
+from pipeline.data import ImageData, Split, image_batch, to_float
 from pipeline.metrics import accuracy
 from pipeline.runs import VQError, run_lock
 from pipeline.trainer import TrainConfig, fit
@@ -90,9 +90,10 @@ def cache_key(data: ImageData) -> str:
     return hashlib.sha256(json.dumps([desc, data.class_names], sort_keys=True).encode()).hexdigest()[:12]
 
 
-def ensure_classifier(data: ImageData, root: Path = Path("runs/classifier"), device: str = "auto",
+def ensure_classifier(data: ImageData, test: Split, root: Path = Path("runs/classifier"), device: str = "auto",
                       console: Console | None = None) -> tuple[Classifier, dict]:
-    """Load the cached classifier for this dataset or train one (a few minutes on a CPU)."""
+    """Load the cached classifier for this dataset or train one (a few minutes on a CPU);
+    `test` is the decoded held-out split it is scored on."""
     console = console or Console(stderr=True)
     out = Path(root) / cache_key(data)
     registry = {Classifier.name: Classifier}
@@ -106,14 +107,14 @@ def ensure_classifier(data: ImageData, root: Path = Path("runs/classifier"), dev
     cfg = TrainConfig(**CLASSIFIER_TRAIN, device=device)
 
     def evaluate(m):
-        pred, _ = predict(m, to_float(data.test.images))
-        return {"test_acc": accuracy(pred, data.test.labels)}
+        pred, _ = predict(m, to_float(test.images))
+        return {"test_acc": accuracy(pred, test.labels)}
 
     def save(m, metrics):
         save_checkpoint(out, m, kind="classifier", meta={"class_names": data.class_names, "dataset": data.describe(),
                                                           "metrics": metrics})
 
     with run_lock(out), torch.enable_grad():  # callers may be inside no_grad
-        fit(model, (data.train.images, data.train.labels), prepare=image_batch, evaluate=evaluate, save=save,
+        fit(model, data.train, prepare=image_batch, evaluate=evaluate, save=save,
             run_dir=out, cfg=cfg, console=console)
     return load_checkpoint(out, "classifier", registry, "cpu")

@@ -1,14 +1,23 @@
-"""Dataset specs -> train/test splits of (uint8 image tensor, class index) plus class names.
+"""Dataset specs -> train/test splits of (uint8 image, class index) plus class names.
 
 A spec is one of:
 - `fashion-mnist` (default): Debian's idx files in /usr/share/datasets/fashion-mnist (or
   $VQ_FASHION_MNIST_DIR), else the Hugging Face hub copy;
 - `cifar10`: the Hugging Face hub copy;
 - a local folder with one sub-folder per class (optionally under train/ and test/);
-- a Hugging Face dataset saved with `save_to_disk`, or any hub id of an image dataset.
+- a Hugging Face dataset saved with `save_to_disk`, or any hub id of an image dataset (read as a
+  stream with `streaming=True`).
 
-Images are held as uint8 (N, C, H, W) and turned into floats in [-1, 1] per batch (`to_float`),
-so Fashion-MNIST costs 47 MB of memory rather than 190.
+Every split is a map-style torch Dataset, index -> (uint8 (C, H, W) image, label):
+- `Split`: decoded images in memory (Fashion-MNIST, CIFAR-10, any dataset whose decoded pixels
+  fit in IN_MEMORY_BYTES), batched by indexing, on the GPU itself when it fits there;
+- `FileImages` / `ArrowImages`: a file list or a memory-mapped Arrow table, decoded and resized on
+  the fly in DataLoader workers, so memory stays flat however large the dataset;
+- `StreamImages` (an IterableDataset): a `datasets` stream, sharded over ranks and workers.
+A lazy item that cannot be decoded comes back as None with the reason; `pipeline.loader` skips
+and counts those (or stops, with --strict).
+
+Images become floats in [-1, 1] per batch (`to_float`), so Fashion-MNIST costs 47 MB, not 190.
 """
 
 import gzip
@@ -20,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset, IterableDataset
 
 from pipeline.runs import VQError
 
@@ -31,43 +41,9 @@ FASHION_MNIST_CLASSES = [
 HUB_COPIES = {"fashion-mnist": "zalando-datasets/fashion_mnist", "cifar10": "uoft-cs/cifar10"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 HELD_OUT_FRACTION = 0.1  # test share carved from sources that come with one split only
-
-
-@dataclass
-class Split:
-    images: torch.Tensor  # (N, C, H, W) uint8
-    labels: torch.Tensor  # (N,) int64
-
-    def __len__(self) -> int:
-        return self.labels.shape[0]
-
-    def head(self, n: int | None) -> "Split":
-        return self if n is None else Split(self.images[:n], self.labels[:n])
-
-
-@dataclass
-class ImageData:
-    spec: str
-    train: Split
-    test: Split
-    class_names: list[str]
-    source: str = ""  # where the images came from, for the user and the run's metadata
-    columns: dict = field(default_factory=dict)
-
-    @property
-    def channels(self) -> int:
-        return self.train.images.shape[1]
-
-    @property
-    def image_size(self) -> int:
-        return self.train.images.shape[-1]
-
-    def describe(self) -> dict:
-        return {
-            "spec": self.spec, "source": self.source, "channels": self.channels,
-            "image_size": self.image_size, "train_size": len(self.train),
-            "test_size": len(self.test), **self.columns,
-        }
+IN_MEMORY_BYTES = 512 * 2**20  # decoded train pixels up to this size are held in memory
+SIZE_SURVEY = 256  # images whose size is read (spread over the split) to find the dataset's size
+STREAM_TEST_IMAGES = 2000  # test images taken from the head of a streamed test split
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -76,7 +52,7 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def image_batch(batch: tuple, device: torch.device) -> tuple:
-    """(uint8 images, labels) on the CPU -> (float images in [-1, 1], labels) on the device."""
+    """(uint8 images, labels) -> (float images in [-1, 1], labels) on the device."""
     images, labels = batch
     return to_float(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
 
@@ -84,6 +60,182 @@ def image_batch(batch: tuple, device: torch.device) -> tuple:
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> uint8 [0, 255]"""
     return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+# --- the split types ---------------------------------------------------------------------------
+
+class Split(Dataset):
+    """Decoded images in memory: (N, C, H, W) uint8 and (N,) int64 labels."""
+
+    in_memory = True
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def __getitem__(self, i: int):
+        return self.images[i], int(self.labels[i]), None
+
+    def head(self, n: int | None) -> "Split":
+        return self if n is None else Split(self.images[:n], self.labels[:n])
+
+    @property
+    def nbytes(self) -> int:
+        return self.images.numel()
+
+
+class LazyImages(Dataset):
+    """Images decoded on access; `labels` are known up front (read without decoding anything)."""
+
+    in_memory = False
+
+    def __init__(self, labels: torch.Tensor, channels: int, size: int):
+        self.labels, self.channels, self.size = labels, channels, size
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def open(self, i: int):
+        """-> a Pillow image"""
+        raise NotImplementedError
+
+    def where(self, i: int) -> str:
+        """Item i as a user finds it (a path, a row)."""
+        raise NotImplementedError
+
+    def __getitem__(self, i: int):
+        try:
+            arr = pil_to_array(self.open(i), self.channels, self.size)
+        except Exception as e:  # a decoder can raise nearly anything on a corrupt file
+            return None, int(self.labels[i]), f"{self.where(i)} ({problem(e)})"
+        return torch.from_numpy(arr), int(self.labels[i]), None
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * self.channels * self.size * self.size
+
+
+class FileImages(LazyImages):
+    def __init__(self, paths: list[Path], labels: torch.Tensor, channels: int, size: int):
+        super().__init__(labels, channels, size)
+        self.paths = [str(p) for p in paths]
+
+    def open(self, i: int):
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as img:
+            img.load()
+            return img
+
+    def where(self, i: int) -> str:
+        return self.paths[i]
+
+    def head(self, n: int | None) -> "FileImages":
+        return self if n is None else FileImages(self.paths[:n], self.labels[:n], self.channels, self.size)
+
+
+class ArrowImages(LazyImages):
+    """A Hugging Face Dataset (memory-mapped Arrow): rows are decoded only when read."""
+
+    def __init__(self, ds, image_column: str, labels: torch.Tensor, channels: int, size: int):
+        super().__init__(labels, channels, size)
+        self.ds, self.image_column = ds.select_columns([image_column]), image_column
+
+    def open(self, i: int):
+        return self.ds[i][self.image_column]
+
+    def where(self, i: int) -> str:
+        return f"row {i}"
+
+    def head(self, n: int | None) -> "ArrowImages":
+        if n is None or n >= len(self):
+            return self
+        return ArrowImages(self.ds.select(range(n)), self.image_column, self.labels[:n], self.channels, self.size)
+
+
+class StreamImages(IterableDataset):
+    """A `datasets` IterableDataset (e.g. `load_dataset(..., streaming=True)`), decoded as it
+    streams. Ranks take their share with `split_dataset_by_node`; DataLoader workers take theirs
+    from the stream's shards (the `datasets` library splits them by worker)."""
+
+    in_memory = False
+
+    def __init__(self, ds, image_column: str, label_column: str | None, channels: int, size: int,
+                 num_rows: int | None = None):
+        self.ds, self.image_column, self.label_column = ds, image_column, label_column
+        self.channels, self.size, self.num_rows = channels, size, num_rows
+        self.epoch, self.seed, self.shuffle_buffer = 0, 0, 0
+
+    def configure(self, *, rank: int, world: int, seed: int, shuffle_buffer: int) -> "StreamImages":
+        from datasets.distributed import split_dataset_by_node
+
+        out = StreamImages(split_dataset_by_node(self.ds, rank, world) if world > 1 else self.ds,
+                           self.image_column, self.label_column, self.channels, self.size, self.num_rows)
+        out.seed, out.shuffle_buffer = seed, shuffle_buffer
+        return out
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        ds = self.ds
+        if self.shuffle_buffer:
+            ds = ds.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
+            ds.set_epoch(self.epoch)
+        for i, row in enumerate(ds):
+            label = int(row[self.label_column]) if self.label_column else 0
+            try:
+                arr = pil_to_array(row[self.image_column], self.channels, self.size)
+            except Exception as e:
+                yield None, label, f"streamed row {i} ({problem(e)})"
+                continue
+            yield torch.from_numpy(arr), label, None
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.num_rows is None else self.num_rows * self.channels * self.size * self.size
+
+    def __len__(self) -> int:
+        if self.num_rows is None:
+            raise TypeError("a stream of unknown length")
+        return self.num_rows
+
+
+def problem(e: Exception) -> str:
+    """An exception as a short phrase for a one-line report."""
+    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+@dataclass
+class ImageData:
+    spec: str
+    train: Dataset
+    test: Dataset
+    class_names: list[str]
+    channels: int
+    image_size: int
+    source: str = ""  # where the images came from, for the user and the run's metadata
+    columns: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {
+            "spec": self.spec, "source": self.source, "channels": self.channels,
+            "image_size": self.image_size, "train_size": _size_or_none(self.train),
+            "test_size": _size_or_none(self.test), **self.columns,
+        }
+
+
+def _size_or_none(split) -> int | None:
+    try:
+        return len(split)
+    except TypeError:
+        return None
+
+
+def split_from_arrays(images: np.ndarray, labels: np.ndarray) -> Split:
+    return Split(torch.from_numpy(np.array(images, copy=True)), torch.from_numpy(labels.astype(np.int64)))
 
 
 # --- Fashion-MNIST idx files -------------------------------------------------------------------
@@ -130,11 +282,12 @@ def load_fashion_mnist_idx(folder: Path) -> ImageData:
         images, labels = (read_idx(p) for p in paths)
         if images.shape[0] != labels.shape[0]:
             raise VQError(f"{folder}: {split} images and labels differ in count")
-        splits[split] = Split(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
-    return ImageData("fashion-mnist", splits["train"], splits["test"], list(FASHION_MNIST_CLASSES), source=str(folder))
+        splits[split] = split_from_arrays(images[:, None], labels)
+    return ImageData("fashion-mnist", splits["train"], splits["test"], list(FASHION_MNIST_CLASSES),
+                     channels=1, image_size=28, source=str(folder))
 
 
-# --- Pillow images -> uint8 tensors -------------------------------------------------------------
+# --- Pillow images -> uint8 arrays --------------------------------------------------------------
 
 def channels_of_mode(mode: str) -> int:
     return 1 if mode in ("1", "L", "LA", "I", "I;16", "F") else 3
@@ -153,13 +306,49 @@ def pil_to_array(img, channels: int, size: int) -> np.ndarray:
         img = img.crop((left, top, left + s, top + s))
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BICUBIC)
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+    arr = np.asarray(img, dtype=np.uint8)  # read-only view of Pillow's buffer: copy into a writable CHW array
+    return np.array(arr[None] if channels == 1 else arr.transpose(2, 0, 1), copy=True)
 
 
-def default_geometry(img, channels: int | None, size: int | None) -> tuple[int, int]:
-    """Channels from the first image's mode; size from its shorter side, capped at 64."""
-    return (channels or channels_of_mode(img.mode), size or min(min(img.size), 64))
+def survey(n: int) -> list[int]:
+    """Indices of up to SIZE_SURVEY items spread evenly over n: what `geometry` looks at."""
+    return sorted(set(np.linspace(0, n - 1, min(n, SIZE_SURVEY)).round().astype(int).tolist()))
+
+
+def geometry(images, channels: int | None, size: int | None, spec: str) -> tuple[int, int]:
+    """Channels and size from a survey of the dataset's images (Pillow images, opened lazily).
+
+    No silent cap: the default size is the images' own when every surveyed image has one square
+    size; otherwise the user is asked for --image-size. Channels: RGB when any image is colour."""
+    modes, sizes = set(), set()
+    for img in images:
+        modes.add(img.mode)
+        sizes.add(tuple(img.size))
+    if not sizes:
+        raise VQError(f"{spec} holds no readable images")
+    channels = channels or max(channels_of_mode(m) for m in modes)
+    if size is None:
+        if len(sizes) > 1:
+            shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:3])
+            raise VQError(f"{spec} holds images of several sizes ({shown}, ...); pass --image-size N "
+                          "to centre-crop and resize them all to N x N")
+        w, h = next(iter(sizes))
+        if w != h:
+            raise VQError(f"{spec} holds {w}x{h} images, which are not square; pass --image-size N "
+                          "to centre-crop and resize them to N x N")
+        size = w
+    return channels, size
+
+
+def _surveyed(*splits: LazyImages):
+    """Pillow images at the survey indices of each split; unreadable ones are left out (they are
+    counted when training reads them)."""
+    for split in splits:
+        for i in survey(len(split)):
+            try:
+                yield split.open(i)
+            except Exception:
+                continue
 
 
 # --- A folder of class sub-folders ------------------------------------------------------------
@@ -169,18 +358,18 @@ def _class_folders(root: Path) -> list[Path]:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
-def _open_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        img = Image.open(path)
-        img.load()
-        return img
-    except (OSError, UnidentifiedImageError) as e:
-        raise VQError(f"cannot read image {path}: {e}") from None
+    """Image files under folder, sorted; os.scandir instead of Path.rglob: a folder of a million
+    files is listed in seconds."""
+    found, stack = [], [str(folder)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=True):
+                    if not entry.name.startswith("."):
+                        stack.append(entry.path)
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                    found.append(entry.path)
+    return [Path(p) for p in sorted(found)]
 
 
 def _held_out(n: int, seed: int = 0) -> torch.Tensor:
@@ -203,7 +392,8 @@ def load_folder(root: Path, image_size: int | None, channels: int | None) -> Ima
     for idx, name in enumerate(class_names):
         if split_dirs:
             for split, d in split_dirs.items():
-                files[split] += [(p, idx) for p in _images_in(d / name)]
+                if (d / name).is_dir():
+                    files[split] += [(p, idx) for p in _images_in(d / name)]
         else:
             paths = _images_in(root / name)
             test = _held_out(len(paths), seed=idx)
@@ -213,13 +403,13 @@ def load_folder(root: Path, image_size: int | None, channels: int | None) -> Ima
         raise VQError(f"{root} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     if not files["test"]:
         files["test"] = files["train"][:1]
-    first = _open_image(files["train"][0][0])
-    channels, size = default_geometry(first, channels, image_size)
-    splits = {}
-    for split, items in files.items():
-        arrays = [pil_to_array(_open_image(p), channels, size) for p, _ in items]
-        splits[split] = Split(torch.from_numpy(np.stack(arrays)), torch.tensor([i for _, i in items], dtype=torch.int64))
-    return ImageData(str(root), splits["train"], splits["test"], class_names, source=str(root))
+
+    def lazy(items, c, s):
+        return FileImages([p for p, _ in items], torch.tensor([i for _, i in items], dtype=torch.int64), c, s)
+
+    channels, size = geometry(_surveyed(lazy(files["train"], 0, 0), lazy(files["test"], 0, 0)), channels, image_size, str(root))
+    return ImageData(str(root), lazy(files["train"], channels, size), lazy(files["test"], channels, size),
+                     class_names, channels=channels, image_size=size, source=str(root))
 
 
 # --- Hugging Face datasets ----------------------------------------------------------------------
@@ -246,68 +436,79 @@ def _detect_columns(features, image_column: str | None, label_column: str | None
 def _hf_splits(ds) -> tuple:
     import datasets
 
-    if isinstance(ds, datasets.Dataset):
-        ds = datasets.DatasetDict(train=ds)
+    if isinstance(ds, (datasets.Dataset, datasets.IterableDataset)):
+        ds = {"train": ds}
     train_name = "train" if "train" in ds else next(iter(ds))
     test_name = next((s for s in ("test", "validation", "valid", "val") if s in ds and s != train_name), None)
     if test_name is None:
+        if isinstance(ds[train_name], datasets.IterableDataset):
+            raise VQError("a streamed dataset needs its own test (or validation) split")
         parts = ds[train_name].train_test_split(test_size=HELD_OUT_FRACTION, seed=0)
         return parts["train"], parts["test"]
     return ds[train_name], ds[test_name]
 
 
-def _hf_to_split(ds, image_column: str, label_column: str | None, channels: int, size: int, workers: int) -> Split:
-    def convert(batch):
-        arrays = [pil_to_array(img, channels, size) for img in batch[image_column]]
-        return {"pixels": np.stack(arrays)}
+def _class_names(features, label_column: str | None, labels: np.ndarray | None) -> list[str]:
+    import datasets
 
-    keep = [image_column] + ([label_column] if label_column else [])
-    ds = ds.select_columns(keep)
-    mapped = ds.map(
-        convert, batched=True, batch_size=256, remove_columns=[image_column],
-        num_proc=workers if workers > 1 else None, keep_in_memory=True,
-        desc="decoding images",
-    ).with_format("numpy")
-    table = mapped[:]  # one slice of the table: fast, unlike per-column access
-    images = torch.from_numpy(np.asarray(table["pixels"], dtype=np.uint8))
-    labels = torch.from_numpy(np.asarray(table[label_column], dtype=np.int64)) if label_column else torch.zeros(len(ds), dtype=torch.int64)
-    return Split(images, labels)
+    feature = features[label_column] if label_column else None
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    if not label_column:
+        return ["image"]
+    if labels is None:
+        raise VQError(f"column '{label_column}' is no ClassLabel, and a stream's classes cannot be counted up front; "
+                      "cast it to a ClassLabel or drop --streaming")
+    if labels.size and labels.min() < 0:
+        raise VQError(f"column '{label_column}' holds negative labels")
+    return [str(i) for i in range(int(labels.max()) + 1)] if labels.size else []
+
+
+def _labels(ds, label_column: str | None) -> np.ndarray:
+    if not label_column:
+        return np.zeros(len(ds), dtype=np.int64)
+    column = ds.select_columns([label_column]).with_format("numpy")[:][label_column]
+    return np.asarray(column, dtype=np.int64)
 
 
 def load_hf(ds, spec: str, image_size: int | None, channels: int | None,
-            image_column: str | None, label_column: str | None, workers: int) -> ImageData:
+            image_column: str | None, label_column: str | None, rows: int | None = None) -> ImageData:
+    """A saved or hub dataset, map-style (memory-mapped Arrow) or streamed (IterableDataset);
+    `rows`: a stream's train length when known from elsewhere than its info."""
     import datasets
 
     train, test = _hf_splits(ds)
     image_column, label_column = _detect_columns(train.features, image_column, label_column)
-    label_feature = train.features[label_column] if label_column else None
-    if isinstance(label_feature, datasets.ClassLabel):
-        class_names = list(label_feature.names)
-    elif label_column:
-        ids = sorted(set(int(v) for v in train[label_column]))
-        if ids and (ids[0] < 0):
-            raise VQError(f"column '{label_column}' holds negative labels")
-        class_names = [str(i) for i in range(ids[-1] + 1)] if ids else []
-    else:
-        class_names = ["image"]
+    columns = {"image_column": image_column, "label_column": label_column}
+    if isinstance(train, datasets.IterableDataset):
+        head = [row[image_column] for row in train.take(min(SIZE_SURVEY, 64))]
+        channels, size = geometry(head, channels, image_size, spec)
+        names = _class_names(train.features, label_column, None)
+        if rows is None and train.info.splits and train.split in train.info.splits:
+            rows = train.info.splits[train.split].num_examples
+        stream = StreamImages(train, image_column, label_column, channels, size, rows or None)
+        tests = StreamImages(test.take(STREAM_TEST_IMAGES), image_column, label_column, channels, size)
+        return ImageData(spec, stream, tests, names, channels=channels, image_size=size, source=spec,
+                         columns={**columns, "streaming": True})
     if len(train) == 0:
         raise VQError(f"{spec} has an empty train split")
-    channels, size = default_geometry(train[0][image_column], channels, image_size)
+    train_labels, test_labels = _labels(train, label_column), _labels(test, label_column)
+    names = _class_names(train.features, label_column, train_labels)
+    probes = (ArrowImages(split, image_column, torch.from_numpy(y), 0, 0) for split, y in ((train, train_labels), (test, test_labels)))
+    channels, size = geometry(_surveyed(*probes), channels, image_size, spec)
     return ImageData(
         spec,
-        _hf_to_split(train, image_column, label_column, channels, size, workers),
-        _hf_to_split(test, image_column, label_column, channels, size, workers),
-        class_names,
-        source=spec,
-        columns={"image_column": image_column, "label_column": label_column},
+        ArrowImages(train, image_column, torch.from_numpy(train_labels), channels, size),
+        ArrowImages(test, image_column, torch.from_numpy(test_labels), channels, size),
+        names, channels=channels, image_size=size, source=spec, columns=columns,
     )
 
 
-def _load_from_hub(hub_id: str):
+def _load_from_hub(hub_id: str, streaming: bool = False):
     import datasets
 
     try:
-        return datasets.load_dataset(hub_id)
+        return datasets.load_dataset(hub_id, streaming=streaming)
     except Exception as e:  # datasets raises many types for offline, missing and private repos
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise VQError(f"'{hub_id}' is no local folder, and loading it from the Hugging Face hub failed: {first_line}") from None
@@ -315,6 +516,23 @@ def _load_from_hub(hub_id: str):
 
 def _is_saved_hf(path: Path) -> bool:
     return any((path / f).exists() for f in ("dataset_dict.json", "dataset_info.json", "state.json"))
+
+
+def _load_saved(path: Path, streaming: bool):
+    """A dataset saved with `save_to_disk` -> (dataset, train rows); with streaming, read as a
+    stream of its Arrow shards (the offline twin of a hub stream: the same IterableDataset path)."""
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:
+        raise VQError(f"cannot load the saved dataset at {path}: {e}") from None
+    if not streaming:
+        return ds, None
+    parts = ds if isinstance(ds, datasets.DatasetDict) else {"train": ds}
+    streams = {name: split.to_iterable_dataset(num_shards=max(1, min(64, len(split) // 1000)))
+               for name, split in parts.items()}
+    return streams, len(parts["train"]) if "train" in parts else None
 
 
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
@@ -327,38 +545,42 @@ def load_image_data(
     channels: int | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
-    workers: int = 0,
     limit: int | None = None,
+    streaming: bool = False,
 ) -> ImageData:
-    """Resolve a dataset spec; `limit` keeps the first N images of each split (quick runs, tests)."""
+    """Resolve a dataset spec to splits (lazy where the source is); `limit` keeps the first N
+    images of each split (quick runs, tests). Whether to decode into memory is the loader's call."""
     key = spec.lower()
     path = Path(spec).expanduser()
     if key in ("fashion-mnist", "fashion_mnist", "fashionmnist") and not path.exists():
         folder = fashion_mnist_dir()
-        data = load_fashion_mnist_idx(folder) if folder else load_hf(
-            _load_from_hub(HUB_COPIES["fashion-mnist"]), "fashion-mnist", None, None, None, None, workers)
-        data = _resize(data, image_size, channels)
+        if folder:
+            data = _resize(load_fashion_mnist_idx(folder), image_size, channels)
+        else:
+            data = load_hf(_load_from_hub(HUB_COPIES["fashion-mnist"], streaming), "fashion-mnist",
+                           image_size, channels, None, None)
     elif key in ("cifar10", "cifar-10") and not path.exists():
-        data = load_hf(_load_from_hub(HUB_COPIES["cifar10"]), "cifar10", image_size, channels, image_column, label_column, workers)
+        data = load_hf(_load_from_hub(HUB_COPIES["cifar10"], streaming), "cifar10", image_size, channels, image_column, label_column)
     elif path.exists():
         if not path.is_dir():
             raise VQError(f"{spec} is a file; give a folder of class sub-folders or a saved dataset")
         if _is_saved_hf(path):
-            import datasets
-
-            try:
-                ds = datasets.load_from_disk(str(path))
-            except Exception as e:
-                raise VQError(f"cannot load the saved dataset at {spec}: {e}") from None
-            data = load_hf(ds, spec, image_size, channels, image_column, label_column, workers)
+            ds, rows = _load_saved(path, streaming)
+            data = load_hf(ds, spec, image_size, channels, image_column, label_column, rows)
+        elif streaming:
+            raise VQError(f"--streaming reads Hugging Face datasets; {spec} is a folder, which is read lazily anyway")
         else:
             data = load_folder(path, image_size, channels)
     elif spec.startswith((".", "/", "~")) or not HUB_ID.fullmatch(spec):
         raise VQError(f"data path {spec} does not exist")
     else:
-        data = load_hf(_load_from_hub(spec), spec, image_size, channels, image_column, label_column, workers)
+        data = load_hf(_load_from_hub(spec, streaming), spec, image_size, channels, image_column, label_column)
     if limit is not None:
-        data.train, data.test = data.train.head(limit), data.test.head(limit)
+        if isinstance(data.train, StreamImages):
+            data.train.ds, data.train.num_rows = data.train.ds.take(limit), limit
+            data.test.ds = data.test.ds.take(limit)
+        else:
+            data.train, data.test = data.train.head(limit), data.test.head(limit)
     return data
 
 
@@ -373,4 +595,5 @@ def _resize(data: ImageData, image_size: int | None, channels: int | None) -> Im
         if image_size and image_size != x.shape[-1]:
             x = F.interpolate(x.float(), size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
         split.images = x.round().clamp(0, 255).to(torch.uint8) if x.is_floating_point() else x.contiguous()
+    data.channels, data.image_size = data.train.images.shape[1], data.train.images.shape[-1]
     return data

@@ -17,11 +17,12 @@ from rich.console import Console
 
 from pipeline.checkpoint import read_info
 from pipeline.classifier import ensure_classifier, predict
-from pipeline.data import to_float
+from pipeline.data import Split, StreamImages, to_float
 from pipeline.generate import SamplingOptions, generate_images, load_pair
 from pipeline.metrics import accuracy, frechet_distance
 from pipeline.runs import atomic_write_json
-from pipeline.tokenizer import DataOptions, evaluate_tokenizer
+from pipeline.loader import Skipped, materialize
+from pipeline.tokenizer import DataOptions, EvalImages, evaluate_tokenizer
 from pipeline.trainer import resolve_device
 from stage2_prior import sample_codes
 
@@ -44,6 +45,16 @@ def judge(classifier, images: torch.Tensor, labels: torch.Tensor | None, test_fe
     else:
         out["predicted_share"] = {name: float((pred == c).float().mean()) for c, name in enumerate(class_names)}
     return out
+
+
+def real_images(train, per_class: int, num_classes: int, seed: int) -> Split:
+    """Up to `per_class` random train images of each class, decoded; from a stream (whose labels
+    are not known up front), the first per_class * num_classes images it yields."""
+    if isinstance(train, StreamImages):
+        head = StreamImages(train.ds.take(per_class * num_classes), train.image_column, train.label_column,
+                            train.channels, train.size)
+        return materialize(head)
+    return materialize(train, indices=balanced(train.labels, per_class, num_classes, seed).tolist())
 
 
 def balanced(labels: torch.Tensor, per_class: int, num_classes: int, seed: int) -> torch.Tensor:
@@ -69,13 +80,13 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     dev = resolve_device(device)
     data = DataOptions(**info["data_options"]).load()
     names = data.class_names
-    classifier, cinfo = ensure_classifier(data, classifier_root, device, console)
+    test = EvalImages(data.test, None, Skipped()).split
+    classifier, cinfo = ensure_classifier(data, test, classifier_root, device, console)
     classifier.to(dev).eval()
-    test_images = to_float(data.test.images)
-    test_pred, test_feats = predict(classifier, test_images)
+    test_pred, test_feats = predict(classifier, to_float(test.images))
     report: dict = {
         "tokenizer_dir": str(tokenizer_dir), "tokenizer_model": info["model"], "dataset": data.describe(),
-        "classifier": {"test_acc": accuracy(test_pred, data.test.labels), "dir": str(classifier_root)},
+        "classifier": {"test_acc": accuracy(test_pred, test.labels), "dir": str(classifier_root)},
         "sampling": {"cfg": opts.cfg, "temperature": opts.temperature, "top_k": opts.top_k, "top_p": opts.top_p,
                      "seed": opts.seed, "per_class": per_class},
         "device": str(dev),
@@ -83,15 +94,14 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     console.print(f"classifier test accuracy: {report['classifier']['test_acc']:.4f}")
 
     tokenizer.to(dev).eval()
-    report["tokenizer"] = evaluate_tokenizer(tokenizer, data.test)
+    report["tokenizer"] = evaluate_tokenizer(tokenizer, test)
     num_classes = len(names)
-    real_idx = balanced(data.train.labels, per_class, num_classes, opts.seed)
-    real = to_float(data.train.images[real_idx])
-    real_labels = data.train.labels[real_idx]
-    report["real_train"] = judge(classifier, real, real_labels, test_feats, data.test.labels, names)
+    real_split = real_images(data.train, per_class, num_classes, opts.seed)
+    real, real_labels = to_float(real_split.images), real_split.labels
+    report["real_train"] = judge(classifier, real, real_labels, test_feats, test.labels, names)
     recon = torch.cat([tokenizer.reconstruct(real[i : i + 500].to(dev), real_labels[i : i + 500].to(dev)).float().cpu()
                        for i in range(0, real.shape[0], 500)]).clamp(-1, 1)
-    report["reconstructions"] = judge(classifier, recon, real_labels, test_feats, data.test.labels, names)
+    report["reconstructions"] = judge(classifier, recon, real_labels, test_feats, test.labels, names)
 
     if prior is not None:
         from pipeline.export import load_codes
@@ -99,7 +109,7 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
 
         pinfo = read_info(prior_dir, "prior")
         codes = load_codes(Path(pinfo["codes_dir"]))
-        bits = nll_bits(prior, codes.codes["test"], codes.labels["test"])
+        bits = nll_bits(prior, codes.splits["test"])
         h, w = tokenizer.grid_shape
         report["prior"] = {"dir": str(prior_dir), "test_bits_per_token": bits,
                            "test_bits_per_dim": bits * h * w / pixel_dims(codes.meta)}
@@ -108,7 +118,7 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     sample_labels = labels if conditional else torch.full((labels.shape[0],), -1)
     ts = time.time()
     samples = generate_images(tokenizer, prior, sample_labels, opts).cpu()
-    report["samples"] = judge(classifier, samples, labels if conditional else None, test_feats, data.test.labels, names)
+    report["samples"] = judge(classifier, samples, labels if conditional else None, test_feats, test.labels, names)
     report["samples"]["seconds"] = time.time() - ts
 
     if sweep and prior is not None:
@@ -116,12 +126,12 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
         for cfg_scale, temp in sweep:
             o = SamplingOptions(cfg_scale, temp, opts.top_k, opts.top_p, opts.seed)
             s = generate_images(tokenizer, prior, labels, o).cpu()
-            j = judge(classifier, s, labels, test_feats, data.test.labels, names)
+            j = judge(classifier, s, labels, test_feats, test.labels, names)
             report["sweep"].append({"cfg": cfg_scale, "temperature": temp, "acc": j["acc"], "fd": j["fd"], "n": j["n"]})
             console.print(f"sweep cfg={cfg_scale} T={temp}: acc={j['acc']:.4f} fd={j['fd']:.3f}")
 
     if prior is not None and completions > 0:
-        report["completion"] = completion_accuracy(tokenizer, prior, classifier, data.test, completions, opts, dev)
+        report["completion"] = completion_accuracy(tokenizer, prior, classifier, test, completions, opts, dev)
     report["seconds"] = time.time() - t0
     out = Path(out) if out else Path(prior_dir if prior is not None else tokenizer_dir) / "eval.json"
     atomic_write_json(out, report)

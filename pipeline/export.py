@@ -1,8 +1,18 @@
-"""Tokenizer -> code maps of the dataset's splits, as Hugging Face datasets on disk (memory-mapped
-Arrow) beside a `meta.json`: tokenizer fingerprint, codebook size, grid shape, class names,
-format version. A prior trained on these codes records the same fingerprint, so a prior is never
-paired with a tokenizer whose codes mean something else."""
+"""Tokenizer -> code maps of the dataset's splits, as compact memory-mapped shards beside a
+`meta.json`: tokenizer fingerprint, codebook size, grid shape, class names, shard list, format
+version. A prior trained on these codes records the same fingerprint, so a prior is never paired
+with a tokenizer whose codes mean something else.
 
+Layout (nanoGPT's habit for tokens, with metadata): `<split>-NNNNN.codes.npy` holds (n, h, w)
+uint16 codes (uint32 when K > 65536) and `<split>-NNNNN.labels.npy` their (n,) labels. Each file
+is written atomically, labels last, so a shard whose labels exist is complete; `progress.json`
+names the tokenizer of an export in progress, which an interrupted export resumes from its first
+missing shard; `meta.json` is written last and marks the export complete.
+Under torchrun the shards are shared out over the ranks. The encoder runs batched on the device.
+"""
+
+import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,19 +20,72 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch.utils.data import Dataset
 
-from pipeline.runs import VQError, atomic_write_json, read_json, run_lock
+from pipeline import distributed as dist
+from pipeline.data import Split, image_batch
+from pipeline.loader import Skipped, batches, default_workers
+from pipeline.runs import VQError, atomic_write_bytes, atomic_write_json, read_json, run_lock
 from pipeline.trainer import resolve_device
 
-CODES_FORMAT = 1
+CODES_FORMAT = 2
 SPLITS = ("train", "test")
+SHARD_SIZE = 16_384  # images per shard: the unit of resumption and of work per rank
+PROGRESS = "progress.json"
+
+
+class CodeMaps(Dataset):
+    """One split's code maps, memory-mapped from its shards: index -> ((h, w) int64 codes, label)."""
+
+    in_memory = False
+
+    def __init__(self, codes: list[np.ndarray], labels: list[np.ndarray], index: np.ndarray | None = None):
+        self.shard_codes, self.shard_labels = codes, labels
+        self.offsets = np.cumsum([0] + [len(c) for c in codes])
+        self.index = index
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1]) if self.index is None else len(self.index)
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        j = int(self.index[i]) if self.index is not None else i
+        s = int(np.searchsorted(self.offsets, j, side="right")) - 1
+        return s, j - int(self.offsets[s])
+
+    def __getitem__(self, i: int):
+        s, r = self._locate(i)
+        return torch.from_numpy(self.shard_codes[s][r].astype(np.int64)), int(self.shard_labels[s][r]), None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        all_labels = torch.from_numpy(np.concatenate(self.shard_labels).astype(np.int64)) if self.shard_labels else torch.zeros(0, dtype=torch.int64)
+        return all_labels if self.index is None else all_labels[torch.from_numpy(self.index)]
+
+    @property
+    def nbytes(self) -> int:
+        h, w = self.shard_codes[0].shape[1:] if self.shard_codes else (0, 0)
+        return len(self) * h * w * 4
+
+    def subset(self, index) -> "CodeMaps":
+        index = np.asarray(index, dtype=np.int64)
+        return CodeMaps(self.shard_codes, self.shard_labels, index if self.index is None else self.index[index])
+
+    def to_memory(self, codebook_size: int) -> Split:
+        """Decoded into one tensor, int16 when the codes fit (else int32): the prior's fast path."""
+        dtype = np.int16 if codebook_size <= np.iinfo(np.int16).max else np.int32
+        codes = np.concatenate([c.astype(dtype) for c in self.shard_codes]) if self.shard_codes else np.zeros((0, 1, 1), dtype)
+        codes = torch.from_numpy(codes)
+        labels = torch.from_numpy(np.concatenate(self.shard_labels).astype(np.int64)) if self.shard_labels else torch.zeros(0, dtype=torch.int64)
+        if self.index is not None:
+            idx = torch.from_numpy(self.index)
+            codes, labels = codes[idx], labels[idx]
+        return Split(codes, labels)
 
 
 @dataclass
 class CodeSet:
-    codes: dict[str, torch.Tensor]  # split -> (N, h, w) int64
-    labels: dict[str, torch.Tensor]  # split -> (N,) int64
     meta: dict
+    splits: dict[str, CodeMaps]
 
     @property
     def class_names(self) -> list[str]:
@@ -42,17 +105,34 @@ def check_codes_match(meta: dict, tokenizer_info: dict, codes_dir: Path) -> None
         )
 
 
-@torch.no_grad()
-def encode_split(model, images: torch.Tensor, batch_size: int, device, progress: Progress, label: str) -> np.ndarray:
-    from pipeline.data import to_float
+def code_dtype(k: int) -> str:
+    if k > 2**32:
+        raise VQError(f"a codebook of {k} codes does not fit the export's uint32 code maps")
+    return "uint16" if k <= 2**16 else "uint32"
 
-    out = []
-    task = progress.add_task(label, total=images.shape[0])
-    for i in range(0, images.shape[0], batch_size):
-        batch = to_float(images[i : i + batch_size].to(device))
-        out.append(model.encode_indices(batch).cpu().numpy())
-        progress.advance(task, batch.shape[0])
-    return np.concatenate(out) if out else np.zeros((0, *model.grid_shape), dtype=np.int64)
+
+def shard_name(split: str, i: int) -> str:
+    return f"{split}-{i:05d}"
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@torch.no_grad()
+def encode_shard(model, split, lo: int, hi: int, batch_size: int, device, workers: int, skipped: Skipped,
+                 dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    codes, labels = [], []
+    for batch in batches(split, batch_size, workers=workers, device=device, skipped=skipped, indices=range(lo, hi)):
+        images, y = image_batch(batch, device)
+        codes.append(model.encode_indices(images).to(torch.int64).cpu().numpy().astype(dtype))
+        labels.append(y.cpu().numpy().astype(np.int64))
+    h, w = model.grid_shape
+    return (np.concatenate(codes) if codes else np.zeros((0, h, w), dtype)), (np.concatenate(labels) if labels else np.zeros(0, np.int64))
 
 
 def export_codes(
@@ -62,12 +142,11 @@ def export_codes(
     device: str = "auto",
     batch_size: int = 500,
     force: bool = False,
-    workers: int = 0,
+    workers: int | None = None,
     console: Console | None = None,
 ) -> dict:
-    """Encode the tokenizer's dataset; reuse an export of the same tokenizer. Returns meta."""
-    import datasets
-
+    """Encode the tokenizer's dataset; reuse an export of the same tokenizer, and resume an
+    interrupted one. Returns meta. Under torchrun every rank calls it and shares the work."""
     from pipeline.tokenizer import DataOptions, load_tokenizer
 
     console = console or Console(stderr=True)
@@ -76,67 +155,103 @@ def export_codes(
     if info["model"] != "vqvae":
         raise VQError(f"{tokenizer_dir} holds a {info['model']}, which has no discrete codes; train a VQ-VAE (--model vqvae)")
     meta = read_meta(out)
-    if meta is not None and not force:
+    if meta is not None and not force and meta.get("format_version") == CODES_FORMAT:
         check_codes_match(meta, info, out)
-        console.print(f"codes: reusing {out} (same tokenizer {info['fingerprint']})")
+        if dist.is_main():
+            console.print(f"codes: reusing {out} (same tokenizer {info['fingerprint']})")
         return meta
-    if out.exists() and any(out.iterdir()) and meta is None and not force:
+    if meta is not None and not force:  # an older format of vq: re-export, if it is this tokenizer's
+        check_codes_match(meta, info, out)
+        if dist.is_main():
+            console.print(f"codes: {out} is in an older format; exporting again")
+    progress_path = out / PROGRESS
+    progress = read_json(progress_path) if progress_path.exists() and not force else None
+    if progress is not None and progress.get("tokenizer_fingerprint") != info["fingerprint"]:
+        raise VQError(f"{out} holds a partial export of another tokenizer; pass --force to replace it or --codes DIR")
+    if out.exists() and any(out.iterdir()) and meta is None and progress is None and not force:
         raise VQError(f"{out} exists and holds something other than exported codes; choose another --codes/--out")
 
     dev = resolve_device(device)
+    dist.setup(dev)
     model.to(dev)
-    data = DataOptions(**info["data_options"]).load(workers)
+    data = DataOptions(**info["data_options"]).load()
     if data.class_names != info["class_names"]:
         raise VQError(f"the dataset's classes changed since {tokenizer_dir} was trained")
-    datasets.disable_progress_bars()  # ours below is enough
     k = model.config.codebook_size
-    dtype = "int16" if k <= np.iinfo(np.int16).max else "int32"
+    dtype = code_dtype(k)
     h, w = model.grid_shape
-    features = datasets.Features({
-        "codes": datasets.Array2D(shape=(h, w), dtype=dtype),
-        "label": datasets.ClassLabel(names=info["class_names"]),
-    })
-    with run_lock(out), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
-        splits = {}
-        for name in SPLITS:
+    workers = default_workers() if workers is None else workers
+    skipped = Skipped()
+    sizes = {name: len(getattr(data, name)) for name in SPLITS}
+    plan = [(name, i) for name in SPLITS for i in range(max(1, -(-sizes[name] // SHARD_SIZE)))]
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        if force or meta is not None:  # a clean slate: drop the previous export before writing a new one
+            for p in list(out.glob("*.npy")) + [out / "meta.json", progress_path]:
+                p.unlink(missing_ok=True)
+            for old in SPLITS:  # the Hugging Face datasets folders of format 1
+                if (out / old).is_dir():
+                    shutil.rmtree(out / old)
+        atomic_write_json(progress_path, {"tokenizer_fingerprint": info["fingerprint"]})
+    dist.barrier()
+    mine = [(name, i) for j, (name, i) in enumerate(plan) if j % dist.world_size() == dist.rank()]
+    todo = [(name, i) for name, i in mine if not (out / f"{shard_name(name, i)}.labels.npy").exists()]
+    with run_lock(out) if dist.is_main() else nullcontext(), Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, disable=not dist.is_main()) as bar:
+        task = bar.add_task("encoding shards", total=len(mine), completed=len(mine) - len(todo))
+        for name, i in todo:
             split = getattr(data, name)
-            codes = encode_split(model, split.images, batch_size, dev, progress, f"encoding {name}")
-            splits[name] = datasets.Dataset.from_dict(
-                {"codes": codes.astype(dtype), "label": split.labels.numpy()}, features=features)
-        for name, ds in splits.items():
-            ds.save_to_disk(str(out / name))
-        meta = {
-            "kind": "codes",
-            "format_version": CODES_FORMAT,
-            "tokenizer_fingerprint": info["fingerprint"],
-            "tokenizer_dir": str(tokenizer_dir),
-            "codebook_size": k,
-            "grid": [h, w],
-            "class_names": info["class_names"],
-            "image": {"channels": model.config.channels, "image_size": model.config.image_size},
-            "splits": {name: len(ds) for name, ds in splits.items()},
-            "dataset": info.get("dataset", {}),
-        }
-        atomic_write_json(out / "meta.json", meta)
-    return meta
+            lo, hi = i * SHARD_SIZE, min(sizes[name], (i + 1) * SHARD_SIZE)
+            codes, labels = encode_shard(model, split, lo, hi, batch_size, dev, workers, skipped, dtype)
+            save_npy(out / f"{shard_name(name, i)}.codes.npy", codes)
+            save_npy(out / f"{shard_name(name, i)}.labels.npy", labels)  # last: the shard is complete
+            bar.advance(task)
+        dist.barrier()
+        if dist.is_main():
+            shards = {name: [shard_name(n, i) for n, i in plan if n == name] for name in SPLITS}
+            missing = [s for names in shards.values() for s in names if not (out / f"{s}.labels.npy").exists()]
+            if missing:
+                raise VQError(f"the export in {out} lacks shard {missing[0]}; run it again to finish it")
+            counts = {name: sum(len(np.load(out / f"{s}.labels.npy", mmap_mode="r")) for s in names) for name, names in shards.items()}
+            meta = {
+                "kind": "codes",
+                "format_version": CODES_FORMAT,
+                "tokenizer_fingerprint": info["fingerprint"],
+                "tokenizer_dir": str(tokenizer_dir),
+                "codebook_size": k,
+                "grid": [h, w],
+                "dtype": dtype,
+                "class_names": info["class_names"],
+                "image": {"channels": model.config.channels, "image_size": model.config.image_size},
+                "splits": counts,
+                "shards": shards,
+                "skipped": skipped.count,
+                "dataset": info.get("dataset", {}),
+            }
+            atomic_write_json(out / "meta.json", meta)
+            progress_path.unlink(missing_ok=True)
+            if skipped.count:
+                console.print(f"[yellow]{skipped.summary()}[/yellow]")
+    dist.barrier()
+    return read_meta(out)
 
 
 def load_codes(codes_dir: Path) -> CodeSet:
-    import datasets
-
     codes_dir = Path(codes_dir)
     meta = read_meta(codes_dir)
     if meta is None:
         raise VQError(f"no exported codes at {codes_dir} (no meta.json); run `vq export-codes`")
     if meta.get("format_version", 0) > CODES_FORMAT:
         raise VQError(f"{codes_dir} was written by a newer vq; upgrade vq")
-    codes, labels = {}, {}
+    if meta.get("format_version", 0) < CODES_FORMAT:
+        raise VQError(f"{codes_dir} is in an older format; run `vq export-codes --force` to export it again")
+    splits = {}
     for name in SPLITS:
         try:
-            ds = datasets.load_from_disk(str(codes_dir / name)).with_format("numpy")
-        except FileNotFoundError:
-            raise VQError(f"{codes_dir} lacks its {name} split; re-export with --force") from None
-        table = ds[:]  # one slice of the memory-mapped table: fast, unlike per-column access
-        codes[name] = torch.from_numpy(np.asarray(table["codes"])).long()
-        labels[name] = torch.from_numpy(np.asarray(table["label"])).long()
-    return CodeSet(codes, labels, meta)
+            codes = [np.load(codes_dir / f"{s}.codes.npy", mmap_mode="r") for s in meta["shards"][name]]
+            labels = [np.load(codes_dir / f"{s}.labels.npy", mmap_mode="r") for s in meta["shards"][name]]
+        except (FileNotFoundError, ValueError) as e:
+            raise VQError(f"{codes_dir} lacks or has a broken {name} shard ({e}); re-export with --force") from None
+        splits[name] = CodeMaps(codes, labels)
+    return CodeSet(meta, splits)

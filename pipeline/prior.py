@@ -4,19 +4,23 @@ NLL in bits per code token and bits per pixel dimension."""
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
+from pipeline import distributed as dist
 from pipeline.checkpoint import load_checkpoint, read_info, save_checkpoint
-from pipeline.configs import build, read_config_file, to_dict
+from pipeline.configs import build, to_dict
+from pipeline.data import IN_MEMORY_BYTES
 from pipeline.export import export_codes, load_codes
+from pipeline.loader import batches
 from pipeline.presets import PRIOR_PRESETS
 from pipeline.runs import VQError, atomic_write_json, check_run_dir, run_lock
-from pipeline.tokenizer import preset
-from pipeline.trainer import TrainConfig, fit, resolve_device
+from pipeline.tokenizer import job_configs, new_length
+from pipeline.trainer import fit, resolve_device, seed_everything
 from stage2_prior import PRIORS
 
 VAL_FRACTION = 0.05
@@ -42,12 +46,12 @@ def prepare_batch(batch: tuple, device: torch.device) -> tuple:
 
 
 @torch.no_grad()
-def nll_bits(model, codes: torch.Tensor, labels: torch.Tensor, batch_size: int = EVAL_BATCH) -> float:
-    """Mean negative log-likelihood of the codes given their class, in bits per code token."""
+def nll_bits(model, split, batch_size: int = EVAL_BATCH) -> float:
+    """Mean negative log-likelihood of a split's codes given their class, in bits per code token."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for i in range(0, codes.shape[0], batch_size):
-        c, y = prepare_batch((codes[i : i + batch_size], labels[i : i + batch_size]), device)
+    for batch in batches(split, batch_size):
+        c, y = prepare_batch(batch, device)
         total += float(model(c, y).loss.float()) * c.numel()
         count += c.numel()
     return total / max(count, 1) / math.log(2)
@@ -64,41 +68,53 @@ def pixel_dims(meta: dict) -> int:
     return img["channels"] * img["image_size"] ** 2
 
 
+def code_splits(codeset, codebook_size: int) -> tuple:
+    """(train, validation, test) of the exported codes: in memory when they fit (the fast path),
+    else memory-mapped shards read by DataLoader workers."""
+    train_all = codeset.splits["train"]
+    train_idx, val_idx = validation_split(len(train_all), seed=0)
+    train, val, test = train_all.subset(train_idx.numpy()), train_all.subset(val_idx.numpy()), codeset.splits["test"]
+    if train_all.nbytes <= IN_MEMORY_BYTES:
+        train, val, test = (s.to_memory(codebook_size) for s in (train, val, test))
+    return train, val, test
+
+
 def fit_prior(job: PriorJob, console: Console | None = None) -> dict:
     console = console or Console(stderr=True)
     cls = PRIORS["transformer"]
-    model_preset, train_preset = preset(PRIOR_PRESETS, "transformer", job.preset)
-    file_cfg = read_config_file(job.config_file)
-    train_cfg = build(TrainConfig, train_preset, file_cfg.get("train", {}), job.train_overrides, where="train config")
-    build(cls.config_class, model_preset, file_cfg.get("model", {}), job.model_overrides, where="model config")
-    resolve_device(train_cfg.device)
     tok_info = read_info(job.tokenizer, "tokenizer")
     if tok_info["model"] != "vqvae":
         raise VQError(f"{job.tokenizer} holds a {tok_info['model']}, which has no codes for a prior; "
                       "a VAE samples from its own latent prior with `vq sample`")
     check_run_dir(job.out, resume=job.resume, force=job.force, what="prior")
+    saved = None
     if job.resume and (job.out / "config.json").exists():
-        if read_info(job.out, "prior").get("tokenizer_fingerprint") != tok_info["fingerprint"]:
+        saved = read_info(job.out, "prior")
+        if saved.get("tokenizer_fingerprint") != tok_info["fingerprint"]:
             raise VQError(f"{job.out} was trained on another tokenizer's codes; it cannot resume on {job.tokenizer}")
+    train_cfg, model_layers = job_configs(job, PRIOR_PRESETS, "transformer", cls.config_class, saved)
+    device = resolve_device(train_cfg.device)
+    main = dist.is_main()
+    dist.setup(device)
 
     t0 = time.time()
-    meta = export_codes(job.tokenizer, job.codes, device=train_cfg.device, console=console)  # refuses another tokenizer's codes
+    meta = export_codes(job.tokenizer, job.codes, device=train_cfg.device, workers=train_cfg.workers,
+                        console=console)  # refuses another tokenizer's codes
     codeset = load_codes(job.codes)
     h, w = meta["grid"]
-    train_idx, val_idx = validation_split(codeset.codes["train"].shape[0], seed=0)
-    train = (codeset.codes["train"][train_idx].to(torch.int16 if meta["codebook_size"] < 2**15 else torch.int32),
-             codeset.labels["train"][train_idx])
-    val = (codeset.codes["train"][val_idx], codeset.labels["train"][val_idx])
+    train, val, test = code_splits(codeset, meta["codebook_size"])
     from_codes = {"codebook_size": meta["codebook_size"], "height": h, "width": w,
                   "num_classes": len(codeset.class_names)}
-    config = build(cls.config_class, model_preset, from_codes, file_cfg.get("model", {}), job.model_overrides, where="model config")
+    seed_everything(train_cfg.seed)
+    config = build(cls.config_class, model_layers[0], from_codes, *model_layers[1:], where="model config")
     try:
         model = cls(config)
     except ValueError as e:
         raise VQError(str(e)) from None
     params = sum(p.numel() for p in model.parameters())
-    console.print(f"prior: {params / 1e6:.2f}M parameters over {h}x{w} codes from {meta['codebook_size']}, "
-                  f"{len(train[0])} train / {len(val[0])} val / {len(codeset.codes['test'])} test maps")
+    if main:
+        console.print(f"prior: {params / 1e6:.2f}M parameters over {h}x{w} codes from {meta['codebook_size']}, "
+                      f"{len(train)} train / {len(val)} val / {len(test)} test maps")
     ckpt_meta = {"class_names": codeset.class_names, "tokenizer_fingerprint": tok_info["fingerprint"],
                  "tokenizer_dir": str(job.tokenizer), "codes_dir": str(job.codes), "train": to_dict(train_cfg),
                  "preset": job.preset, "image": meta["image"]}
@@ -106,20 +122,34 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> dict:
     def save(m, metrics):
         save_checkpoint(job.out, m, kind="prior", meta={**ckpt_meta, "metrics": metrics})
 
-    with run_lock(job.out):
+    with run_lock(job.out) if main else nullcontext():
         result = fit(
             model, train, prepare=prepare_batch,
-            evaluate=lambda m: {"val_bits": nll_bits(m, *val)}, save=save,
-            run_dir=job.out, cfg=train_cfg, resume=job.resume, best_metric="val_bits", console=console,
+            evaluate=lambda m: {"val_bits": nll_bits(m, val)}, save=save,
+            run_dir=job.out, cfg=train_cfg, resume=job.resume, keep_schedule=not new_length(job),
+            best_metric="val_bits", console=console,
             run_config={"model": to_dict(config), "train": to_dict(train_cfg), "codes": meta},
         )
-        best, info = load_checkpoint(job.out, "prior", PRIORS, str(resolve_device(train_cfg.device)))
-        test_bits = nll_bits(best, codeset.codes["test"], codeset.labels["test"])
-        info["metrics"] = {**info.get("metrics", {}), "test_bits_per_token": test_bits,
-                           "test_bits_per_dim": test_bits * h * w / pixel_dims(meta)}
-        atomic_write_json(job.out / "config.json", info)
-    result.update(wall_seconds=time.time() - t0, out=str(job.out), parameters=params, metrics=info["metrics"])
+        info = {"metrics": {}}
+        if main:
+            best, info = load_checkpoint(job.out, "prior", PRIORS, str(device))
+            test_bits = nll_bits(best, test)
+            info["metrics"] = {**info.get("metrics", {}), "test_bits_per_token": test_bits,
+                               "test_bits_per_dim": test_bits * h * w / pixel_dims(meta)}
+            atomic_write_json(job.out / "config.json", info)
+    result.update(wall_seconds=time.time() - t0, out=str(job.out), parameters=params, metrics=info["metrics"],
+                  tokens_per_second=result["samples_per_second"] * h * w if result["samples_per_second"] else None,
+                  flops_per_token=flops_per_token(config))
     return result
+
+
+def flops_per_token(c) -> float:
+    """Training FLOPs per token (forward + backward): 6 x the matmul parameters, plus attention's
+    12 x layers x dim x context (Kaplan et al. 2020; nanoGPT's estimate_mfu, averaged over the
+    causal context)."""
+    per_layer = 4 * c.dim * c.dim + 2 * c.ff_mult * c.dim * c.dim
+    matmul_params = c.depth * per_layer + c.dim * c.codebook_size
+    return 6 * matmul_params + 12 * c.depth * c.dim * (c.seq_len + 1) / 2
 
 
 def load_prior(run_dir: Path, tokenizer_info: dict, device: str = "cpu"):

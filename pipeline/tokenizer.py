@@ -1,39 +1,60 @@
 """Stage 1 as a job: data -> tokenizer -> trained checkpoint, test metrics and a reconstruction grid."""
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline import distributed as dist
+from pipeline.checkpoint import load_checkpoint, read_info, save_checkpoint
 from pipeline.configs import build, read_config_file, to_dict
 from pipeline.data import ImageData, Split, image_batch, load_image_data
 from pipeline.images import grid, save_grid
+from pipeline.loader import Skipped, batches, default_workers, materialize
 from pipeline.metrics import psnr, ssim
 from pipeline.presets import TOKENIZER_PRESETS
 from pipeline.runs import VQError, check_run_dir, run_lock
-from pipeline.trainer import TrainConfig, fit, resolve_device
+from pipeline.trainer import TrainConfig, fit, parse_duration, resolve_device, seed_everything
 from stage1_vqvae import TOKENIZERS
 
 EVAL_BATCH = 500
+EVAL_IMAGES = 10_000  # held-out images evaluated during training (the whole test split when smaller)
 
 
 @dataclass
 class DataOptions:
-    spec: str = "fashion-mnist"
+    spec: str | None = None  # None: fashion-mnist for a new run, the run's own data on --resume
     image_size: int | None = None
     channels: int | None = None
     image_column: str | None = None
     label_column: str | None = None
     limit: int | None = None
+    streaming: bool = False
+    strict: bool = False
 
-    def load(self, workers: int = 0) -> ImageData:
+    def load(self) -> ImageData:
         return load_image_data(
-            self.spec, image_size=self.image_size, channels=self.channels, image_column=self.image_column,
-            label_column=self.label_column, workers=workers, limit=self.limit,
+            self.spec or "fashion-mnist", image_size=self.image_size, channels=self.channels,
+            image_column=self.image_column, label_column=self.label_column, limit=self.limit,
+            streaming=self.streaming,
         )
+
+
+def saved_data_options(info: dict, given: "DataOptions", run_dir: Path) -> "DataOptions":
+    """A resumed (or exported) run reads its data exactly as it was trained; a different --data is
+    refused rather than silently mixed in."""
+    saved = DataOptions(**{k: v for k, v in info["data_options"].items() if k in DataOptions.__dataclass_fields__})
+    def same(a: str, b: str) -> bool:
+        return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
+
+    if given.spec is not None and not same(given.spec, saved.spec):
+        raise VQError(f"{run_dir} was trained on --data {saved.spec}, not {given.spec}; "
+                      "drop --data to resume it, or start a new run with --out")
+    saved.strict = given.strict
+    return saved
 
 
 @dataclass
@@ -68,8 +89,8 @@ def evaluate_tokenizer(model, split: Split, batch_size: int = EVAL_BATCH) -> dic
     device = next(model.parameters()).device
     sq_err, psnr_sum, ssim_sum, n = 0.0, 0.0, 0.0, 0
     counts = torch.zeros(getattr(model.config, "codebook_size", 1), device=device)
-    for i in range(0, len(split), batch_size):
-        images, labels = image_batch((split.images[i : i + batch_size], split.labels[i : i + batch_size]), device)
+    for batch in batches(split, batch_size):
+        images, labels = image_batch(batch, device)
         recon = model.reconstruct(images, labels).float().clamp(-1, 1)
         sq_err += float((recon - images).pow(2).flatten(1).mean(1).sum())
         psnr_sum += float(psnr(recon, images).sum())
@@ -109,52 +130,110 @@ def build_tokenizer(cls, data: ImageData, layers: tuple[dict, ...]):
         raise VQError(f"{e}; pass --image-size or change the model config") from None
 
 
+def job_configs(job, presets: dict, model_name: str, config_class, saved: dict | None) -> tuple[TrainConfig, tuple[dict, ...]]:
+    """(train config, model config layers) of a fit job. A new run: preset, then the config file,
+    then the flags. A resumed run: what the run saved, then the flags (a new length, device, ...);
+    its model is fixed."""
+    model_preset, train_preset = preset(presets, model_name, job.preset)
+    file_cfg = read_config_file(job.config_file)
+    if saved is None:
+        if "epochs" in job.train_overrides and "steps" not in job.train_overrides:
+            train_preset = {**train_preset, "steps": None}  # an explicit --epochs beats the preset's steps
+        train_cfg = build(TrainConfig, train_preset, file_cfg.get("train", {}), job.train_overrides, where="train config")
+        layers = (model_preset, file_cfg.get("model", {}), job.model_overrides)
+    else:
+        asked = to_dict(build(config_class, saved["config"], file_cfg.get("model", {}), job.model_overrides, where="model config"))
+        changed = sorted(k for k in asked if asked[k] != saved["config"].get(k))
+        if changed:
+            raise VQError(f"the model of a resumed run is fixed by {job.out}/config.json; "
+                          f"{changed[0]} differs ({saved['config'].get(changed[0])} there, {asked[changed[0]]} asked)")
+        train_cfg = build(TrainConfig, saved["train"], file_cfg.get("train", {}), job.train_overrides, where="train config")
+        layers = (saved["config"],)
+    build(config_class, *layers, where="model config")  # a bad key fails here, before any data is loaded
+    if train_cfg.time_budget:
+        parse_duration(train_cfg.time_budget)
+    return train_cfg, layers
+
+
+def new_length(job) -> bool:
+    """Whether the user gave the resumed run a new length (else it finishes its own schedule)."""
+    return bool({"steps", "epochs", "time_budget"} & set(job.train_overrides))
+
+
 def fit_tokenizer(job: TokenizerJob, console: Console | None = None) -> dict:
     console = console or Console(stderr=True)
     cls = tokenizer_class(job.model)
-    _, train_preset = preset(TOKENIZER_PRESETS, job.model, job.preset)
-    file_cfg = read_config_file(job.config_file)
-    train_cfg = build(TrainConfig, train_preset, file_cfg.get("train", {}), job.train_overrides, where="train config")
-    resolve_device(train_cfg.device)
     check_run_dir(job.out, resume=job.resume, force=job.force, what="tokenizer")
+    saved = None
     if job.resume and (job.out / "config.json").exists():
-        from pipeline.checkpoint import read_info
-
-        info = read_info(job.out, "tokenizer")
-        if info["model"] != cls.name:
-            raise VQError(f"{job.out} holds a {info['model']} tokenizer; resume it with --model {info['model']}")
-    model_layers = (preset(TOKENIZER_PRESETS, job.model, job.preset)[0], file_cfg.get("model", {}), job.model_overrides)
-    build(cls.config_class, *model_layers, where="model config")  # fail on a bad key before loading data
+        saved = read_info(job.out, "tokenizer")
+        if saved["model"] != cls.name:
+            raise VQError(f"{job.out} holds a {saved['model']} tokenizer; resume it with --model {saved['model']}")
+    train_cfg, model_layers = job_configs(job, TOKENIZER_PRESETS, job.model, cls.config_class, saved)
+    device = resolve_device(train_cfg.device)
+    data_opts = saved_data_options(saved, job.data, job.out) if saved else job.data
+    main = dist.is_main()
+    dist.setup(device)
 
     t0 = time.time()
-    data = job.data.load(train_cfg.workers)
-    console.print(f"data: {data.spec} ({len(data.train)} train / {len(data.test)} test, "
-                  f"{data.channels}x{data.image_size}x{data.image_size}, {len(data.class_names)} classes)")
+    data = data_opts.load()
+    if main:
+        console.print(f"data: {data.spec} ({describe_sizes(data)}, {data.channels}x{data.image_size}x{data.image_size}, "
+                      f"{len(data.class_names)} classes)")
+    seed_everything(train_cfg.seed)
     model = build_tokenizer(cls, data, model_layers)
     params = sum(p.numel() for p in model.parameters())
-    console.print(f"model: {cls.name}, {params / 1e6:.2f}M parameters"
-                  + (f", {model.grid_shape[0]}x{model.grid_shape[1]} codes from {model.config.codebook_size}" if cls.name == "vqvae" else ""))
+    if main:
+        console.print(f"model: {cls.name}, {params / 1e6:.2f}M parameters"
+                      + (f", {model.grid_shape[0]}x{model.grid_shape[1]} codes from {model.config.codebook_size}" if cls.name == "vqvae" else ""))
     # What export needs to rebuild exactly these splits from the tokenizer alone.
-    data_options = {**asdict(job.data), "image_size": data.image_size, "channels": data.channels}
+    data_options = {**asdict(data_opts), "spec": data.spec, "image_size": data.image_size, "channels": data.channels}
+    data_options.pop("strict")
     meta = {"class_names": data.class_names, "dataset": data.describe(), "data_options": data_options,
             "train": to_dict(train_cfg), "preset": job.preset}
+    skipped = Skipped(strict=data_opts.strict)
+    held_out = EvalImages(data.test, train_cfg.workers, skipped)
 
     def save(m, metrics):
-        save_checkpoint(job.out, m, kind="tokenizer", meta={**meta, "metrics": metrics})
+        save_checkpoint(job.out, m, kind="tokenizer", meta={**meta, "metrics": metrics, "eval_images": len(held_out.split)})
 
-    with run_lock(job.out):
+    with (run_lock(job.out) if main else nullcontext()):
         result = fit(
-            model, (data.train.images, data.train.labels),
-            prepare=image_batch, evaluate=lambda m: evaluate_tokenizer(m, data.test), save=save,
-            run_dir=job.out, cfg=train_cfg, resume=job.resume,
-            preview=lambda m: grid(reconstruction_grid(m, data.test), nrow=16), console=console,
+            model, data.train,
+            prepare=image_batch, evaluate=lambda m: evaluate_tokenizer(m, held_out.split), save=save,
+            run_dir=job.out, cfg=train_cfg, resume=job.resume, keep_schedule=not new_length(job),
+            preview=lambda m: grid(reconstruction_grid(m, held_out.split), nrow=16), console=console,
             run_config={"model": to_dict(model.config), "train": to_dict(train_cfg), "data": data.describe()},
+            skipped=skipped,
         )
-        save_grid(reconstruction_grid(model, data.test), job.out / "reconstructions.png", nrow=16)
+        if main:
+            save_grid(reconstruction_grid(model, held_out.split), job.out / "reconstructions.png", nrow=16)
     result["wall_seconds"] = time.time() - t0
     result["out"] = str(job.out)
     result["parameters"] = params
     return result
+
+
+def describe_sizes(data: ImageData) -> str:
+    d = data.describe()
+    train = "a stream of" + (f" {d['train_size']}" if d["train_size"] else "") if data.columns.get("streaming") else str(d["train_size"])
+    return f"{train} train / {d['test_size'] if d['test_size'] is not None else 'streamed'} test"
+
+
+class EvalImages:
+    """The held-out images every evaluation reads, decoded once on first use (by rank 0 only):
+    the whole test split, or its first EVAL_IMAGES when it is larger."""
+
+    def __init__(self, split, workers: int | None, skipped: Skipped):
+        self.source, self.workers, self.skipped, self._split = split, workers, skipped, None
+
+    @property
+    def split(self) -> Split:
+        if self._split is None:
+            n = None if isinstance(self.source, Split) else EVAL_IMAGES
+            src = self.source.head(n) if hasattr(self.source, "head") else self.source
+            self._split = materialize(src, default_workers() if self.workers is None else self.workers, self.skipped)
+        return self._split
 
 
 def load_tokenizer(run_dir: Path, device: str = "cpu"):

@@ -1,18 +1,25 @@
-"""THE training loop, for both stages.
+"""THE training loop, for both stages and for the evaluation classifier.
 
 A stage hands over a model whose `forward(*batch, step=step)` returns an object with `.loss` and
-`.metrics`; the loop does the rest: AdamW with linear warm-up and cosine decay, gradient clipping,
-bf16 autocast on CUDA, a rich progress bar, periodic evaluation, wandb, checkpoints (the best one
-when a metric to minimise is given), resume, and a clean stop on Ctrl-C.
+`.metrics`, and a training split (any split of `pipeline.data`, or code maps); the loop does the
+rest: AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on CUDA,
+`torch.compile`, DDP under torchrun, a time budget, a rich progress bar, periodic evaluation,
+wandb, checkpoints (the best one when a metric to minimise is given), exact resume, and a clean
+stop on Ctrl-C or SIGTERM.
+
+The loop never waits on the device within a step (nanoGPT's habit): the loss is summed on the
+device and read, with the non-finite check, every `log_every` steps.
 """
 
 import io
 import json
 import math
 import os
+import re
+import signal
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,35 +27,53 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from pipeline import distributed as dist
 from pipeline.configs import to_dict
+from pipeline.loader import Skipped, TrainBatches, default_workers
 from pipeline.runs import Interrupted, VQError, atomic_write_bytes
 
 STATE_FILE = "train_state.pt"
+MEASURE_FROM, MEASURE_TO = 5, 25  # steps timed (after compilation and worker start-up) to fit a time budget
 
 
 @dataclass
 class TrainConfig:
     steps: int | None = None  # optimizer steps; wins over epochs when both are given
     epochs: float | None = None
-    batch_size: int = 128
+    time_budget: str | None = None  # e.g. "90s", "5m", "1h": train until spent (wins over steps / epochs)
+    batch_size: int = 128  # the global batch: under torchrun each of N processes takes batch_size / N
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
     grad_clip: float = 1.0
-    seed: int = 0
+    seed: int = 0  # initial weights, data order, dropout
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 on CUDA, else fp32) | bf16 | fp32
+    compile: bool = False  # torch.compile the model for training (the uncompiled weights are saved)
     eval_every: int = 500
-    workers: int = 0  # processes for decoding images when loading a dataset
+    log_every: int = 50  # steps between reads of the loss (each read waits for the device)
+    workers: int | None = None  # DataLoader processes that decode images (None: from the CPU count)
     wandb: bool = False
     wandb_project: str = "vq"
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '5m', '1.5h', '1h30m' -> seconds."""
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", str(text))
+    if not parts or not any(parts.groups()):
+        raise VQError(f"cannot read the duration '{text}' (examples: 90s, 5m, 1h30m)")
+    h, m, s = (float(g) if g else 0.0 for g in parts.groups())
+    seconds = 3600 * h + 60 * m + s
+    if seconds <= 0:
+        raise VQError(f"the time budget '{text}' is not positive")
+    return seconds
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return dist.local_device(torch.device("cuda"))
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -58,7 +83,7 @@ def resolve_device(name: str) -> torch.device:
         raise VQError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise VQError(f"device '{name}' asked for, but CUDA is not available here; use --device cpu")
-    return device
+    return dist.local_device(device) if device.index is None else device
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -68,6 +93,11 @@ def autocast_context(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
 
+def seed_everything(seed: int) -> None:
+    """Before a model is built: `--seed` decides the initial weights too."""
+    torch.manual_seed(seed)
+
+
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -75,30 +105,69 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def total_steps(cfg: TrainConfig, n: int) -> int:
+class Schedule:
+    """Warm-up then cosine over `total` steps; `total` may be refitted (a time budget)."""
+
+    def __init__(self, cfg: TrainConfig, total: int):
+        self.cfg, self.total = cfg, total
+
+    def __call__(self, step: int) -> float:
+        return lr_factor(step, self.total, min(self.cfg.warmup_steps, self.total // 2), self.cfg.min_lr_ratio)
+
+
+def total_steps(cfg: TrainConfig, epoch_size: int | None) -> int:
     if cfg.steps is not None:
         return cfg.steps
-    per_epoch = max(1, n // cfg.batch_size)
-    return max(1, round((cfg.epochs if cfg.epochs is not None else 1) * per_epoch))
-
-
-def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
-    """The indices of batch `step`: a fresh seeded permutation per epoch, last partial batch
-    dropped, so a resumed run sees exactly the batches the uninterrupted run would have."""
-    bs = min(batch_size, n)
-    per_epoch = n // bs
-    epoch, pos = divmod(step, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    return perm[pos * bs : (pos + 1) * bs]
+    if epoch_size is None:
+        raise VQError("a stream of unknown length has no epochs; pass --steps or --time-budget")
+    return max(1, round((cfg.epochs if cfg.epochs is not None else 1) * epoch_size))
 
 
 def fmt(metrics: dict) -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
 
 
+class MetricsLog:
+    """metrics.jsonl, one row per evaluation; a resumed run first drops the rows written after
+    its checkpoint (and a re-evaluated step replaces its row), so no step appears twice."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        self.rows = []
+        if resume_step is not None and path.exists():
+            self.rows = [r for r in map(json.loads, path.read_text().splitlines()) if r.get("step", 0) <= resume_step]
+            self._flush()
+
+    def write(self, row: dict) -> None:
+        self.rows = [r for r in self.rows if r.get("step") != row["step"]] + [row]
+        self._flush()
+
+    def _flush(self) -> None:
+        atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in self.rows).encode())
+
+
+@contextmanager
+def stop_signals():
+    """SIGINT / SIGTERM during training set a flag that the loop reads at the end of a step, so
+    the saved state is always that of a finished step; a second signal stops at once."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def fit(
     model: torch.nn.Module,
-    tensors: tuple[torch.Tensor, ...],
+    train,
     *,
     prepare: Callable[[tuple, torch.device], tuple],
     evaluate: Callable[[torch.nn.Module], dict],
@@ -106,26 +175,33 @@ def fit(
     run_dir: Path,
     cfg: TrainConfig,
     resume: bool = False,
+    keep_schedule: bool = False,
     best_metric: str | None = None,
     preview: Callable[[torch.nn.Module], torch.Tensor] | None = None,  # -> (C, H, W) uint8 image
     console: Console | None = None,
     run_config: dict | None = None,
+    skipped: Skipped | None = None,
 ) -> dict:
-    """Train `model` on batches of `tensors` (indexed along dim 0). `prepare` turns a batch into
-    forward arguments on the device; `evaluate` returns metrics; `save` writes the checkpoint.
-    Returns the final evaluation and timing."""
+    """Train `model` on `train` (a dataset of (tensor, label, problem) items). `prepare` turns a
+    batch into forward arguments on the device; `evaluate` returns metrics (rank 0 only); `save`
+    writes the checkpoint (rank 0 only). Returns the final evaluation and timing.
+
+    keep_schedule: on resume, finish the saved schedule (its total steps) rather than one
+    recomputed from `cfg` (the caller passes True unless the user set a new length)."""
+    t_setup = time.time()
     console = console or Console(stderr=True)
+    main = dist.is_main()
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
+    dist.setup(device)
     ctx = autocast_context(device, cfg.precision)
-    if device.type == "cuda":
+    if device.type == "cuda":  # TF32 for fp32 matmuls outside the quantizer, which switches it off for itself
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(cfg.seed)
-    n = tensors[0].shape[0]
-    if n == 0:
-        raise VQError("the training split is empty")
-    steps = total_steps(cfg, n)
+    budget = parse_duration(cfg.time_budget) if cfg.time_budget else None
+    skipped = skipped or Skipped()
+    workers = default_workers() if cfg.workers is None else cfg.workers
+
     model.to(device)
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
@@ -133,9 +209,7 @@ def fit(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.99), fused=device.type == "cuda",
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, steps, min(cfg.warmup_steps, steps // 2), cfg.min_lr_ratio))
-    step, best = 0, math.inf
+    step, best, wandb_id, total = 0, math.inf, None, None
     state_path = run_dir / STATE_FILE
     if resume:
         if not state_path.exists():
@@ -144,26 +218,46 @@ def fit(
             state = torch.load(state_path, map_location=device, weights_only=True)
             model.load_state_dict(state["model"], strict=True)
             opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
         except (RuntimeError, KeyError, ValueError) as e:
             raise VQError(f"cannot resume from {state_path}: {str(e).splitlines()[0]}") from None
-        step, best = int(state["step"]), float(state["best"])
+        step, best, wandb_id = int(state["step"]), float(state["best"]), state.get("wandb_id")
+        total = int(state["total"]) if keep_schedule and "total" in state else None
         torch.set_rng_state(state["rng"].cpu())
-        console.print(f"resuming {run_dir} at step {step}/{steps}")
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+        if dist.rank() > 0:  # other ranks: their own dropout stream, reproducible from seed and step
+            torch.manual_seed(cfg.seed * 7919 + step * 131 + dist.rank())
+    elif dist.rank() > 0:
+        torch.manual_seed(cfg.seed * 7919 + dist.rank())
+
+    data = TrainBatches(train, batch_size=cfg.batch_size, seed=cfg.seed, device=device, workers=workers,
+                        start=step, skipped=skipped)
+    if total is None:
+        total = step + 10**9 if budget else total_steps(cfg, data.epoch_size)
+    schedule = Schedule(cfg, total)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule, last_epoch=step - 1)
+    if resume and main:
+        console.print(f"resuming {run_dir} at step {step}" + (f"/{total}" if not budget else ""))
+
+    net = dist.wrap(model, device)
+    if cfg.compile:
+        net = torch.compile(net)
 
     wandb_run = None
-    if cfg.wandb:
+    if cfg.wandb and main:
         import wandb
 
         wandb_run = wandb.init(
-            project=cfg.wandb_project, dir=str(run_dir), config=run_config or to_dict(cfg),
-            mode=os.environ.get("WANDB_MODE", "offline"), resume="allow" if resume else None,
+            project=cfg.wandb_project, dir=str(run_dir), config=run_config or to_dict(cfg), id=wandb_id,
+            mode=os.environ.get("WANDB_MODE", "offline"), resume="allow" if wandb_id else None,
         )
-
-    history = run_dir / "metrics.jsonl"
+        wandb_id = wandb_run.id
+    history = MetricsLog(run_dir / "metrics.jsonl", step if resume else None) if main else None
 
     def checkpoint(metrics: dict) -> None:
         nonlocal best
+        if not main:
+            return
         better = best_metric is None or metrics.get(best_metric, math.inf) < best
         if better or not (run_dir / "model.safetensors").exists():
             if best_metric is not None and best_metric in metrics:
@@ -171,48 +265,57 @@ def fit(
             save(model, metrics)
         state = {
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "step": step, "best": best, "rng": torch.get_rng_state(),
+            "optimizer": opt.state_dict(), "step": step, "total": schedule.total, "best": best,
+            "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "wandb_id": wandb_id,
         }
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(state_path, buf.getvalue())
 
-    def run_eval() -> dict:
-        model.eval()
-        with torch.no_grad(), ctx:
-            metrics = {k: float(v) for k, v in evaluate(model).items()}
-        model.train()
-        with history.open("a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
-        if wandb_run is not None:
-            log = {f"val/{k}": v for k, v in metrics.items()}
-            if preview is not None:
-                import wandb
+    eval_seconds = 0.0
 
-                img = preview(model).cpu().permute(1, 2, 0).numpy()  # (C, H, W) uint8 -> (H, W, C)
-                log["val/preview"] = wandb.Image(img[..., 0] if img.shape[-1] == 1 else img)
-            wandb_run.log(log, step=step)
+    def run_eval() -> dict:
+        nonlocal eval_seconds
+        t = time.time()
+        metrics = {}
+        if main:
+            model.eval()
+            with torch.no_grad(), ctx:
+                metrics = {k: float(v) for k, v in evaluate(model).items()}
+            model.train()
+            history.write({"step": step, **metrics})
+            if wandb_run is not None:
+                log = {f"val/{k}": v for k, v in metrics.items()}
+                if preview is not None:
+                    import wandb
+
+                    img = preview(model).cpu().permute(1, 2, 0).numpy()  # (C, H, W) uint8 -> (H, W, C)
+                    log["val/preview"] = wandb.Image(img[..., 0] if img.shape[-1] == 1 else img)
+                wandb_run.log(log, step=step)
+        dist.barrier()
+        eval_seconds += time.time() - t
         return metrics
 
-    start = time.time()
     start_step = step
     model.train()
     metrics: dict = {}
     running = None
+    loss_sum = torch.zeros((), device=device)
+    window = 0
+    t_loop = time.time()
+    t_measure = None
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+    batches = iter(data)
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task("training", total=steps, completed=step, info="")
-            while step < steps:
-                idx = batch_indices(step, n, cfg.batch_size, cfg.seed)
-                batch = prepare(tuple(t[idx] for t in tensors), device)
+        with stop_signals() as stop, Progress(*columns, console=console, transient=False, disable=not main) as progress:
+            task = progress.add_task("training", total=None if budget else total, completed=step, info="")
+            while step < schedule.total:
+                batch = prepare(next(batches), device)
                 with ctx:
-                    out = model(*batch, step=step)
+                    out = net(*batch, step=step)
                 loss = out.loss
-                if not torch.isfinite(loss):
-                    raise VQError(f"the loss became {loss.item()} at step {step}; lower --lr")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
@@ -220,24 +323,76 @@ def fit(
                 opt.step()
                 sched.step()
                 step += 1
-                value = loss.item()
-                running = value if running is None else 0.95 * running + 0.05 * value
-                progress.update(task, advance=1, info=f"loss {running:.4f}")
-                if wandb_run is not None and step % 10 == 0:
-                    wandb_run.log({"train/loss": value, "train/lr": sched.get_last_lr()[0],
-                                   **{f"train/{k}": float(v) for k, v in out.metrics.items()}}, step=step)
-                if step % cfg.eval_every == 0 and step < steps:
+                loss_sum += loss.detach().float()
+                window += 1
+                progress.update(task, advance=1)
+                if step == start_step + 1:
+                    if main:
+                        progress.console.print(f"first step after {time.time() - t_setup:.1f} s of set-up")
+                if budget and step == start_step + MEASURE_FROM:
+                    t_measure = time.time()
+                if budget and step == start_step + MEASURE_TO:
+                    schedule.total = dist.broadcast_object(
+                        fit_budget(step, start_step + MEASURE_FROM, t_measure, t_loop, budget, eval_seconds, cfg))
+                    progress.update(task, total=schedule.total)
+                # Every rank reads at the same steps (the reads carry collectives under torchrun);
+                # one process also stops at the very step a signal arrived.
+                read_now = (step % cfg.log_every == 0 or step == schedule.total or step == start_step + MEASURE_TO
+                            or (stop["stop"] and not dist.active()))
+                if read_now:
+                    value = float(loss_sum) / window  # the one host read per log interval
+                    if not math.isfinite(value):
+                        saved = "the last checkpoint in " + str(run_dir) if (run_dir / "model.safetensors").exists() else "no checkpoint yet"
+                        raise VQError(f"the loss became {value} between steps {step - window + 1} and {step}; "
+                                      f"{saved} is kept; lower --lr")
+                    loss_sum.zero_()
+                    window = 0
+                    running = value if running is None else 0.7 * running + 0.3 * value
+                    progress.update(task, info=f"loss {running:.4f}")
+                    if wandb_run is not None:
+                        wandb_run.log({"train/loss": value, "train/lr": sched.get_last_lr()[0],
+                                       **{f"train/{k}": float(v) for k, v in out.metrics.items()}}, step=step)
+                    if budget and time.time() - t_loop > budget:
+                        schedule.total = step  # spent: stop here
+                    schedule.total = dist.broadcast_object(schedule.total)
+                    if dist.broadcast_object(stop["stop"]):
+                        raise KeyboardInterrupt
+                if step % cfg.eval_every == 0 and step < schedule.total:
                     metrics = run_eval()
                     checkpoint(metrics)
-                    progress.console.print(f"step {step}: {fmt(metrics)}")
+                    if main:
+                        progress.console.print(f"step {step}: {fmt(metrics)}")
+                    if budget and t_measure is not None:
+                        schedule.total = dist.broadcast_object(
+                            fit_budget(step, start_step + MEASURE_FROM, t_measure, t_loop, budget, eval_seconds, cfg))
+                        progress.update(task, total=schedule.total)
+        loop_seconds = time.time() - t_loop
         metrics = run_eval()
         checkpoint(metrics)
+        model.eval()  # what callers do next (grids, scores) must not update a codebook
     except KeyboardInterrupt:
         checkpoint({})
-        raise Interrupted(f"interrupted at step {step}/{steps}; saved to {run_dir}, continue with --resume") from None
+        raise Interrupted(f"interrupted at step {step}; saved to {run_dir}, continue with --resume") from None
     finally:
         if wandb_run is not None:
             wandb_run.finish()
-    elapsed = time.time() - start
-    return {"step": step, "steps": steps, "seconds": elapsed, "steps_run": step - start_step,
+    if skipped.count and main:
+        console.print(f"[yellow]{skipped.summary()}[/yellow]")
+    steps_run = step - start_step
+    train_seconds = max(1e-9, loop_seconds - (eval_seconds if steps_run else 0.0))
+    return {"step": step, "steps": schedule.total, "seconds": loop_seconds, "steps_run": steps_run,
+            "samples_per_second": steps_run * cfg.batch_size / train_seconds if steps_run else None,
+            "world_size": dist.world_size(), "main": main, "skipped": skipped.count,
             "best": best if best_metric else None, "metrics": metrics, "device": str(device)}
+
+
+def fit_budget(step: int, measured_from: int, t_measure: float, t_loop: float, budget: float,
+               eval_seconds: float, cfg: TrainConfig) -> int:
+    """The total step count that spends the budget, from the step time measured so far (evaluation
+    time included, plus one more evaluation for the end)."""
+    now = time.time()
+    per_step = (now - t_measure) / max(1, step - measured_from)
+    evals_so_far = max(1, step // cfg.eval_every)
+    final_eval = eval_seconds / evals_so_far if eval_seconds else 0.0
+    left = budget - (now - t_loop) - final_eval
+    return max(step, step + int(left / per_step))

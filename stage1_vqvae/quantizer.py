@@ -7,13 +7,21 @@ every code in use, which is what makes the codes worth modelling with a prior.
 
 Shape legend: b - batch, d - code dimension, h w - code grid, n - flattened vectors, k - codes.
 
-Distances, argmin, EMA statistics and the straight-through step run in fp32 even under bf16
-autocast: nearest-neighbour search in bf16 flips indices between near-equidistant codes.
+Distances, argmin, EMA statistics and the straight-through step run in full fp32 even under bf16
+autocast and with TF32 matmuls switched on elsewhere: nearest-neighbour search in bf16 (or TF32's
+10-bit mantissa) flips indices between near-equidistant codes.
+
+Under torchrun (torch.distributed initialised) the codebook stays identical on every rank: the
+k-means initialisation is computed on rank 0 and broadcast, the EMA counts and sums are summed
+over ranks before the update, and dead-code restarts use candidates drawn on rank 0. Nothing here
+reads a value back to the host during training, so a GPU step never waits on the CPU.
 """
 
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
@@ -30,6 +38,21 @@ class QuantizerOutput(NamedTuple):
 def straight_through(z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Value of q, gradient of z (exactly q in the forward pass: z - z.detach() is zero)."""
     return q + (z - z.detach())
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+@contextmanager
+def full_fp32():
+    """No autocast and no TF32 inside: the distances must be exact fp32, whatever the caller set."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def squared_distances(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -71,20 +94,34 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("ema_count", torch.ones(codebook_size))
         self.register_buffer("ema_sum", self.codebook.clone())
         self.register_buffer("initialized", torch.tensor(False))
+        self._known_initialized = False  # host-side copy of `initialized`: no device read per step
+
+    def _needs_init(self) -> bool:
+        if not self._known_initialized:
+            self._known_initialized = bool(self.initialized)  # one read, then never again
+        return not self._known_initialized
 
     @torch.no_grad()
     def _init_codebook(self, x: torch.Tensor) -> None:
-        centres = kmeans(x, self.codebook_size, self.kmeans_iters)
+        if _distributed():
+            centres = kmeans(x, self.codebook_size, self.kmeans_iters) if dist.get_rank() == 0 else torch.empty_like(self.codebook)
+            dist.broadcast(centres, src=0)
+        else:
+            centres = kmeans(x, self.codebook_size, self.kmeans_iters)
         self.codebook.copy_(centres)
         self.ema_sum.copy_(centres)
         self.ema_count.fill_(1.0)
         self.initialized.fill_(True)
+        self._known_initialized = True
 
     @torch.no_grad()
     def _ema_update(self, x: torch.Tensor, indices: torch.Tensor) -> None:
         k = self.codebook_size
         counts = torch.bincount(indices, minlength=k).to(x.dtype)
         sums = torch.zeros_like(self.ema_sum).index_add_(0, indices, x)
+        if _distributed():  # the statistics of the global batch, identical on every rank
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
         self.ema_count.lerp_(counts, 1 - self.decay)
         self.ema_sum.lerp_(sums, 1 - self.decay)
         # Laplace smoothing keeps never-chosen codes from dividing by zero.
@@ -95,21 +132,23 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _restart_dead_codes(self, x: torch.Tensor) -> None:
-        dead = self.ema_count < self.dead_code_threshold
-        n_dead = int(dead.sum())
-        if n_dead == 0:
-            return
-        fresh = x[torch.randint(0, x.shape[0], (n_dead,), device=x.device)]
-        self.codebook[dead] = fresh
-        self.ema_sum[dead] = fresh * self.dead_code_threshold
-        self.ema_count[dead] = self.dead_code_threshold
+        """Every code whose EMA count fell under the threshold moves onto a random encoder output.
+        A candidate is drawn for every code and used where the code is dead: no data-dependent
+        shapes, so no host sync."""
+        dead = (self.ema_count < self.dead_code_threshold)[:, None]
+        fresh = x[torch.randint(0, x.shape[0], (self.codebook_size,), device=x.device)]
+        if _distributed():
+            dist.broadcast(fresh, src=0)
+        self.codebook.copy_(torch.where(dead, fresh, self.codebook))
+        self.ema_sum.copy_(torch.where(dead, fresh * self.dead_code_threshold, self.ema_sum))
+        self.ema_count.copy_(torch.where(dead[:, 0], torch.full_like(self.ema_count, self.dead_code_threshold), self.ema_count))
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         b, _, h, w = z.shape
-        with torch.autocast(z.device.type, enabled=False):
+        with torch.autocast(z.device.type, enabled=False), full_fp32():
             z = z.float()
             x = rearrange(z, "b d h w -> (b h w) d")
-            if self.training and not bool(self.initialized):
+            if self.training and self._needs_init():
                 self._init_codebook(x.detach())
             indices = squared_distances(x.detach(), self.codebook).argmin(1)
             q = self.codebook[indices]

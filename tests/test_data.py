@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import CIFAR10_CLASSES
-from pipeline.data import FASHION_MNIST_CLASSES, load_image_data, read_idx, to_float, to_uint8
+from pipeline.data import FASHION_MNIST_CLASSES, ArrowImages, load_image_data, read_idx, to_float, to_uint8
+from pipeline.loader import Skipped, materialize
 from pipeline.runs import VQError
 
 
@@ -15,7 +16,8 @@ def test_folder_spec_gives_class_names_from_folders(image_folder):
     assert data.class_names == ["circle", "square", "triangle"]
     assert (data.channels, data.image_size) == (1, 16)
     assert len(data.train) + len(data.test) == 30 and len(data.test) == 3  # one held out per class
-    assert data.train.images.dtype == torch.uint8 and data.train.images.shape[1:] == (1, 16, 16)
+    train = materialize(data.train)
+    assert train.images.dtype == torch.uint8 and train.images.shape[1:] == (1, 16, 16)
     assert sorted(data.test.labels.tolist()) == [0, 1, 2]
 
 
@@ -28,11 +30,13 @@ def test_folder_with_train_and_test_subfolders(image_folder, tmp_path):
     data = load_image_data(str(root), image_size=8, channels=3)
     assert data.class_names == ["circle", "square", "triangle"]
     assert len(data.train) == len(data.test) == 30
-    assert data.train.images.shape[1:] == (3, 8, 8)
+    assert materialize(data.train).images.shape[1:] == (3, 8, 8)
 
 
 def test_saved_hf_dataset_with_cifar10_schema(cifar_like):
     data = load_image_data(str(cifar_like))
+    assert isinstance(data.train, ArrowImages)  # memory-mapped, decoded when read
+    assert materialize(data.train).images.shape == (20, 3, 32, 32)
     assert data.class_names == CIFAR10_CLASSES
     assert (data.channels, data.image_size) == (3, 32)
     assert (len(data.train), len(data.test)) == (20, 10)
@@ -86,8 +90,10 @@ def test_missing_path_empty_folder_and_corrupt_image(tmp_path, image_folder):
     with pytest.raises(VQError, match="holds no images"):
         load_image_data(str(tmp_path / "empty"))
     (image_folder / "circle" / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(VQError, match="bad.png"):
-        load_image_data(str(image_folder))
+    with pytest.raises(VQError, match="bad.png"):  # --strict: the first unreadable image stops the run
+        data = load_image_data(str(image_folder))
+        for split in (data.train, data.test):
+            materialize(split, skipped=Skipped(strict=True))
 
 
 def test_pixel_conversions_round_trip():

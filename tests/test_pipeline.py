@@ -56,8 +56,10 @@ def test_export_and_prior_artifacts(chain):
     assert meta["tokenizer_fingerprint"] == tok["fingerprint"] and meta["codebook_size"] == 16
     assert meta["grid"] == [7, 7] and meta["class_names"][7] == "Sneaker" and meta["splits"] == {"train": 300, "test": 300}
     codes = load_codes(chain / "codes")
-    assert codes.codes["train"].shape == (300, 7, 7) and codes.codes["train"].dtype == torch.int64
-    assert int(codes.codes["test"].max()) < 16 and codes.labels["train"].shape == (300,)
+    train = codes.splits["train"].to_memory(16)
+    assert train.images.shape == (300, 7, 7) and codes.meta["dtype"] == "uint16"
+    assert int(codes.splits["test"].to_memory(16).images.max()) < 16 and train.labels.shape == (300,)
+    assert codes.splits["train"][0][0].dtype == torch.int64  # what the prior reads, memory-mapped
     prior = json.loads((chain / "prior" / "config.json").read_text())
     assert prior["kind"] == "prior" and prior["tokenizer_fingerprint"] == tok["fingerprint"]
     assert prior["metrics"]["test_bits_per_token"] > 0 and prior["metrics"]["test_bits_per_dim"] > 0

@@ -1,0 +1,36 @@
+"""Run one `vq` command under torchrun and have every rank save the weights it ended with, so a
+test can check that the ranks stayed identical: `torchrun ... tests/rank_weights.py DUMP_DIR vq-args...`."""
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pipeline.prior  # noqa: E402
+import pipeline.tokenizer  # noqa: E402
+import pipeline.trainer  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+trained = []
+real_fit = pipeline.trainer.fit
+
+
+def fit(model, *args, **kwargs):
+    trained.append(model)
+    return real_fit(model, *args, **kwargs)
+
+
+pipeline.tokenizer.fit = pipeline.prior.fit = fit
+
+from cli.main import app  # noqa: E402
+
+dump = Path(sys.argv[1])
+try:
+    app(sys.argv[2:], standalone_mode=False)
+finally:
+    if trained:
+        state = {k: v.detach().cpu().contiguous() for k, v in trained[-1].state_dict().items()}
+        save_file(state, dump / f"rank{os.environ['RANK']}.safetensors")
