@@ -97,6 +97,12 @@ def mfu(flops: float | None, device: str) -> float | None:
     return flops / (peak * 1e12 * torch.cuda.device_count()) if peak else None
 
 
+def warm_page_cache(folder: Path) -> None:
+    """Read every file once, so that the loader figures measure decoding, not a cold disk."""
+    for p in folder.rglob("*.png"):
+        p.read_bytes()
+
+
 def loader_speed(folder: Path, workers: int, batches: int = 150, batch: int = 128) -> dict:
     from pipeline.data import load_image_data
     from pipeline.loader import TrainBatches
@@ -153,6 +159,7 @@ def main() -> None:
                 folder = work / "photos64"
                 subprocess.run([sys.executable, str(ROOT / "bench" / "photo_folder.py"), str(folder), "--count",
                                 str(args.count), "--classes", "10", "--test-photos", "2"], check=True)
+            warm_page_cache(folder)
             results["loader"] = [loader_speed(folder, w) for w in (1, 2)]
             results["big_folder"] = big_folder_start(folder, work)
 

@@ -62,13 +62,14 @@ ChannelsOpt = typer.Option(None, "--channels", help="1 (grey) or 3 (RGB); defaul
 ImageColOpt = typer.Option(None, "--image-column", help="Image column of a Hugging Face dataset (default: detected).")
 LabelColOpt = typer.Option(None, "--label-column", help="Label column of a Hugging Face dataset (default: detected).")
 LimitOpt = typer.Option(None, "--limit", help="Use only the first N images of each split (quick trials).")
-PresetOpt = typer.Option("demo", "--preset", "-p", help="demo: minutes on a laptop CPU; full: for one GPU.")
+PresetOpt = typer.Option("demo", "--preset", "-p", help="demo: minutes on a laptop CPU; full: for one GPU. Both are sized for 28 px images (demo: 7x7 codes, full: 14x14); other sizes keep the preset's --downsample.")
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML or JSON file with \\[model] and \\[train] tables; flags override it.")
 DeviceOpt = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:N or mps.")
 BatchOpt = typer.Option(None, "--batch-size", "-b", help="Global batch size: under torchrun each of N processes takes batch-size / N.")
 WorkersOpt = typer.Option(None, "--workers", help="DataLoader processes that decode images, per training process (default: from the CPU count).")
 TimeBudgetOpt = typer.Option(None, "--time-budget", help="Train until this much time is spent (e.g. 90s, 5m, 1h), with the learning-rate schedule fitted to the steps it allows; wins over --steps.")
 LogEveryOpt = typer.Option(None, "--log-every", help="Read the loss (and check it is finite) every N steps; each read waits for the GPU.")
+DeterministicOpt = typer.Option(False, "--deterministic", help="Deterministic kernels: a rerun or a resumed run gives bit-identical weights (slower on GPUs).")
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the model for training (the plain weights are saved).")
 EpochsOpt = typer.Option(None, "--epochs", help="Train for this many passes over the data.")
 StepsOpt = typer.Option(None, "--steps", help="Train for this many optimizer steps (wins over --epochs).")
@@ -118,6 +119,7 @@ def fit_tokenizer(
     strict: bool = StrictOpt,
     time_budget: Optional[str] = TimeBudgetOpt,
     log_every: Optional[int] = LogEveryOpt,
+    deterministic: bool = DeterministicOpt,
     compile_: bool = CompileOpt,
     wandb: bool = WandbOpt,
     resume: bool = ResumeOpt,
@@ -134,10 +136,11 @@ def fit_tokenizer(
         model_overrides=train_overrides(codebook_size=codebook_size, downsample=downsample),
         train_overrides=train_overrides(device=device, batch_size=batch_size, workers=workers, epochs=epochs,
                                         steps=steps, lr=lr, seed=seed, eval_every=eval_every, time_budget=time_budget,
-                                        log_every=log_every, precision=precision, compile=compile_, wandb=wandb),
+                                        log_every=log_every, precision=precision, compile=compile_,
+                                        deterministic=deterministic, wandb=wandb),
     )
     result = run(job, console=err)
-    if result["world_size"] > 1 and not result.get("main", True):
+    if not result["main"]:  # under torchrun, rank 0 speaks for all
         return
     summary(f"tokenizer -> {result['out']}", {
         "model": model, "steps": result["step"], "device": result["device"], "processes": result["world_size"],
@@ -173,9 +176,12 @@ def export_codes(
     shards are shared out over the processes."""
     from pipeline.export import export_codes as run
 
+    from pipeline.distributed import is_main
+
     meta = run(tokenizer, out, device=device, batch_size=batch_size, force=force, workers=workers, console=err)
-    summary(f"codes -> {out}", {"tokenizer": meta["tokenizer_fingerprint"], "grid": "x".join(map(str, meta["grid"])),
-                                "codebook": meta["codebook_size"], **{f"{k} maps": v for k, v in meta["splits"].items()}})
+    if is_main():
+        summary(f"codes -> {out}", {"tokenizer": meta["tokenizer_fingerprint"], "grid": "x".join(map(str, meta["grid"])),
+                                    "codebook": meta["codebook_size"], **{f"{k} maps": v for k, v in meta["splits"].items()}})
 
 
 @app.command("fit-prior")
@@ -199,6 +205,7 @@ def fit_prior(
     workers: Optional[int] = WorkersOpt,
     time_budget: Optional[str] = TimeBudgetOpt,
     log_every: Optional[int] = LogEveryOpt,
+    deterministic: bool = DeterministicOpt,
     compile_: bool = CompileOpt,
     wandb: bool = WandbOpt,
     resume: bool = ResumeOpt,
@@ -214,10 +221,11 @@ def fit_prior(
         model_overrides=train_overrides(dim=dim, depth=depth),
         train_overrides=train_overrides(device=device, batch_size=batch_size, epochs=epochs, steps=steps, lr=lr,
                                         seed=seed, eval_every=eval_every, precision=precision, workers=workers,
-                                        time_budget=time_budget, log_every=log_every, compile=compile_, wandb=wandb),
+                                        time_budget=time_budget, log_every=log_every, compile=compile_,
+                                        deterministic=deterministic, wandb=wandb),
     )
     result = run(job, console=err)
-    if result["world_size"] > 1 and not result.get("main", True):
+    if not result["main"]:  # under torchrun, rank 0 speaks for all
         return
     summary(f"prior -> {result['out']}", {
         "steps": result["step"], "device": result["device"], "processes": result["world_size"],

@@ -67,8 +67,6 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 class Split(Dataset):
     """Decoded images in memory: (N, C, H, W) uint8 and (N,) int64 labels."""
 
-    in_memory = True
-
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images, self.labels = images, labels
 
@@ -88,8 +86,6 @@ class Split(Dataset):
 
 class LazyImages(Dataset):
     """Images decoded on access; `labels` are known up front (read without decoding anything)."""
-
-    in_memory = False
 
     def __init__(self, labels: torch.Tensor, channels: int, size: int):
         self.labels, self.channels, self.size = labels, channels, size
@@ -159,8 +155,6 @@ class StreamImages(IterableDataset):
     """A `datasets` IterableDataset (e.g. `load_dataset(..., streaming=True)`), decoded as it
     streams. Ranks take their share with `split_dataset_by_node`; DataLoader workers take theirs
     from the stream's shards (the `datasets` library splits them by worker)."""
-
-    in_memory = False
 
     def __init__(self, ds, image_column: str, label_column: str | None, channels: int, size: int,
                  num_rows: int | None = None):

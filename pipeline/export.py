@@ -37,8 +37,6 @@ PROGRESS = "progress.json"
 class CodeMaps(Dataset):
     """One split's code maps, memory-mapped from its shards: index -> ((h, w) int64 codes, label)."""
 
-    in_memory = False
-
     def __init__(self, codes: list[np.ndarray], labels: list[np.ndarray], index: np.ndarray | None = None):
         self.shard_codes, self.shard_labels = codes, labels
         self.offsets = np.cumsum([0] + [len(c) for c in codes])

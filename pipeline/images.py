@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import make_grid
 
 from pipeline.data import to_uint8
 from pipeline.runs import atomic_write_bytes
@@ -31,6 +30,8 @@ def save_png(image: torch.Tensor, path: Path) -> None:
 
 def grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
     """(N, C, H, W) in [-1, 1] -> one (C, H', W') uint8 image, white gaps between tiles."""
+    from torchvision.utils import make_grid  # here: importing torchvision costs a training run 170 MB
+
     tiles = to_uint8(images)
     g = make_grid(tiles, nrow=nrow, padding=padding, pad_value=255)
     return g[:1] if images.shape[1] == 1 else g

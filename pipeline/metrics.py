@@ -6,7 +6,6 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import linalg
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
@@ -49,6 +48,8 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two (n, d) feature sets."""
+    from scipy import linalg  # only `vq eval` needs scipy: training does not load it
+
     mu1, s1 = gaussian_stats(a)
     mu2, s2 = gaussian_stats(b)
     with warnings.catch_warnings():  # ReLU features that are always 0 make S singular; sqrtm copes

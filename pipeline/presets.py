@@ -1,5 +1,9 @@
 """Size presets: `demo` fits a few minutes on 2 CPU cores, `full` is for one GPU.
-Each entry gives model-config and train-config overrides; a config file and flags override these."""
+Each entry gives model-config and train-config overrides; a config file and flags override these.
+
+Resolution: both are sized for 28 px images (Fashion-MNIST). The image size itself always comes
+from the data (or --image-size); a preset fixes the downsampling, so demo turns 28 px into 7x7
+codes and full into 14x14, and 64 px images into 16x16 and 32x32 codes."""
 
 TOKENIZER_PRESETS = {
     "vqvae": {

@@ -20,7 +20,7 @@ from pipeline.runs import VQError, check_run_dir, run_lock
 from pipeline.trainer import TrainConfig, fit, parse_duration, resolve_device, seed_everything
 from stage1_vqvae import TOKENIZERS
 
-EVAL_BATCH = 500
+EVAL_PIXELS = 500 * 28 * 28  # images evaluated at once: 500 at 28 px, fewer at larger sizes (flat memory)
 EVAL_IMAGES = 10_000  # held-out images evaluated during training (the whole test split when smaller)
 
 
@@ -82,11 +82,16 @@ def preset(table: dict, model: str, name: str) -> tuple[dict, dict]:
     return table[model][name]
 
 
+def eval_batch(image_size: int) -> int:
+    return max(1, EVAL_PIXELS // (image_size * image_size))
+
+
 @torch.no_grad()
-def evaluate_tokenizer(model, split: Split, batch_size: int = EVAL_BATCH) -> dict:
+def evaluate_tokenizer(model, split: Split) -> dict:
     """Test-split MSE, PSNR and SSIM (images in [-1, 1], a range of 2); for a VQ-VAE
     also codebook usage (share of codes used at least once) and perplexity."""
     device = next(model.parameters()).device
+    batch_size = eval_batch(model.config.image_size)
     sq_err, psnr_sum, ssim_sum, n = 0.0, 0.0, 0.0, 0
     counts = torch.zeros(getattr(model.config, "codebook_size", 1), device=device)
     for batch in batches(split, batch_size):

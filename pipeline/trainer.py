@@ -51,6 +51,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 on CUDA, else fp32) | bf16 | fp32
     compile: bool = False  # torch.compile the model for training (the uncompiled weights are saved)
+    deterministic: bool = False  # deterministic kernels: bit-exact reruns and resumes, slower on GPUs
     eval_every: int = 500
     log_every: int = 50  # steps between reads of the loss (each read waits for the device)
     workers: int | None = None  # DataLoader processes that decode images (None: from the CPU count)
@@ -106,10 +107,11 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
 
 
 class Schedule:
-    """Warm-up then cosine over `total` steps; `total` may be refitted (a time budget)."""
+    """Warm-up then cosine over `total` steps; under a time budget `total` is a placeholder until
+    the step time is measured (`fitted` False), then refitted as the run goes."""
 
-    def __init__(self, cfg: TrainConfig, total: int):
-        self.cfg, self.total = cfg, total
+    def __init__(self, cfg: TrainConfig, total: int, fitted: bool = True):
+        self.cfg, self.total, self.fitted = cfg, total, fitted
 
     def __call__(self, step: int) -> float:
         return lr_factor(step, self.total, min(self.cfg.warmup_steps, self.total // 2), self.cfg.min_lr_ratio)
@@ -198,6 +200,9 @@ def fit(
     if device.type == "cuda":  # TF32 for fp32 matmuls outside the quantizer, which switches it off for itself
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' condition for determinism
+        torch.use_deterministic_algorithms(True)
     budget = parse_duration(cfg.time_budget) if cfg.time_budget else None
     skipped = skipped or Skipped()
     workers = default_workers() if cfg.workers is None else cfg.workers
@@ -221,7 +226,7 @@ def fit(
         except (RuntimeError, KeyError, ValueError) as e:
             raise VQError(f"cannot resume from {state_path}: {str(e).splitlines()[0]}") from None
         step, best, wandb_id = int(state["step"]), float(state["best"]), state.get("wandb_id")
-        total = int(state["total"]) if keep_schedule and "total" in state else None
+        total = int(state["total"]) if keep_schedule and state.get("total") is not None else None
         torch.set_rng_state(state["rng"].cpu())
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
@@ -230,11 +235,13 @@ def fit(
     elif dist.rank() > 0:
         torch.manual_seed(cfg.seed * 7919 + dist.rank())
 
+    if total is not None:
+        budget = None  # a resumed run finishes the schedule its budget was fitted to
     data = TrainBatches(train, batch_size=cfg.batch_size, seed=cfg.seed, device=device, workers=workers,
                         start=step, skipped=skipped)
     if total is None:
         total = step + 10**9 if budget else total_steps(cfg, data.epoch_size)
-    schedule = Schedule(cfg, total)
+    schedule = Schedule(cfg, total, fitted=not budget)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule, last_epoch=step - 1)
     if resume and main:
         console.print(f"resuming {run_dir} at step {step}" + (f"/{total}" if not budget else ""))
@@ -265,7 +272,7 @@ def fit(
             save(model, metrics)
         state = {
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(), "step": step, "total": schedule.total, "best": best,
+            "optimizer": opt.state_dict(), "step": step, "total": schedule.total if schedule.fitted else None, "best": best,
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "wandb_id": wandb_id,
         }
@@ -334,6 +341,7 @@ def fit(
                 if budget and step == start_step + MEASURE_TO:
                     schedule.total = dist.broadcast_object(
                         fit_budget(step, start_step + MEASURE_FROM, t_measure, t_loop, budget, eval_seconds, cfg))
+                    schedule.fitted = True
                     progress.update(task, total=schedule.total)
                 # Every rank reads at the same steps (the reads carry collectives under torchrun);
                 # one process also stops at the very step a signal arrived.
@@ -353,7 +361,7 @@ def fit(
                         wandb_run.log({"train/loss": value, "train/lr": sched.get_last_lr()[0],
                                        **{f"train/{k}": float(v) for k, v in out.metrics.items()}}, step=step)
                     if budget and time.time() - t_loop > budget:
-                        schedule.total = step  # spent: stop here
+                        schedule.total, schedule.fitted = step, True  # spent: stop here
                     schedule.total = dist.broadcast_object(schedule.total)
                     if dist.broadcast_object(stop["stop"]):
                         raise KeyboardInterrupt
@@ -367,6 +375,7 @@ def fit(
                             fit_budget(step, start_step + MEASURE_FROM, t_measure, t_loop, budget, eval_seconds, cfg))
                         progress.update(task, total=schedule.total)
         loop_seconds = time.time() - t_loop
+        loop_eval_seconds = eval_seconds  # evaluations inside the loop, not the final one below
         metrics = run_eval()
         checkpoint(metrics)
         model.eval()  # what callers do next (grids, scores) must not update a codebook
@@ -379,7 +388,7 @@ def fit(
     if skipped.count and main:
         console.print(f"[yellow]{skipped.summary()}[/yellow]")
     steps_run = step - start_step
-    train_seconds = max(1e-9, loop_seconds - (eval_seconds if steps_run else 0.0))
+    train_seconds = max(1e-9, loop_seconds - loop_eval_seconds)
     return {"step": step, "steps": schedule.total, "seconds": loop_seconds, "steps_run": steps_run,
             "samples_per_second": steps_run * cfg.batch_size / train_seconds if steps_run else None,
             "world_size": dist.world_size(), "main": main, "skipped": skipped.count,

@@ -47,6 +47,7 @@ class CodePrior(nn.Module):
                 dim=c.dim, depth=c.depth, heads=c.heads, attn_dim_head=dim_head, rotary_pos_emb=True,
                 rotary_emb_dim=min(dim_head, max(32, dim_head // 2)),
                 attn_dropout=c.dropout, ff_dropout=c.dropout, ff_mult=c.ff_mult,
+                attn_flash=True,  # F.scaled_dot_product_attention: flash / memory-efficient kernels on GPUs
             ),
         )
 

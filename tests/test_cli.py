@@ -123,3 +123,7 @@ def test_wandb_offline_logs_reconstruction_previews(tmp_path, image_folder, tiny
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     assert len(list(runs[0].glob("files/media/images/val/preview_*.png"))) == 2  # evals at steps 3 and 6
+    r = vq("fit-tokenizer", "--out", out, "--resume", "--steps", "9", "--wandb")
+    assert r.returncode == 0, r.stderr
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({p.name.rsplit("-", 1)[1] for p in runs}) == 1  # the resumed run keeps its wandb id
