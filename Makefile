@@ -31,8 +31,11 @@ demo: $(STAMP) data
 	$(BIN)/vq fit-prior --preset demo --tokenizer $(RUNS)/tokenizer --codes $(RUNS)/codes --out $(RUNS)/prior $(call resume_if,$(RUNS)/prior)
 	$(BIN)/vq sample -n 10 --tokenizer $(RUNS)/tokenizer --prior $(RUNS)/prior
 
+# Speed tables: sampling, and training throughput (add --folder DIR to bench/train.py for the
+# 100,000-PNG start-up and memory row; bench/photo_folder.py makes such a folder).
 bench: $(STAMP)
 	$(BIN)/python bench/sampling.py
+	$(BIN)/python bench/train.py --skip-folder
 
 test: $(STAMP) data
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q
