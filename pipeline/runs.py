@@ -54,6 +54,8 @@ def check_run_dir(out: Path, *, resume: bool, force: bool, what: str) -> None:
     existing = (out / "config.json").exists() or (out / "train_state.pt").exists()
     if resume and force:
         raise VQError("--resume and --force contradict each other: choose one")
+    if resume and not (out / "train_state.pt").exists():
+        raise VQError(f"nothing to resume in {out} (no train_state.pt); drop --resume to start a new run there")
     if existing and not (resume or force):
         raise VQError(
             f"{out} already holds a {what}; pass --resume to continue it, --force to replace it, "

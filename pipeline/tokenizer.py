@@ -17,7 +17,7 @@ from pipeline.loader import Skipped, batches, default_workers, materialize
 from pipeline.metrics import psnr, ssim
 from pipeline.presets import TOKENIZER_PRESETS
 from pipeline.runs import VQError, check_run_dir, run_lock
-from pipeline.trainer import TrainConfig, fit, parse_duration, resolve_device, seed_everything
+from pipeline.trainer import TrainConfig, fit, resolve_device, seed_everything
 from stage1_vqvae import TOKENIZERS
 
 EVAL_PIXELS = 500 * 28 * 28  # images evaluated at once: 500 at 28 px, fewer at larger sizes (flat memory)
@@ -155,8 +155,7 @@ def job_configs(job, presets: dict, model_name: str, config_class, saved: dict |
         train_cfg = build(TrainConfig, saved["train"], file_cfg.get("train", {}), job.train_overrides, where="train config")
         layers = (saved["config"],)
     build(config_class, *layers, where="model config")  # a bad key fails here, before any data is loaded
-    if train_cfg.time_budget:
-        parse_duration(train_cfg.time_budget)
+    train_cfg.validate()
     return train_cfg, layers
 
 

@@ -58,6 +58,16 @@ class TrainConfig:
     wandb: bool = False
     wandb_project: str = "vq"
 
+    def validate(self) -> None:
+        """Fail before any data is loaded, naming the option."""
+        for name, low in (("batch_size", 1), ("eval_every", 1), ("log_every", 1), ("steps", 0), ("workers", 0),
+                          ("epochs", 0), ("lr", 0), ("warmup_steps", 0), ("grad_clip", 0)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise VQError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+        if self.time_budget:
+            parse_duration(self.time_budget)
+
 
 def parse_duration(text: str) -> float:
     """'90', '90s', '5m', '1.5h', '1h30m' -> seconds."""
