@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import Dataset
 
 from pipeline import distributed as dist
-from pipeline.data import Split, image_batch
+from pipeline.data import Split, StreamImages, image_batch
 from pipeline.loader import Skipped, batches, default_workers
 from pipeline.runs import VQError, atomic_write_bytes, atomic_write_json, read_json, run_lock
 from pipeline.trainer import resolve_device
@@ -173,6 +173,9 @@ def export_codes(
     dist.setup(dev)
     model.to(dev)
     data = DataOptions(**info["data_options"]).load()
+    if any(isinstance(getattr(data, name), StreamImages) for name in SPLITS):
+        raise VQError(f"{tokenizer_dir} was trained on a stream; exporting a stream's codes is not supported yet. "
+                      "Save the dataset to disk (datasets' save_to_disk) and train the tokenizer on it without --streaming")
     if data.class_names != info["class_names"]:
         raise VQError(f"the dataset's classes changed since {tokenizer_dir} was trained")
     k = model.config.codebook_size
@@ -206,6 +209,7 @@ def export_codes(
             save_npy(out / f"{shard_name(name, i)}.labels.npy", labels)  # last: the shard is complete
             bar.advance(task)
         dist.barrier()
+        skipped_total = int(dist.all_reduce_sum_(torch.tensor([skipped.count], device=dev))[0])
         if dist.is_main():
             shards = {name: [shard_name(n, i) for n, i in plan if n == name] for name in SPLITS}
             missing = [s for names in shards.values() for s in names if not (out / f"{s}.labels.npy").exists()]
@@ -224,7 +228,7 @@ def export_codes(
                 "image": {"channels": model.config.channels, "image_size": model.config.image_size},
                 "splits": counts,
                 "shards": shards,
-                "skipped": skipped.count,
+                "skipped": skipped_total,  # this session's, over all ranks
                 "dataset": info.get("dataset", {}),
             }
             atomic_write_json(out / "meta.json", meta)

@@ -34,6 +34,7 @@ from pipeline.runs import Interrupted, VQError, atomic_write_bytes
 
 STATE_FILE = "train_state.pt"
 MEASURE_FROM, MEASURE_TO = 5, 25  # steps timed (after compilation and worker start-up) to fit a time budget
+STOP_EVERY = 10  # under torchrun, steps between agreements on a Ctrl-C (torchrun kills after 30 s)
 
 
 @dataclass
@@ -161,13 +162,18 @@ class MetricsLog:
 @contextmanager
 def stop_signals():
     """SIGINT / SIGTERM during training set a flag that the loop reads at the end of a step, so
-    the saved state is always that of a finished step; a second signal stops at once."""
-    flag = {"stop": False}
+    the saved state is always that of a finished step. A second signal stops at once, except
+    within an optimizer update (`flag["updating"]`), which it lets finish first: a checkpoint of
+    half an update would resume into a different run."""
+    flag = {"stop": False, "updating": False, "now": False}
 
     def handler(signum, frame):
-        if flag["stop"]:
+        if not flag["stop"]:
+            flag["stop"] = True
+        elif flag["updating"]:
+            flag["now"] = True
+        else:
             raise KeyboardInterrupt
-        flag["stop"] = True
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -224,7 +230,7 @@ def fit(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.99), fused=device.type == "cuda",
     )
-    step, best, wandb_id, total = 0, math.inf, None, None
+    step, best, wandb_id, total, saved_total = 0, math.inf, None, None, None
     state_path = run_dir / STATE_FILE
     if resume:
         if not state_path.exists():
@@ -236,7 +242,8 @@ def fit(
         except (RuntimeError, KeyError, ValueError) as e:
             raise VQError(f"cannot resume from {state_path}: {str(e).splitlines()[0]}") from None
         step, best, wandb_id = int(state["step"]), float(state["best"]), state.get("wandb_id")
-        total = int(state["total"]) if keep_schedule and state.get("total") is not None else None
+        saved_total = state.get("total")
+        total = int(saved_total) if keep_schedule and saved_total is not None else None
         torch.set_rng_state(state["rng"].cpu())
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
@@ -249,8 +256,12 @@ def fit(
         budget = None  # a resumed run finishes the schedule its budget was fitted to
     data = TrainBatches(train, batch_size=cfg.batch_size, seed=cfg.seed, device=device, workers=workers,
                         start=step, skipped=skipped)
-    if total is None:
-        total = step + 10**9 if budget else total_steps(cfg, data.epoch_size)
+    if total is None and budget:
+        # A placeholder until the step time is measured; a resumed run keeps its learning rate
+        # where it was meanwhile, rather than jumping back to the start of a fresh cosine.
+        total = max(int(saved_total), step + MEASURE_TO + 1) if resume and saved_total is not None else step + 10**9
+    elif total is None:
+        total = total_steps(cfg, data.epoch_size)
     schedule = Schedule(cfg, total, fitted=not budget)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule, last_epoch=step - 1)
     if resume and main:
@@ -337,9 +348,13 @@ def fit(
                 loss.backward()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                stop["updating"] = True
                 opt.step()
                 sched.step()
                 step += 1
+                stop["updating"] = False
+                if stop["now"]:
+                    raise KeyboardInterrupt
                 loss_sum += loss.detach().float()
                 window += 1
                 progress.update(task, advance=1)
@@ -350,13 +365,13 @@ def fit(
                     t_measure = time.time()
                 if budget and step == start_step + MEASURE_TO:
                     schedule.total = dist.broadcast_object(
-                        fit_budget(step, start_step + MEASURE_FROM, t_measure, t_loop, budget, eval_seconds, cfg))
+                        fit_budget(step, start_step, t_measure, t_loop, budget, eval_seconds, cfg))
                     schedule.fitted = True
                     progress.update(task, total=schedule.total)
                 # Every rank reads at the same steps (the reads carry collectives under torchrun);
                 # one process also stops at the very step a signal arrived.
                 read_now = (step % cfg.log_every == 0 or step == schedule.total or step == start_step + MEASURE_TO
-                            or (stop["stop"] and not dist.active()))
+                            or (stop["stop"] and not dist.active()) or (dist.active() and step % STOP_EVERY == 0))
                 if read_now:
                     value = float(loss_sum) / window  # the one host read per log interval
                     if not math.isfinite(value):
@@ -382,7 +397,7 @@ def fit(
                         progress.console.print(f"step {step}: {fmt(metrics)}")
                     if budget and t_measure is not None:
                         schedule.total = dist.broadcast_object(
-                            fit_budget(step, start_step + MEASURE_FROM, t_measure, t_loop, budget, eval_seconds, cfg))
+                            fit_budget(step, start_step, t_measure, t_loop, budget, eval_seconds, cfg))
                         progress.update(task, total=schedule.total)
         loop_seconds = time.time() - t_loop
         loop_eval_seconds = eval_seconds  # evaluations inside the loop, not the final one below
@@ -405,13 +420,13 @@ def fit(
             "best": best if best_metric else None, "metrics": metrics, "device": str(device)}
 
 
-def fit_budget(step: int, measured_from: int, t_measure: float, t_loop: float, budget: float,
+def fit_budget(step: int, start_step: int, t_measure: float, t_loop: float, budget: float,
                eval_seconds: float, cfg: TrainConfig) -> int:
-    """The total step count that spends the budget, from the step time measured so far (evaluation
-    time included, plus one more evaluation for the end)."""
+    """The total step count that spends the budget, from the step time measured so far (since
+    step start_step + MEASURE_FROM, evaluation time included) plus one more evaluation for the end."""
     now = time.time()
-    per_step = (now - t_measure) / max(1, step - measured_from)
-    evals_so_far = max(1, step // cfg.eval_every)
+    per_step = (now - t_measure) / max(1, step - start_step - MEASURE_FROM)
+    evals_so_far = max(1, (step - start_step) // cfg.eval_every)  # this session's, like eval_seconds
     final_eval = eval_seconds / evals_so_far if eval_seconds else 0.0
     left = budget - (now - t_loop) - final_eval
     return max(step, step + int(left / per_step))
