@@ -173,6 +173,12 @@ class StreamImages(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def head(self, n: int | None) -> "StreamImages":
+        """The stream's first n images (its length then unknown, as the stream may be shorter)."""
+        if n is None:
+            return self
+        return StreamImages(self.ds.take(n), self.image_column, self.label_column, self.channels, self.size)
+
     def __iter__(self):
         ds = self.ds
         if self.shuffle_buffer:
@@ -570,11 +576,9 @@ def load_image_data(
     else:
         data = load_hf(_load_from_hub(spec, streaming), spec, image_size, channels, image_column, label_column)
     if limit is not None:
+        data.train, data.test = data.train.head(limit), data.test.head(limit)
         if isinstance(data.train, StreamImages):
-            data.train.ds, data.train.num_rows = data.train.ds.take(limit), limit
-            data.test.ds = data.test.ds.take(limit)
-        else:
-            data.train, data.test = data.train.head(limit), data.test.head(limit)
+            data.train.num_rows = limit
     return data
 
 

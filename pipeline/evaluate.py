@@ -51,9 +51,7 @@ def real_images(train, per_class: int, num_classes: int, seed: int) -> Split:
     """Up to `per_class` random train images of each class, decoded; from a stream (whose labels
     are not known up front), the first per_class * num_classes images it yields."""
     if isinstance(train, StreamImages):
-        head = StreamImages(train.ds.take(per_class * num_classes), train.image_column, train.label_column,
-                            train.channels, train.size)
-        return materialize(head)
+        return materialize(train.head(per_class * num_classes))
     return materialize(train, indices=balanced(train.labels, per_class, num_classes, seed).tolist())
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from pipeline import distributed as dist
 from pipeline.checkpoint import load_checkpoint, read_info, save_checkpoint
 from pipeline.configs import build, read_config_file, to_dict
-from pipeline.data import ImageData, Split, StreamImages, image_batch, load_image_data
+from pipeline.data import ImageData, Split, image_batch, load_image_data
 from pipeline.images import grid, save_grid
 from pipeline.loader import Skipped, batches, default_workers, materialize
 from pipeline.metrics import psnr, ssim
@@ -234,11 +234,7 @@ class EvalImages:
     @property
     def split(self) -> Split:
         if self._split is None:
-            src = self.source
-            if isinstance(src, StreamImages):
-                src = StreamImages(src.ds.take(EVAL_IMAGES), src.image_column, src.label_column, src.channels, src.size)
-            elif not isinstance(src, Split):
-                src = src.head(EVAL_IMAGES)
+            src = self.source if isinstance(self.source, Split) else self.source.head(EVAL_IMAGES)
             self._split = materialize(src, default_workers() if self.workers is None else self.workers, self.skipped)
         return self._split
 
