@@ -9,7 +9,7 @@ OUT=${OUT:-gpu-out}
 RUNS=${RUNS:-runs-gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_DATASETS_OFFLINE=${HF_DATASETS_OFFLINE:-1} WANDB_MODE=${WANDB_MODE:-offline}
-VQ="python -m cli.main"
+VQ="python -m vq.cli.main"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 start=$(date +%s)
 $VQ fit-tokenizer --preset full --device cuda --out "$RUNS/tokenizer" --force 2>&1 | tee "$OUT/tokenizer.log"

@@ -20,8 +20,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from x_transformers import AutoregressiveWrapper  # noqa: E402
 
-from pipeline.presets import PRIOR_PRESETS  # noqa: E402
-from stage2_prior import CodePrior, PriorConfig, sample_codes  # noqa: E402
+from vq.pipeline.presets import PRIOR_PRESETS  # noqa: E402
+from vq.stage2_prior import CodePrior, PriorConfig, sample_codes  # noqa: E402
 
 GEOMETRY = {"demo": dict(codebook_size=256, height=7, width=7), "full": dict(codebook_size=1024, height=14, width=14)}
 

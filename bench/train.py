@@ -42,8 +42,8 @@ ENV = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_M
 
 def vq_cmd(procs: int) -> list[str]:
     if procs == 1:
-        return [sys.executable, "-m", "cli.main"]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), "-m", "cli.main"]
+        return [sys.executable, "-m", "vq.cli.main"]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), "-m", "vq.cli.main"]
 
 
 def summary_value(stdout: str, row: str) -> float | None:
@@ -78,8 +78,8 @@ def prior_speed(args, procs: int, tokenizer: Path, work: Path) -> dict:
                            "--eval-every", "1000000", "--tokenizer", str(tokenizer), "--codes", str(work / "codes"),
                            "--workers", "0", "--out", str(out), "--force"]
     r = run(cmd, f"fit-prior ({procs} process)", env=threads_env(procs))
-    from pipeline.prior import flops_per_token
-    from stage2_prior import PriorConfig
+    from vq.pipeline.prior import flops_per_token
+    from vq.stage2_prior import PriorConfig
 
     config = PriorConfig(**json.loads((out / "config.json").read_text())["config"])
     tokens = summary_value(r["stdout"], "tokens/s")
@@ -104,8 +104,8 @@ def warm_page_cache(folder: Path) -> None:
 
 
 def loader_speed(folder: Path, workers: int, batches: int = 150, batch: int = 128) -> dict:
-    from pipeline.data import load_image_data
-    from pipeline.loader import TrainBatches
+    from vq.pipeline.data import load_image_data
+    from vq.pipeline.loader import TrainBatches
 
     data = load_image_data(str(folder))
     stream = iter(TrainBatches(data.train, batch_size=batch, seed=0, device=torch.device("cpu"), workers=workers))

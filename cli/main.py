@@ -28,7 +28,7 @@ def friendly(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from pipeline.runs import VQError
+        from vq.pipeline.runs import VQError
 
         try:
             return fn(*args, **kwargs)
@@ -41,8 +41,8 @@ def friendly(fn):
         finally:
             import sys
 
-            if "pipeline.distributed" in sys.modules:  # leave torchrun's process group cleanly
-                sys.modules["pipeline.distributed"].teardown()
+            if "vq.pipeline.distributed" in sys.modules:  # leave torchrun's process group cleanly
+                sys.modules["vq.pipeline.distributed"].teardown()
 
     return wrapper
 
@@ -128,7 +128,7 @@ def fit_tokenizer(
     """Train a tokenizer (VQ-VAE, VAE or conditional VAE) on images; writes OUT/config.json,
     OUT/model.safetensors and OUT/reconstructions.png. On N GPUs (or N CPU processes):
     torchrun --nproc-per-node N --no-python vq fit-tokenizer ..."""
-    from pipeline.tokenizer import DataOptions, TokenizerJob, fit_tokenizer as run
+    from vq.pipeline.tokenizer import DataOptions, TokenizerJob, fit_tokenizer as run
 
     job = TokenizerJob(
         model=model, preset=preset, out=out, config_file=config, resume=resume, force=force,
@@ -174,9 +174,9 @@ def export_codes(
     """Encode the tokenizer's dataset (train and test) into compact code-map shards for the prior;
     an export of the same tokenizer is reused, an interrupted one resumed. Under torchrun the
     shards are shared out over the processes."""
-    from pipeline.export import export_codes as run
+    from vq.pipeline.export import export_codes as run
 
-    from pipeline.distributed import is_main
+    from vq.pipeline.distributed import is_main
 
     meta = run(tokenizer, out, device=device, batch_size=batch_size, force=force, workers=workers, console=err)
     if is_main():
@@ -214,7 +214,7 @@ def fit_prior(
     """Train a class-conditional transformer prior over the tokenizer's codes (exporting them
     first if needed); keeps the checkpoint with the best validation NLL. On N GPUs:
     torchrun --nproc-per-node N --no-python vq fit-prior ..."""
-    from pipeline.prior import PriorJob, fit_prior as run
+    from vq.pipeline.prior import PriorJob, fit_prior as run
 
     job = PriorJob(
         tokenizer=tokenizer, codes=codes, out=out, preset=preset, config_file=config, resume=resume, force=force,
@@ -253,7 +253,7 @@ def sample(
 ):
     """Sample new images: prior -> decoder for a VQ-VAE, the latent prior for a VAE or conditional
     VAE. Writes one PNG per image (<class>_<i>.png) and grid.png."""
-    from pipeline.generate import SamplingOptions, sample as run
+    from vq.pipeline.generate import SamplingOptions, sample as run
 
     result = run(tokenizer, prior, class_, n, SamplingOptions(cfg, temperature, top_k, top_p, seed), out,
                  device=device, force=force, console=err)
@@ -284,7 +284,7 @@ def complete(
 ):
     """Keep part of an image and let the prior invent the rest, N ways. Writes completion_<i>.png,
     masked.png and grid.png (original | masked | completions)."""
-    from pipeline.generate import SamplingOptions, complete as run
+    from vq.pipeline.generate import SamplingOptions, complete as run
 
     result = run(image, tokenizer, prior, keep=keep, fraction=fraction, mask_path=mask, class_value=class_, n=n,
                  opts=SamplingOptions(cfg, temperature, top_k, top_p, seed), candidates=candidates, out=out,
@@ -317,8 +317,8 @@ def evaluate(
     """Measure every stage: reconstruction (MSE, PSNR, SSIM, codebook use), prior NLL, and how
     class-like samples and completions are, judged by a classifier trained on the dataset, beside
     the same figures for real images."""
-    from pipeline.evaluate import evaluate_run
-    from pipeline.generate import SamplingOptions
+    from vq.pipeline.evaluate import evaluate_run
+    from vq.pipeline.generate import SamplingOptions
 
     r = evaluate_run(tokenizer, prior, per_class=per_class, opts=SamplingOptions(cfg, temperature, top_k, top_p, seed),
                      completions=completions, device=device, classifier_root=classifier, out=out,

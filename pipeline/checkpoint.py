@@ -9,8 +9,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from pipeline.configs import to_dict
-from pipeline.runs import VQError, atomic_write_bytes, atomic_write_json, read_json
+from vq.pipeline.configs import to_dict
+from vq.pipeline.runs import VQError, atomic_write_bytes, atomic_write_json, read_json
 
 FORMAT_VERSION = 1
 

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.data import ImageData, Split, image_batch, to_float
-from pipeline.metrics import accuracy
-from pipeline.runs import VQError, run_lock
-from pipeline.trainer import TrainConfig, fit
+from vq.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from vq.pipeline.data import ImageData, Split, image_batch, to_float
+from vq.pipeline.metrics import accuracy
+from vq.pipeline.runs import VQError, run_lock
+from vq.pipeline.trainer import TrainConfig, fit
 
 FEATURES = 128
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from pipeline.runs import VQError
+from vq.pipeline.runs import VQError
 
 FASHION_MNIST_DIRS = ["/usr/share/datasets/fashion-mnist"]
 FASHION_MNIST_CLASSES = [

@@ -15,16 +15,16 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from pipeline.checkpoint import read_info
-from pipeline.classifier import ensure_classifier, predict
-from pipeline.data import Split, StreamImages, to_float
-from pipeline.generate import SamplingOptions, generate_images, load_pair
-from pipeline.metrics import accuracy, frechet_distance
-from pipeline.runs import atomic_write_json
-from pipeline.loader import Skipped, materialize
-from pipeline.tokenizer import DataOptions, EvalImages, evaluate_tokenizer
-from pipeline.trainer import resolve_device
-from stage2_prior import sample_codes
+from vq.pipeline.checkpoint import read_info
+from vq.pipeline.classifier import ensure_classifier, predict
+from vq.pipeline.data import Split, StreamImages, to_float
+from vq.pipeline.generate import SamplingOptions, generate_images, load_pair
+from vq.pipeline.metrics import accuracy, frechet_distance
+from vq.pipeline.runs import atomic_write_json
+from vq.pipeline.loader import Skipped, materialize
+from vq.pipeline.tokenizer import DataOptions, EvalImages, evaluate_tokenizer
+from vq.pipeline.trainer import resolve_device
+from vq.stage2_prior import sample_codes
 
 
 def judge(classifier, images: torch.Tensor, labels: torch.Tensor | None, test_feats: torch.Tensor,
@@ -102,8 +102,8 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     report["reconstructions"] = judge(classifier, recon, real_labels, test_feats, test.labels, names)
 
     if prior is not None:
-        from pipeline.export import load_codes
-        from pipeline.prior import nll_bits, pixel_dims
+        from vq.pipeline.export import load_codes
+        from vq.pipeline.prior import nll_bits, pixel_dims
 
         pinfo = read_info(prior_dir, "prior")
         codes = load_codes(Path(pinfo["codes_dir"]))

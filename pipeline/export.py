@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.utils.data import Dataset
 
-from pipeline import distributed as dist
-from pipeline.data import Split, StreamImages, image_batch
-from pipeline.loader import Skipped, batches, default_workers
-from pipeline.runs import VQError, atomic_write_bytes, atomic_write_json, read_json, run_lock
-from pipeline.trainer import resolve_device
+from vq.pipeline import distributed as dist
+from vq.pipeline.data import Split, StreamImages, image_batch
+from vq.pipeline.loader import Skipped, batches, default_workers
+from vq.pipeline.runs import VQError, atomic_write_bytes, atomic_write_json, read_json, run_lock
+from vq.pipeline.trainer import resolve_device
 
 CODES_FORMAT = 2
 SPLITS = ("train", "test")
@@ -145,7 +145,7 @@ def export_codes(
 ) -> dict:
     """Encode the tokenizer's dataset; reuse an export of the same tokenizer, and resume an
     interrupted one. Returns meta. Under torchrun every rank calls it and shares the work."""
-    from pipeline.tokenizer import DataOptions, load_tokenizer
+    from vq.pipeline.tokenizer import DataOptions, load_tokenizer
 
     console = console or Console(stderr=True)
     out = Path(out)

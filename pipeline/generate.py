@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from pipeline.checkpoint import read_info
-from pipeline.data import pil_to_array, to_float
-from pipeline.images import save_grid, save_png
-from pipeline.runs import VQError
-from pipeline.trainer import resolve_device
-from stage2_prior import sample_codes, score_codes
+from vq.pipeline.checkpoint import read_info
+from vq.pipeline.data import pil_to_array, to_float
+from vq.pipeline.images import save_grid, save_png
+from vq.pipeline.runs import VQError
+from vq.pipeline.trainer import resolve_device
+from vq.stage2_prior import sample_codes, score_codes
 
 CHUNK = 256  # images per sampling batch
 
@@ -72,8 +72,8 @@ def new_output_dir(out: Path | None, default_root: Path, names: list[str], force
 
 def load_pair(tokenizer_dir: Path, prior_dir: Path | None, device: str):
     """-> (tokenizer, tokenizer info, prior or None). A VQ-VAE needs its own prior; a VAE needs none."""
-    from pipeline.prior import load_prior
-    from pipeline.tokenizer import load_tokenizer
+    from vq.pipeline.prior import load_prior
+    from vq.pipeline.tokenizer import load_tokenizer
 
     dev = str(resolve_device(device))
     tokenizer, info = load_tokenizer(tokenizer_dir, dev)

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data import to_uint8
-from pipeline.runs import atomic_write_bytes
+from vq.pipeline.data import to_uint8
+from vq.pipeline.runs import atomic_write_bytes
 
 
 def png_bytes(image: torch.Tensor) -> bytes:

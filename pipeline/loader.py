@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from pipeline import distributed as dist
-from pipeline.data import IN_MEMORY_BYTES, Split, StreamImages
-from pipeline.runs import VQError
+from vq.pipeline import distributed as dist
+from vq.pipeline.data import IN_MEMORY_BYTES, Split, StreamImages
+from vq.pipeline.runs import VQError
 
 SHOWN_SKIPS = 5
 STREAM_SHUFFLE_BUFFER = 10_000

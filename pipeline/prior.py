@@ -11,17 +11,17 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from pipeline import distributed as dist
-from pipeline.checkpoint import load_checkpoint, read_info, save_checkpoint
-from pipeline.configs import build, to_dict
-from pipeline.data import IN_MEMORY_BYTES
-from pipeline.export import export_codes, load_codes
-from pipeline.loader import batches
-from pipeline.presets import PRIOR_PRESETS
-from pipeline.runs import VQError, atomic_write_json, check_run_dir, run_lock
-from pipeline.tokenizer import job_configs, new_length
-from pipeline.trainer import fit, resolve_device, seed_everything
-from stage2_prior import PRIORS
+from vq.pipeline import distributed as dist
+from vq.pipeline.checkpoint import load_checkpoint, read_info, save_checkpoint
+from vq.pipeline.configs import build, to_dict
+from vq.pipeline.data import IN_MEMORY_BYTES
+from vq.pipeline.export import export_codes, load_codes
+from vq.pipeline.loader import batches
+from vq.pipeline.presets import PRIOR_PRESETS
+from vq.pipeline.runs import VQError, atomic_write_json, check_run_dir, run_lock
+from vq.pipeline.tokenizer import job_configs, new_length
+from vq.pipeline.trainer import fit, resolve_device, seed_everything
+from vq.stage2_prior import PRIORS
 
 VAL_FRACTION = 0.05
 EVAL_BATCH = 256

@@ -8,17 +8,17 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from pipeline import distributed as dist
-from pipeline.checkpoint import load_checkpoint, read_info, save_checkpoint
-from pipeline.configs import build, read_config_file, to_dict
-from pipeline.data import ImageData, Split, image_batch, load_image_data
-from pipeline.images import grid, save_grid
-from pipeline.loader import Skipped, batches, default_workers, materialize
-from pipeline.metrics import psnr, ssim
-from pipeline.presets import TOKENIZER_PRESETS
-from pipeline.runs import VQError, check_run_dir, run_lock
-from pipeline.trainer import TrainConfig, fit, resolve_device, seed_everything
-from stage1_vqvae import TOKENIZERS
+from vq.pipeline import distributed as dist
+from vq.pipeline.checkpoint import load_checkpoint, read_info, save_checkpoint
+from vq.pipeline.configs import build, read_config_file, to_dict
+from vq.pipeline.data import ImageData, Split, image_batch, load_image_data
+from vq.pipeline.images import grid, save_grid
+from vq.pipeline.loader import Skipped, batches, default_workers, materialize
+from vq.pipeline.metrics import psnr, ssim
+from vq.pipeline.presets import TOKENIZER_PRESETS
+from vq.pipeline.runs import VQError, check_run_dir, run_lock
+from vq.pipeline.trainer import TrainConfig, fit, resolve_device, seed_everything
+from vq.stage1_vqvae import TOKENIZERS
 
 EVAL_PIXELS = 500 * 28 * 28  # images evaluated at once: 500 at 28 px, fewer at larger sizes (flat memory)
 EVAL_IMAGES = 10_000  # held-out images evaluated during training (the whole test split when smaller)

@@ -27,10 +27,10 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from pipeline import distributed as dist
-from pipeline.configs import to_dict
-from pipeline.loader import Skipped, TrainBatches, default_workers
-from pipeline.runs import Interrupted, VQError, atomic_write_bytes
+from vq.pipeline import distributed as dist
+from vq.pipeline.configs import to_dict
+from vq.pipeline.loader import Skipped, TrainBatches, default_workers
+from vq.pipeline.runs import Interrupted, VQError, atomic_write_bytes
 
 STATE_FILE = "train_state.pt"
 MEASURE_FROM, MEASURE_TO = 5, 25  # steps timed (after compilation and worker start-up) to fit a time budget

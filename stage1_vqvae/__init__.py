@@ -1,8 +1,8 @@
 """Stage 1: image tokenizers (VQ-VAE, VAE, class-conditional VAE)."""
 
-from stage1_vqvae.config import CVAEConfig, VAEConfig, VQVAEConfig
-from stage1_vqvae.models import CVAE, VAE, VQVAE, TokenizerOutput
-from stage1_vqvae.quantizer import QuantizerOutput, VectorQuantizer
+from vq.stage1_vqvae.config import CVAEConfig, VAEConfig, VQVAEConfig
+from vq.stage1_vqvae.models import CVAE, VAE, VQVAE, TokenizerOutput
+from vq.stage1_vqvae.quantizer import QuantizerOutput, VectorQuantizer
 
 # The one place a tokenizer name becomes a class; `vq fit-tokenizer --model NAME` looks here.
 TOKENIZERS = {"vqvae": VQVAE, "vae": VAE, "cvae": CVAE}

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stage1_vqvae.config import CVAEConfig, VAEConfig, VQVAEConfig
-from stage1_vqvae.modules import Decoder, Encoder
-from stage1_vqvae.quantizer import QuantizerOutput, VectorQuantizer
+from vq.stage1_vqvae.config import CVAEConfig, VAEConfig, VQVAEConfig
+from vq.stage1_vqvae.modules import Decoder, Encoder
+from vq.stage1_vqvae.quantizer import QuantizerOutput, VectorQuantizer
 
 
 @dataclass

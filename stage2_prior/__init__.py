@@ -1,8 +1,8 @@
 """Stage 2: a class-conditional autoregressive transformer prior over code maps."""
 
-from stage2_prior.config import PriorConfig
-from stage2_prior.model import CodePrior, PriorOutput
-from stage2_prior.sampling import sample_codes, score_codes
+from vq.stage2_prior.config import PriorConfig
+from vq.stage2_prior.model import CodePrior, PriorOutput
+from vq.stage2_prior.sampling import sample_codes, score_codes
 
 PRIORS = {"transformer": CodePrior}
 

@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import nn
 from x_transformers import Decoder, TransformerWrapper
 
-from stage2_prior.config import PriorConfig
+from vq.stage2_prior.config import PriorConfig
 
 
 @dataclass

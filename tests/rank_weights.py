@@ -7,15 +7,14 @@ import warnings
 from pathlib import Path
 
 warnings.filterwarnings("ignore", category=FutureWarning)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pipeline.prior  # noqa: E402
-import pipeline.tokenizer  # noqa: E402
-import pipeline.trainer  # noqa: E402
+import vq.pipeline.prior  # noqa: E402
+import vq.pipeline.tokenizer  # noqa: E402
+import vq.pipeline.trainer  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 trained = []
-real_fit = pipeline.trainer.fit
+real_fit = vq.pipeline.trainer.fit
 
 
 def fit(model, *args, **kwargs):
@@ -23,9 +22,9 @@ def fit(model, *args, **kwargs):
     return real_fit(model, *args, **kwargs)
 
 
-pipeline.tokenizer.fit = pipeline.prior.fit = fit
+vq.pipeline.tokenizer.fit = vq.pipeline.prior.fit = fit
 
-from cli.main import app  # noqa: E402
+from vq.cli.main import app  # noqa: E402
 
 dump = Path(sys.argv[1])
 try:

@@ -26,7 +26,7 @@ eval_every = 3
 
 def vq(*args, cwd=None):
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vq.cli.main", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or ROOT, env=env, timeout=600)
 
 
@@ -99,7 +99,7 @@ def test_ctrl_c_saves_the_run_and_resume_finishes_it(tmp_path, image_folder, tin
 
     out = tmp_path / "run"
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "fit-tokenizer", "--data", str(image_folder),
+    proc = subprocess.Popen([sys.executable, "-m", "vq.cli.main", "fit-tokenizer", "--data", str(image_folder),
                              "--config", str(tiny_config), "--steps", "100000", "--eval-every", "100000", "--out", str(out)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from pipeline.metrics import accuracy, frechet_distance, psnr, ssim
+from vq.pipeline.metrics import accuracy, frechet_distance, psnr, ssim
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero():

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data import fashion_mnist_dir
-from pipeline.export import load_codes
+from vq.pipeline.data import fashion_mnist_dir
+from vq.pipeline.export import load_codes
 from test_cli import assert_one_line_error, digest, vq
 
 TOKENIZER_TOML = """

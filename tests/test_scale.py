@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from pipeline import distributed as dist
-from pipeline.data import FileImages, StreamImages, load_image_data
-from pipeline.export import load_codes
-from pipeline.loader import Skipped, StepSampler, epoch_order, materialize
-from pipeline.runs import VQError
-from pipeline.trainer import TrainConfig, parse_duration, total_steps
-from stage1_vqvae import VectorQuantizer
+from vq.pipeline import distributed as dist
+from vq.pipeline.data import FileImages, StreamImages, load_image_data
+from vq.pipeline.export import load_codes
+from vq.pipeline.loader import Skipped, StepSampler, epoch_order, materialize
+from vq.pipeline.runs import VQError
+from vq.pipeline.trainer import TrainConfig, parse_duration, total_steps
+from vq.stage1_vqvae import VectorQuantizer
 from test_cli import ROOT, assert_one_line_error, tiny_config, vq  # noqa: F401 (a fixture)
 from test_pipeline import PRIOR_TOML, TOKENIZER_TOML, needs_fashion_mnist
 
@@ -72,7 +72,7 @@ def test_torchrun_two_processes_keep_ranks_identical(tmp_path):
 def test_torchrun_run_interrupted_and_resumed_on_one_process(tmp_path):
     (tmp_path / "tok.toml").write_text(TOKENIZER_TOML)
     out = tmp_path / "tok"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cli.main",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vq.cli.main",
            "fit-tokenizer", "--data", "fashion-mnist", "--limit", "256", "--config", str(tmp_path / "tok.toml"),
            "--steps", "100000", "--eval-every", "100000", "--log-every", "5", "--workers", "0", "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -96,7 +96,7 @@ def test_torchrun_run_interrupted_and_resumed_on_one_process(tmp_path):
 # --- exact resume, seeds ----------------------------------------------------------------------
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vq.cli.main", *map(str, args)], capture_output=True, text=True,
                           cwd=ROOT, env=ENV, timeout=600)
 
 
@@ -108,7 +108,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, image_folder, tin
     r = run(*common, "--out", tmp_path / "straight")
     assert r.returncode == 0, r.stderr
     out = tmp_path / "stopped"
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *map(str, common), "--out", str(out)], cwd=ROOT, env=ENV,
+    proc = subprocess.Popen([sys.executable, "-m", "vq.cli.main", *map(str, common), "--out", str(out)], cwd=ROOT, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
@@ -262,8 +262,8 @@ def test_fit_tokenizer_on_a_stream(tmp_path, cifar_like):
 def test_export_is_compact_memory_mapped_and_resumable(tmp_path, image_folder, tiny_config, monkeypatch):
     r = vq("fit-tokenizer", "--data", image_folder, "--config", tiny_config, "--out", tmp_path / "tok")
     assert r.returncode == 0, r.stderr
-    monkeypatch.setattr("pipeline.export.SHARD_SIZE", 8)  # 27 train maps -> 4 shards
-    from pipeline.export import export_codes
+    monkeypatch.setattr("vq.pipeline.export.SHARD_SIZE", 8)  # 27 train maps -> 4 shards
+    from vq.pipeline.export import export_codes
 
     export_codes(tmp_path / "tok", tmp_path / "codes", device="cpu", workers=0)
     codes = load_codes(tmp_path / "codes")
@@ -287,7 +287,7 @@ def test_export_is_compact_memory_mapped_and_resumable(tmp_path, image_folder, t
 # --- the quantizer under torchrun and TF32 --------------------------------------------------
 
 def test_quantizer_distances_run_without_tf32(monkeypatch):
-    import stage1_vqvae.quantizer as quantizer
+    import vq.stage1_vqvae.quantizer as quantizer
 
     seen = []
     real = quantizer.squared_distances

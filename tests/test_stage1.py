@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.runs import VQError, atomic_write_json, read_json
-from stage1_vqvae import TOKENIZERS, CVAEConfig, VAEConfig, VQVAEConfig, VectorQuantizer
+from vq.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from vq.pipeline.runs import VQError, atomic_write_json, read_json
+from vq.stage1_vqvae import TOKENIZERS, CVAEConfig, VAEConfig, VQVAEConfig, VectorQuantizer
 
 TINY = dict(channels=1, image_size=16, hidden=16, res_blocks=1, downsample=4)
 CONFIGS = {

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from pipeline.generate import complete_codes, is_prefix, resolve_class, SamplingOptions
-from pipeline.runs import VQError
-from stage2_prior import CodePrior, PriorConfig, sample_codes, score_codes
-from stage2_prior.sampling import filter_logits
+from vq.pipeline.generate import complete_codes, is_prefix, resolve_class, SamplingOptions
+from vq.pipeline.runs import VQError
+from vq.stage2_prior import CodePrior, PriorConfig, sample_codes, score_codes
+from vq.stage2_prior.sampling import filter_logits
 
 K = 16
 
@@ -111,7 +111,7 @@ def test_resolve_class():
 
 
 def test_incremental_decoder_logits_equal_the_full_forward_pass():
-    from stage2_prior.sampling import IncrementalDecoder
+    from vq.stage2_prior.sampling import IncrementalDecoder
 
     model = tiny_prior(depth=3)
     labels = torch.tensor([0, 2, -1])
