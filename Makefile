@@ -25,10 +25,10 @@ data:
 
 # The whole chain with the demo presets: tokenizer -> codes -> prior -> a grid of samples per class.
 # Re-running continues (or just re-evaluates) the runs already there instead of refusing them.
-resume_if = $$([ -e $(1)/train_state.pt ] && echo --resume)
+resume_if = $$([ -e $(1)/train_state.safetensors ] && echo --resume)
 demo: $(STAMP) data
 	$(BIN)/vq fit-tokenizer --preset demo --out $(RUNS)/tokenizer $(call resume_if,$(RUNS)/tokenizer)
-	$(BIN)/vq fit-prior --preset demo --tokenizer $(RUNS)/tokenizer --codes $(RUNS)/codes --out $(RUNS)/prior $(call resume_if,$(RUNS)/prior)
+	$(BIN)/vq fit-prior --preset demo --tokenizer $(RUNS)/tokenizer --out $(RUNS)/prior $(call resume_if,$(RUNS)/prior)
 	$(BIN)/vq sample -n 10 --tokenizer $(RUNS)/tokenizer --prior $(RUNS)/prior
 
 # Speed tables: sampling, and training throughput (add --folder DIR to bench/train.py for the

@@ -15,7 +15,7 @@ from torch import nn
 from vq.pipeline.checkpoint import load_checkpoint, save_checkpoint
 from vq.pipeline.data import ImageData, Split, image_batch, to_float
 from vq.pipeline.metrics import accuracy
-from vq.pipeline.runs import VQError, run_lock
+from vq.pipeline.runs import STATE_FILE, VQError, atomic_write_json, read_json, run_lock
 from vq.pipeline.trainer import TrainConfig, fit
 
 FEATURES = 128
@@ -97,12 +97,15 @@ def ensure_classifier(data: ImageData, test: Split, root: Path = Path("runs/clas
     console = console or Console(stderr=True)
     out = Path(root) / cache_key(data)
     registry = {Classifier.name: Classifier}
+    resume = False
     if (out / "config.json").exists():
         model, info = load_checkpoint(out, "classifier", registry, "cpu")
         if info["class_names"] != data.class_names:
             raise VQError(f"{out} holds a classifier of other classes; delete it")
-        return model, info
-    console.print(f"training the evaluation classifier on {data.spec} (cached in {out})")
+        if info.get("complete", True):
+            return model, info
+        resume = (out / STATE_FILE).exists()  # an evaluation interrupted while it trained the classifier
+    console.print(f"{'continuing' if resume else 'training'} the evaluation classifier on {data.spec} (cached in {out})")
     model = Classifier(ClassifierConfig(data.channels, data.image_size, len(data.class_names)))
     cfg = TrainConfig(**CLASSIFIER_TRAIN, device=device)
 
@@ -112,9 +115,10 @@ def ensure_classifier(data: ImageData, test: Split, root: Path = Path("runs/clas
 
     def save(m, metrics):
         save_checkpoint(out, m, kind="classifier", meta={"class_names": data.class_names, "dataset": data.describe(),
-                                                          "metrics": metrics})
+                                                          "metrics": metrics, "complete": False})
 
     with run_lock(out), torch.enable_grad():  # callers may be inside no_grad
         fit(model, data.train, prepare=image_batch, evaluate=evaluate, save=save,
-            run_dir=out, cfg=cfg, console=console)
+            run_dir=out, cfg=cfg, console=console, resume=resume, keep_schedule=True)
+        atomic_write_json(out / "config.json", {**read_json(out / "config.json"), "complete": True})
     return load_checkpoint(out, "classifier", registry, "cpu")

@@ -20,9 +20,9 @@ from vq.pipeline.classifier import ensure_classifier, predict
 from vq.pipeline.data import Split, StreamImages, to_float
 from vq.pipeline.generate import SamplingOptions, generate_images, load_pair
 from vq.pipeline.metrics import accuracy, frechet_distance
-from vq.pipeline.runs import atomic_write_json
+from vq.pipeline.runs import atomic_write_json, resolve_stored
 from vq.pipeline.loader import Skipped, materialize
-from vq.pipeline.tokenizer import DataOptions, EvalImages, evaluate_tokenizer
+from vq.pipeline.tokenizer import EvalImages, evaluate_tokenizer, stored_data_options
 from vq.pipeline.trainer import resolve_device
 from vq.stage2_prior import sample_codes
 
@@ -75,8 +75,14 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     opts.validate()
     t0 = time.time()
     tokenizer, info, prior = load_pair(tokenizer_dir, prior_dir, device)
+    if prior is not None:  # the prior's NLL means something only on this tokenizer's codes: check before any work
+        from vq.pipeline.export import check_codes_match, codes_of_run, load_codes
+
+        codes_dir = codes_of_run(resolve_stored(read_info(prior_dir, "prior")["codes_dir"], prior_dir), tokenizer_dir)
+        codes = load_codes(codes_dir)
+        check_codes_match(codes.meta, info, codes_dir)
     dev = resolve_device(device)
-    data = DataOptions(**info["data_options"]).load()
+    data = stored_data_options(info, tokenizer_dir).load()
     names = data.class_names
     test = EvalImages(data.test, None, Skipped()).split
     classifier, cinfo = ensure_classifier(data, test, classifier_root, device, console)
@@ -102,11 +108,8 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     report["reconstructions"] = judge(classifier, recon, real_labels, test_feats, test.labels, names)
 
     if prior is not None:
-        from vq.pipeline.export import load_codes
         from vq.pipeline.prior import nll_bits, pixel_dims
 
-        pinfo = read_info(prior_dir, "prior")
-        codes = load_codes(Path(pinfo["codes_dir"]))
         bits = nll_bits(prior, codes.splits["test"])
         h, w = tokenizer.grid_shape
         report["prior"] = {"dir": str(prior_dir), "test_bits_per_token": bits,

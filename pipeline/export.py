@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from vq.pipeline import distributed as dist
 from vq.pipeline.data import Split, StreamImages, image_batch
 from vq.pipeline.loader import Skipped, batches, default_workers
-from vq.pipeline.runs import VQError, atomic_write_bytes, atomic_write_json, read_json, run_lock
+from vq.pipeline.runs import VQError, atomic_write_bytes, atomic_write_json, read_json, run_lock, stored_path
 from vq.pipeline.trainer import resolve_device
 
 CODES_FORMAT = 2
@@ -90,6 +90,17 @@ class CodeSet:
         return self.meta["class_names"]
 
 
+def default_codes_dir(tokenizer_dir: Path) -> Path:
+    """Each tokenizer's codes live inside its run, so a second tokenizer never meets the first's."""
+    return Path(tokenizer_dir) / "codes"
+
+
+def codes_of_run(stored: Path | None, tokenizer_dir: Path) -> Path:
+    """Where a prior's codes are: the folder its run recorded, or, when that is gone (runs moved
+    or renamed), the tokenizer's own."""
+    return Path(stored) if stored is not None and (Path(stored) / "meta.json").exists() else default_codes_dir(tokenizer_dir)
+
+
 def read_meta(codes_dir: Path) -> dict | None:
     path = Path(codes_dir) / "meta.json"
     return read_json(path) if path.exists() else None
@@ -99,7 +110,8 @@ def check_codes_match(meta: dict, tokenizer_info: dict, codes_dir: Path) -> None
     if meta.get("tokenizer_fingerprint") != tokenizer_info["fingerprint"]:
         raise VQError(
             f"{codes_dir} holds codes of another tokenizer (fingerprint {meta.get('tokenizer_fingerprint')}, "
-            f"this one is {tokenizer_info['fingerprint']}); pass --force to re-export or --codes DIR"
+            f"this one is {tokenizer_info['fingerprint']}); export this tokenizer's codes with "
+            f"`vq export-codes --tokenizer TOKENIZER --out DIR` (or `vq fit-prior --codes DIR`), or replace them with --force"
         )
 
 
@@ -135,7 +147,7 @@ def encode_shard(model, split, lo: int, hi: int, batch_size: int, device, worker
 
 def export_codes(
     tokenizer_dir: Path,
-    out: Path = Path("runs/codes"),
+    out: Path | None = None,
     *,
     device: str = "auto",
     batch_size: int = 500,
@@ -145,10 +157,10 @@ def export_codes(
 ) -> dict:
     """Encode the tokenizer's dataset; reuse an export of the same tokenizer, and resume an
     interrupted one. Returns meta. Under torchrun every rank calls it and shares the work."""
-    from vq.pipeline.tokenizer import DataOptions, load_tokenizer
+    from vq.pipeline.tokenizer import load_tokenizer, stored_data_options
 
     console = console or Console(stderr=True)
-    out = Path(out)
+    out = default_codes_dir(tokenizer_dir) if out is None else Path(out)
     model, info = load_tokenizer(tokenizer_dir, "cpu")
     if info["model"] != "vqvae":
         raise VQError(f"{tokenizer_dir} holds a {info['model']}, which has no discrete codes; train a VQ-VAE (--model vqvae)")
@@ -165,14 +177,16 @@ def export_codes(
     progress_path = out / PROGRESS
     progress = read_json(progress_path) if progress_path.exists() and not force else None
     if progress is not None and progress.get("tokenizer_fingerprint") != info["fingerprint"]:
-        raise VQError(f"{out} holds a partial export of another tokenizer; pass --force to replace it or --codes DIR")
+        raise VQError(f"{out} holds a partial export of another tokenizer; pass --force to replace it, or choose "
+                      "another folder (--out of export-codes, --codes of fit-prior)")
     if out.exists() and any(out.iterdir()) and meta is None and progress is None and not force:
-        raise VQError(f"{out} exists and holds something other than exported codes; choose another --codes/--out")
+        raise VQError(f"{out} exists and holds something other than exported codes; choose another folder "
+                      "(--out of export-codes, --codes of fit-prior)")
 
     dev = resolve_device(device)
     dist.setup(dev)
     model.to(dev)
-    data = DataOptions(**info["data_options"]).load()
+    data = stored_data_options(info, tokenizer_dir).load()
     if any(isinstance(getattr(data, name), StreamImages) for name in SPLITS):
         raise VQError(f"{tokenizer_dir} was trained on a stream; exporting a stream's codes is not supported yet. "
                       "Save the dataset to disk (datasets' save_to_disk) and train the tokenizer on it without --streaming")
@@ -220,7 +234,7 @@ def export_codes(
                 "kind": "codes",
                 "format_version": CODES_FORMAT,
                 "tokenizer_fingerprint": info["fingerprint"],
-                "tokenizer_dir": str(tokenizer_dir),
+                "tokenizer_dir": stored_path(tokenizer_dir, out),
                 "codebook_size": k,
                 "grid": [h, w],
                 "dtype": dtype,

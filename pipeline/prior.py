@@ -12,13 +12,13 @@ import torch
 from rich.console import Console
 
 from vq.pipeline import distributed as dist
-from vq.pipeline.checkpoint import load_checkpoint, read_info, save_checkpoint
+from vq.pipeline.checkpoint import check_state, load_checkpoint, read_info, save_checkpoint
 from vq.pipeline.configs import build, to_dict
 from vq.pipeline.data import IN_MEMORY_BYTES
-from vq.pipeline.export import export_codes, load_codes
+from vq.pipeline.export import codes_of_run, export_codes, load_codes
 from vq.pipeline.loader import batches
 from vq.pipeline.presets import PRIOR_PRESETS
-from vq.pipeline.runs import VQError, atomic_write_json, check_run_dir, run_lock
+from vq.pipeline.runs import STATE_FILE, VQError, atomic_write_json, check_run_dir, resolve_stored, run_lock, stored_path
 from vq.pipeline.tokenizer import job_configs, new_length
 from vq.pipeline.trainer import fit, resolve_device, seed_everything
 from vq.stage2_prior import PRIORS
@@ -30,7 +30,7 @@ EVAL_BATCH = 256
 @dataclass
 class PriorJob:
     tokenizer: Path = Path("runs/tokenizer")
-    codes: Path = Path("runs/codes")
+    codes: Path | None = None  # None: the tokenizer's own (TOKENIZER/codes), or on --resume the run's
     out: Path = Path("runs/prior")
     preset: str = "demo"
     config_file: Path | None = None
@@ -92,15 +92,19 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> dict:
         saved = read_info(job.out, "prior")
         if saved.get("tokenizer_fingerprint") != tok_info["fingerprint"]:
             raise VQError(f"{job.out} was trained on another tokenizer's codes; it cannot resume on {job.tokenizer}")
+    if job.resume:
+        check_state(job.out / STATE_FILE, cls.name)
     train_cfg, model_layers = job_configs(job, PRIOR_PRESETS, "transformer", cls.config_class, saved)
+    codes_dir = Path(job.codes) if job.codes is not None else (
+        codes_of_run(resolve_stored(saved["codes_dir"], job.out) if saved and saved.get("codes_dir") else None, job.tokenizer))
     device = resolve_device(train_cfg.device)
     main = dist.is_main()
     dist.setup(device)
 
     t0 = time.time()
-    meta = export_codes(job.tokenizer, job.codes, device=train_cfg.device, workers=train_cfg.workers,
+    meta = export_codes(job.tokenizer, codes_dir, device=train_cfg.device, workers=train_cfg.workers,
                         console=console)  # refuses another tokenizer's codes
-    codeset = load_codes(job.codes)
+    codeset = load_codes(codes_dir)
     h, w = meta["grid"]
     train, val, test = code_splits(codeset, meta["codebook_size"])
     from_codes = {"codebook_size": meta["codebook_size"], "height": h, "width": w,
@@ -116,7 +120,8 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> dict:
         console.print(f"prior: {params / 1e6:.2f}M parameters over {h}x{w} codes from {meta['codebook_size']}, "
                       f"{len(train)} train / {len(val)} val / {len(test)} test maps")
     ckpt_meta = {"class_names": codeset.class_names, "tokenizer_fingerprint": tok_info["fingerprint"],
-                 "tokenizer_dir": str(job.tokenizer), "codes_dir": str(job.codes), "train": to_dict(train_cfg),
+                 "tokenizer_dir": stored_path(job.tokenizer, job.out), "codes_dir": stored_path(codes_dir, job.out),
+                 "train": to_dict(train_cfg),
                  "preset": job.preset, "image": meta["image"]}
 
     def save(m, metrics):
@@ -158,5 +163,11 @@ def load_prior(run_dir: Path, tokenizer_info: dict, device: str = "cpu"):
     if info.get("tokenizer_fingerprint") != tokenizer_info["fingerprint"]:
         raise VQError(f"{run_dir} was trained on the codes of another tokenizer "
                       f"({info.get('tokenizer_fingerprint')}, not {tokenizer_info['fingerprint']}); "
+                      "pass the matching --tokenizer or retrain the prior")
+    tok, pri = tokenizer_info["config"], info.get("config", {})
+    grid = [tok["image_size"] // tok["downsample"]] * 2
+    if pri.get("codebook_size") != tok.get("codebook_size") or [pri.get("height"), pri.get("width")] != grid:
+        raise VQError(f"{run_dir} models {pri.get('height')}x{pri.get('width')} codes from {pri.get('codebook_size')}, "
+                      f"but the tokenizer makes {grid[0]}x{grid[1]} codes from {tok.get('codebook_size')}; "
                       "pass the matching --tokenizer or retrain the prior")
     return load_checkpoint(Path(run_dir), "prior", PRIORS, device)

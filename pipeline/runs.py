@@ -1,11 +1,17 @@
 """Run directories: the error type users see, refusing to clobber earlier results, a lock
 against two runs writing one directory, and atomic file writes."""
 
+import errno
 import json
 import os
+import socket
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+
+STATE_FILE = "train_state.safetensors"  # a training run's whole state, for --resume
 
 
 class VQError(Exception):
@@ -18,18 +24,31 @@ class Interrupted(VQError):
     exit_code = 130
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota exceeded, file-size limit
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, fsync, rename: a crash or a full disk
+    mid-write leaves the previous version of `path` whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in FULL:
+            kept = "the previous version is intact" if path.exists() else "nothing was written"
+            raise VQError(f"no space to write {path} ({e.strerror}); {kept}; free some space and run the "
+                          "command again (a training run continues with --resume)") from None
+        if isinstance(e, PermissionError):
+            raise VQError(f"cannot write {path}: permission denied; choose another --out") from None
         raise
 
 
@@ -51,16 +70,33 @@ def check_run_dir(out: Path, *, resume: bool, force: bool, what: str) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise VQError(f"{out} exists and is not a directory")
-    existing = (out / "config.json").exists() or (out / "train_state.pt").exists()
+    existing = any((out / f).exists() for f in ("config.json", STATE_FILE, "train_state.pt"))
     if resume and force:
         raise VQError("--resume and --force contradict each other: choose one")
-    if resume and not (out / "train_state.pt").exists():
-        raise VQError(f"nothing to resume in {out} (no train_state.pt); drop --resume to start a new run there")
+    if resume and not (out / STATE_FILE).exists():
+        old = (" (its train_state.pt is from an older vq, which pickled it; vq no longer reads pickles: "
+               "start afresh with --force)") if (out / "train_state.pt").exists() else "; drop --resume to start a new run there"
+        raise VQError(f"nothing to resume in {out} (no {STATE_FILE}){old}")
+    if (out / ".lock").exists():
+        _live_holder(out)  # refuse now, before any data is loaded, if another run is writing there
     if existing and not (resume or force):
         raise VQError(
             f"{out} already holds a {what}; pass --resume to continue it, --force to replace it, "
             "or --out DIR for a new one"
         )
+
+
+def stored_path(path: Path | str, run_dir: Path) -> str:
+    """A path to keep in a run's metadata: relative to the run directory, so that runs moved
+    together (a prior and its tokenizer) and commands run from any directory still find it."""
+    return os.path.relpath(Path(path).resolve(), Path(run_dir).resolve())
+
+
+def resolve_stored(value: str, run_dir: Path) -> Path:
+    """The inverse of stored_path; absolute paths (and those of older runs, relative to the
+    directory vq ran in) are tried as they are when the run-relative one does not exist."""
+    candidate = Path(os.path.normpath(Path(run_dir) / value))
+    return candidate if candidate.exists() or not Path(value).exists() else Path(value)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -73,9 +109,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _live_holder(out: Path) -> int:
+    """Raise if the lock in `out` is held by a live process (or one on another host); else
+    return the dead holder's pid (0 when unreadable)."""
+    lock = Path(out) / ".lock"
+    try:
+        pid_text, _, holder = lock.read_text().strip().partition(" ")
+        pid = int(pid_text or 0)
+    except (OSError, ValueError):
+        return 0
+    if holder and holder != socket.gethostname():
+        raise VQError(f"{out} is locked by vq process {pid} on host {holder}; if no run is using it, delete {lock}")
+    if pid and pid != os.getpid() and _pid_alive(pid):
+        raise VQError(f"{out} is in use by another vq process (pid {pid}); wait for it or choose another --out")
+    return pid
+
+
 @contextmanager
 def run_lock(out: Path):
-    """One writer per run directory; a lock left by a dead process is taken over."""
+    """One writer per run directory. The lock file names the process and host that hold it; a
+    lock left by a dead process of this host (a kill -9, a crash) is taken over with a note."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lock = out / ".lock"
@@ -84,17 +137,13 @@ def run_lock(out: Path):
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             break
         except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _pid_alive(pid):
-                raise VQError(f"{out} is in use by another vq process (pid {pid})") from None
+            pid = _live_holder(out)
+            print(f"note: {out} was locked by process {pid or '?'}, which is gone; taking the lock over", file=sys.stderr)
             lock.unlink(missing_ok=True)
     else:
         raise VQError(f"could not lock {out}")
     with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
+        f.write(f"{os.getpid()} {socket.gethostname()}")
     try:
         yield
     finally:

@@ -1,5 +1,6 @@
 """Stage 1 as a job: data -> tokenizer -> trained checkpoint, test metrics and a reconstruction grid."""
 
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -9,14 +10,14 @@ import torch
 from rich.console import Console
 
 from vq.pipeline import distributed as dist
-from vq.pipeline.checkpoint import load_checkpoint, read_info, save_checkpoint
+from vq.pipeline.checkpoint import check_state, load_checkpoint, read_info, save_checkpoint
 from vq.pipeline.configs import build, read_config_file, to_dict
 from vq.pipeline.data import ImageData, Split, image_batch, load_image_data
 from vq.pipeline.images import grid, save_grid
 from vq.pipeline.loader import Skipped, batches, default_workers, materialize
 from vq.pipeline.metrics import psnr, ssim
 from vq.pipeline.presets import TOKENIZER_PRESETS
-from vq.pipeline.runs import VQError, check_run_dir, run_lock
+from vq.pipeline.runs import STATE_FILE, VQError, check_run_dir, run_lock, stored_path
 from vq.pipeline.trainer import TrainConfig, fit, resolve_device, seed_everything
 from vq.stage1_vqvae import TOKENIZERS
 
@@ -43,10 +44,28 @@ class DataOptions:
         )
 
 
+def data_options_to_store(opts: dict, run_dir: Path) -> dict:
+    """A local --data path is kept absolute and relative to the run, so both a moved run and a
+    project moved with its data find it, from any working directory."""
+    spec = opts["spec"]
+    if spec and Path(spec).exists():
+        opts = {**opts, "spec": str(Path(spec).resolve()), "spec_from_run": stored_path(spec, run_dir)}
+    return opts
+
+
+def stored_data_options(info: dict, run_dir: Path) -> "DataOptions":
+    """How a run read its data, with a stored local path resolved (see data_options_to_store)."""
+    saved = info["data_options"]
+    opts = DataOptions(**{k: v for k, v in saved.items() if k in DataOptions.__dataclass_fields__})
+    if saved.get("spec_from_run") and (Path(run_dir) / saved["spec_from_run"]).exists():
+        opts.spec = os.path.normpath(Path(run_dir) / saved["spec_from_run"])
+    return opts
+
+
 def saved_data_options(info: dict, given: "DataOptions", run_dir: Path) -> "DataOptions":
     """A resumed (or exported) run reads its data exactly as it was trained; a different --data is
     refused rather than silently mixed in."""
-    saved = DataOptions(**{k: v for k, v in info["data_options"].items() if k in DataOptions.__dataclass_fields__})
+    saved = stored_data_options(info, run_dir)
     def same(a: str, b: str) -> bool:
         return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
 
@@ -173,6 +192,8 @@ def fit_tokenizer(job: TokenizerJob, console: Console | None = None) -> dict:
         saved = read_info(job.out, "tokenizer")
         if saved["model"] != cls.name:
             raise VQError(f"{job.out} holds a {saved['model']} tokenizer; resume it with --model {saved['model']}")
+    if job.resume:
+        check_state(job.out / STATE_FILE, cls.name)
     train_cfg, model_layers = job_configs(job, TOKENIZER_PRESETS, job.model, cls.config_class, saved)
     device = resolve_device(train_cfg.device)
     data_opts = saved_data_options(saved, job.data, job.out) if saved else job.data
@@ -193,6 +214,7 @@ def fit_tokenizer(job: TokenizerJob, console: Console | None = None) -> dict:
     # What export needs to rebuild exactly these splits from the tokenizer alone.
     data_options = {**asdict(data_opts), "spec": data.spec, "image_size": data.image_size, "channels": data.channels}
     data_options.pop("strict")
+    data_options = data_options_to_store(data_options, job.out)
     meta = {"class_names": data.class_names, "dataset": data.describe(), "data_options": data_options,
             "train": to_dict(train_cfg), "preset": job.preset}
     skipped = Skipped(strict=data_opts.strict)

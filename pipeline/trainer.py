@@ -4,14 +4,14 @@ A stage hands over a model whose `forward(*batch, step=step)` returns an object 
 `.metrics`, and a training split (any split of `pipeline.data`, or code maps); the loop does the
 rest: AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast on CUDA,
 `torch.compile`, DDP under torchrun, a time budget, a rich progress bar, periodic evaluation,
-wandb, checkpoints (the best one when a metric to minimise is given), exact resume, and a clean
-stop on Ctrl-C or SIGTERM.
+wandb, checkpoints (the best one when a metric to minimise is given) and periodic saves of the
+whole training state, exact resume, a clean stop on Ctrl-C or SIGTERM, and a stop (or a skipped
+batch) on a non-finite loss that never saves non-finite weights.
 
 The loop never waits on the device within a step (nanoGPT's habit): the loss is summed on the
 device and read, with the non-finite check, every `log_every` steps.
 """
 
-import io
 import json
 import math
 import os
@@ -28,11 +28,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vq.pipeline import distributed as dist
+from vq.pipeline.checkpoint import load_state, state_bytes
 from vq.pipeline.configs import to_dict
 from vq.pipeline.loader import Skipped, TrainBatches, default_workers
-from vq.pipeline.runs import Interrupted, VQError, atomic_write_bytes
+from vq.pipeline.runs import STATE_FILE, Interrupted, VQError, atomic_write_bytes
 
-STATE_FILE = "train_state.pt"
 MEASURE_FROM, MEASURE_TO = 5, 25  # steps timed (after compilation and worker start-up) to fit a time budget
 STOP_EVERY = 10  # under torchrun, steps between agreements on a Ctrl-C (torchrun kills after 30 s)
 
@@ -56,6 +56,8 @@ class TrainConfig:
     eval_every: int = 500
     log_every: int = 50  # steps between reads of the loss (each read waits for the device)
     workers: int | None = None  # DataLoader processes that decode images (None: from the CPU count)
+    save_every: str = "10m"  # save the training state every N steps ("500") or this much time ("10m")
+    skip_nonfinite: bool = False  # skip a batch whose loss or gradients are not finite (one device sync per step)
     wandb: bool = False
     wandb_project: str = "vq"
 
@@ -68,6 +70,10 @@ class TrainConfig:
                 raise VQError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
         if self.time_budget:
             parse_duration(self.time_budget)
+        save_interval(self.save_every)
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise VQError(f"unknown precision '{self.precision}' (use auto, bf16 or fp32)")
+        resolve_device(self.device)
 
 
 def parse_duration(text: str) -> float:
@@ -80,6 +86,19 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise VQError(f"the time budget '{text}' is not positive")
     return seconds
+
+
+def save_interval(text: str) -> tuple[int | None, float | None]:
+    """--save-every: '500' -> (500 steps, None); '10m' -> (None, 600 seconds)."""
+    text = str(text).strip()
+    if text.isdigit():
+        if int(text) < 1:
+            raise VQError("--save-every must be at least 1 step (or a time such as 10m)")
+        return int(text), None
+    try:
+        return None, parse_duration(text)
+    except VQError:
+        raise VQError(f"cannot read --save-every '{text}' (a number of steps such as 500, or a time such as 10m)") from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,6 +114,12 @@ def resolve_device(name: str) -> torch.device:
         raise VQError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise VQError(f"device '{name}' asked for, but CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise VQError(f"device '{name}' asked for, but this machine has {torch.cuda.device_count()} CUDA devices")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise VQError(f"device '{name}' asked for, but MPS is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise VQError(f"unsupported device '{name}' (use auto, cpu, cuda, cuda:N or mps)")
     return dist.local_device(device) if device.index is None else device
 
 
@@ -208,6 +233,8 @@ def fit(
     recomputed from `cfg` (the caller passes True unless the user set a new length)."""
     t_setup = time.time()
     console = console or Console(stderr=True)
+    state_kind = getattr(model, "name", type(model).__name__)
+    every_steps, every_seconds = save_interval(cfg.save_every)
     main = dist.is_main()
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
@@ -235,12 +262,12 @@ def fit(
     if resume:
         if not state_path.exists():
             raise VQError(f"nothing to resume in {run_dir} (no {STATE_FILE})")
+        state = load_state(state_path, state_kind)
         try:
-            state = torch.load(state_path, map_location=device, weights_only=True)
             model.load_state_dict(state["model"], strict=True)
             opt.load_state_dict(state["optimizer"])
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise VQError(f"cannot resume from {state_path}: {str(e).splitlines()[0]}") from None
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise VQError(f"cannot resume from {state_path}: it does not fit this model ({str(e).strip().splitlines()[0]})") from None
         step, best, wandb_id = int(state["step"]), float(state["best"]), state.get("wandb_id")
         saved_total = state.get("total")
         total = int(saved_total) if keep_schedule and saved_total is not None else None
@@ -282,12 +309,27 @@ def fit(
         wandb_id = wandb_run.id
     history = MetricsLog(run_dir / "metrics.jsonl", step if resume else None) if main else None
 
-    def checkpoint(metrics: dict) -> None:
-        nonlocal best
+    saved_step = step if resume else None  # the step of the training state on disk
+    last_save = time.time()
+    bad_step = torch.full((), -1, device=device, dtype=torch.long)  # the first step whose loss was not finite
+
+    def nonfinite(at: int | str) -> VQError:
+        kept = (f"the last good training state (step {saved_step}) in {run_dir} is kept; continue it with --resume "
+                "and a lower --lr, or" if saved_step is not None else "nothing was saved; lower --lr, or")
+        return VQError(f"the loss became non-finite at step {at}; stopped without saving: {kept} "
+                       "pass --skip-nonfinite to skip such batches")
+
+    def checkpoint(metrics: dict, weights: bool = True) -> None:
+        """Rank 0 writes the training state (and with `weights`, the checkpoint users load) —
+        never non-finite weights: those stop the run with the last good state kept."""
+        nonlocal best, saved_step, last_save
+        last_save = time.time()
         if not main:
             return
+        if int(bad_step) >= 0 or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise nonfinite(int(bad_step) if int(bad_step) >= 0 else f"{step} or before")
         better = best_metric is None or metrics.get(best_metric, math.inf) < best
-        if better or not (run_dir / "model.safetensors").exists():
+        if weights and (better or not (run_dir / "model.safetensors").exists()):
             if best_metric is not None and best_metric in metrics:
                 best = metrics[best_metric]
             save(model, metrics)
@@ -297,11 +339,11 @@ def fit(
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "wandb_id": wandb_id,
         }
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(state_path, buf.getvalue())
+        atomic_write_bytes(state_path, state_bytes(state, state_kind))
+        saved_step = step
 
     eval_seconds = 0.0
+    nonfinite_skipped = 0
 
     def run_eval() -> dict:
         nonlocal eval_seconds
@@ -346,17 +388,27 @@ def fit(
                 loss = out.loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.grad_clip > 0:
+                skip = False
+                if cfg.skip_nonfinite:
+                    # The gradient norm is the same on every rank after DDP's all-reduce, so all skip together.
+                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+                    skip = not bool(torch.isfinite(norm) & torch.isfinite(loss.detach()))
+                    nonfinite_skipped += skip
+                elif cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 stop["updating"] = True
-                opt.step()
-                sched.step()
+                if not skip:
+                    opt.step()
+                sched.step()  # a skipped batch still counts as a step: the schedule and data order go on
                 step += 1
                 stop["updating"] = False
                 if stop["now"]:
                     raise KeyboardInterrupt
-                loss_sum += loss.detach().float()
-                window += 1
+                if not skip:
+                    loss_sum += loss.detach().float()
+                    window += 1
+                    if not cfg.skip_nonfinite:  # on the device: no sync, read with the loss
+                        bad_step.copy_(torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), step, bad_step))
                 progress.update(task, advance=1)
                 if step == start_step + 1:
                     if main:
@@ -373,11 +425,13 @@ def fit(
                 read_now = (step % cfg.log_every == 0 or step == schedule.total or step == start_step + MEASURE_TO
                             or (stop["stop"] and not dist.active()) or (dist.active() and step % STOP_EVERY == 0))
                 if read_now:
-                    value = float(loss_sum) / window  # the one host read per log interval
-                    if not math.isfinite(value):
-                        saved = "the last checkpoint in " + str(run_dir) if (run_dir / "model.safetensors").exists() else "no checkpoint yet"
-                        raise VQError(f"the loss became {value} between steps {step - window + 1} and {step}; "
-                                      f"{saved} is kept; lower --lr")
+                    value = float(loss_sum) / max(1, window)  # the one host read per log interval
+                    # Every rank stops together: the first non-finite step over all ranks, or none.
+                    first_bad = torch.where(bad_step < 0, torch.iinfo(torch.long).max, bad_step).reshape(1)
+                    if dist.active():
+                        torch.distributed.all_reduce(first_bad, op=torch.distributed.ReduceOp.MIN)
+                    if int(first_bad) != torch.iinfo(torch.long).max:
+                        raise nonfinite(int(first_bad))
                     loss_sum.zero_()
                     window = 0
                     running = value if running is None else 0.7 * running + 0.3 * value
@@ -385,6 +439,8 @@ def fit(
                     if wandb_run is not None:
                         wandb_run.log({"train/loss": value, "train/lr": sched.get_last_lr()[0],
                                        **{f"train/{k}": float(v) for k, v in out.metrics.items()}}, step=step)
+                    if nonfinite_skipped:
+                        progress.update(task, info=f"loss {running:.4f}, {nonfinite_skipped} non-finite batches skipped")
                     if budget and time.time() - t_loop > budget:
                         schedule.total, schedule.fitted = step, True  # spent: stop here
                     schedule.total = dist.broadcast_object(schedule.total)
@@ -393,6 +449,10 @@ def fit(
                 if step % cfg.eval_every == 0 and step < schedule.total:
                     metrics = run_eval()
                     checkpoint(metrics)
+                elif main and step < schedule.total and (
+                        (every_steps and step % every_steps == 0)
+                        or (every_seconds and time.time() - last_save >= every_seconds)):
+                    checkpoint({}, weights=False)  # what a kill -9 would otherwise lose
                     if main:
                         progress.console.print(f"step {step}: {fmt(metrics)}")
                     if budget and t_measure is not None:
@@ -405,18 +465,21 @@ def fit(
         checkpoint(metrics)
         model.eval()  # what callers do next (grids, scores) must not update a codebook
     except KeyboardInterrupt:
-        checkpoint({})
+        checkpoint({}, weights=not (run_dir / "model.safetensors").exists())
         raise Interrupted(f"interrupted at step {step}; saved to {run_dir}, continue with --resume") from None
     finally:
         if wandb_run is not None:
             wandb_run.finish()
     if skipped.count and main:
         console.print(f"[yellow]{skipped.summary()}[/yellow]")
+    if nonfinite_skipped and main:
+        console.print(f"[yellow]{nonfinite_skipped} batches with a non-finite loss or gradient were skipped[/yellow]")
     steps_run = step - start_step
     train_seconds = max(1e-9, loop_seconds - loop_eval_seconds)
     return {"step": step, "steps": schedule.total, "seconds": loop_seconds, "steps_run": steps_run,
             "samples_per_second": steps_run * cfg.batch_size / train_seconds if steps_run else None,
             "world_size": dist.world_size(), "main": main, "skipped": skipped.count,
+            "nonfinite_skipped": nonfinite_skipped,
             "best": best if best_metric else None, "metrics": metrics, "device": str(device)}
 
 

@@ -122,20 +122,24 @@ class VectorQuantizer(nn.Module):
         if _distributed():  # the statistics of the global batch, identical on every rank
             dist.all_reduce(counts)
             dist.all_reduce(sums)
+        # A non-finite batch (one the loop may skip) leaves the codebook as it was, without a host sync.
+        finite = torch.isfinite(sums).all()
+        counts = torch.where(finite, counts, self.ema_count)
+        sums = torch.where(finite, sums, self.ema_sum)
         self.ema_count.lerp_(counts, 1 - self.decay)
         self.ema_sum.lerp_(sums, 1 - self.decay)
         # Laplace smoothing keeps never-chosen codes from dividing by zero.
         n = self.ema_count.sum()
         smoothed = (self.ema_count + self.eps) / (n + k * self.eps) * n
-        self.codebook.copy_(self.ema_sum / smoothed[:, None])
-        self._restart_dead_codes(x)
+        self.codebook.copy_(torch.where(finite, self.ema_sum / smoothed[:, None], self.codebook))
+        self._restart_dead_codes(x, finite)
 
     @torch.no_grad()
-    def _restart_dead_codes(self, x: torch.Tensor) -> None:
+    def _restart_dead_codes(self, x: torch.Tensor, finite: torch.Tensor) -> None:
         """Every code whose EMA count fell under the threshold moves onto a random encoder output.
         A candidate is drawn for every code and used where the code is dead: no data-dependent
         shapes, so no host sync."""
-        dead = (self.ema_count < self.dead_code_threshold)[:, None]
+        dead = ((self.ema_count < self.dead_code_threshold) & finite)[:, None]
         fresh = x[torch.randint(0, x.shape[0], (self.codebook_size,), device=x.device)]
         if _distributed():
             dist.broadcast(fresh, src=0)

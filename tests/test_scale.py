@@ -16,6 +16,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from vq.pipeline import distributed as dist
+from vq.pipeline.checkpoint import load_state
 from vq.pipeline.data import FileImages, StreamImages, load_image_data
 from vq.pipeline.export import load_codes
 from vq.pipeline.loader import Skipped, StepSampler, epoch_order, materialize
@@ -84,13 +85,13 @@ def test_torchrun_run_interrupted_and_resumed_on_one_process(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches torchrun and its workers
     _, stderr = proc.communicate(timeout=180)
     assert "interrupted at step" in stderr, stderr[-3000:]
-    state = torch.load(out / "train_state.pt", weights_only=True)
+    state = load_state(out / "train_state.safetensors")
     stopped = state["step"]
     assert 0 < stopped < 100000 and stopped % 5 == 0  # both ranks stopped at the same agreed step
     r = vq("fit-tokenizer", "--resume", "--out", out, "--steps", stopped + 10, "--workers", "0")
     assert r.returncode == 0, r.stderr
     assert f"resuming {out} at step {stopped}" in r.stderr
-    assert torch.load(out / "train_state.pt", weights_only=True)["step"] == stopped + 10
+    assert load_state(out / "train_state.safetensors")["step"] == stopped + 10
 
 
 # --- exact resume, seeds ----------------------------------------------------------------------
@@ -116,7 +117,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, image_folder, tin
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
-    stopped = torch.load(out / "train_state.pt", weights_only=True)["step"]
+    stopped = load_state(out / "train_state.safetensors")["step"]
     assert 300 <= stopped < 900, stopped
     r = run("fit-tokenizer", "--resume", "--out", out, "--workers", "0")  # no length given: finish the saved schedule
     assert r.returncode == 0, r.stderr
@@ -156,7 +157,7 @@ def test_time_budget_fits_the_schedule_and_stops(tmp_path, image_folder, tiny_co
     r = vq("fit-tokenizer", "--data", image_folder, "--config", tiny_config, "--time-budget", "6s",
            "--eval-every", "100000", "--out", out)
     assert r.returncode == 0, r.stderr
-    state = torch.load(out / "train_state.pt", weights_only=True)
+    state = load_state(out / "train_state.safetensors")
     # The total was fitted from the measured step time (it is no longer the placeholder) and run to its end.
     assert state["total"] is not None and state["step"] == state["total"] >= 25
     train_seconds = float(r.stdout.split("train seconds")[1].split()[1])
@@ -252,7 +253,7 @@ def test_fit_tokenizer_on_a_stream(tmp_path, cifar_like):
     r = vq("fit-tokenizer", "--data", cifar_like, "--streaming", "--epochs", "2", "--batch-size", "4", "--workers", "0",
            "--image-size", "16", "--out", tmp_path / "t")
     assert r.returncode == 0, r.stderr
-    assert torch.load(tmp_path / "t" / "train_state.pt", weights_only=True)["step"] == 10
+    assert load_state(tmp_path / "t" / "train_state.safetensors")["step"] == 10
     with pytest.raises(VQError, match="pass --steps or --time-budget"):  # a hub stream of unknown length
         total_steps(TrainConfig(epochs=1), None)
 
