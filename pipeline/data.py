@@ -24,6 +24,8 @@ import gzip
 import os
 import re
 import struct
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,11 +121,7 @@ class FileImages(LazyImages):
         self.paths = [str(p) for p in paths]
 
     def open(self, i: int):
-        from PIL import Image
-
-        with Image.open(self.paths[i]) as img:
-            img.load()
-            return img
+        return decode(open_image(self.paths[i]), self.channels, self.size)
 
     def where(self, i: int) -> str:
         return self.paths[i]
@@ -140,7 +138,8 @@ class ArrowImages(LazyImages):
         self.ds, self.image_column = ds.select_columns([image_column]), image_column
 
     def open(self, i: int):
-        return self.ds[i][self.image_column]
+        with reading(self.where(i)):  # refuses decompression bombs, as for files
+            return self.ds[i][self.image_column]
 
     def where(self, i: int) -> str:
         return f"row {i}"
@@ -289,15 +288,102 @@ def load_fashion_mnist_idx(folder: Path) -> ImageData:
 
 # --- Pillow images -> uint8 arrays --------------------------------------------------------------
 
+ORIENTATION = 0x0112  # the EXIF tag; values 5 to 8 swap width and height
+
+
 def channels_of_mode(mode: str) -> int:
-    return 1 if mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+    """1 for the grey modes (any bit depth, with or without alpha), else 3."""
+    return 1 if mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;16") else 3
 
 
-def pil_to_array(img, channels: int, size: int) -> np.ndarray:
-    """Any Pillow image -> (C, size, size) uint8: convert the mode, centre-crop to a square,
-    resize with antialiasing."""
+@contextmanager
+def reading(path):
+    """Pillow's failures while reading `path` -> one-line VQErrors that name it and say what to do.
+    More than Image.MAX_IMAGE_PIXELS pixels is refused (Pillow only warns up to twice that)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise VQError(f"image {path} has {pixels[1] if pixels else 'too many'} pixels, more than the limit of "
+                      f"{Image.MAX_IMAGE_PIXELS} against decompression bombs; scale it down first") from None
+    except UnidentifiedImageError:
+        raise VQError(f"cannot read image {path}: it is no image file Pillow knows; give a PNG or JPEG") from None
+    except VQError:
+        raise
+    except Exception as e:  # a decoder can raise nearly anything on a corrupt file
+        if "truncated" in str(e) or isinstance(e, EOFError):
+            raise VQError(f"cannot read image {path}: the file is truncated; save or copy it again") from None
+        raise VQError(f"cannot read image {path}: {problem(e)}") from None
+
+
+def open_image(path):
+    """An image file, opened lazily: its header read and its pixel count checked, nothing decoded."""
     from PIL import Image
 
+    path = Path(path)
+    if not path.is_file():
+        raise VQError(f"image {path} {'is a folder' if path.is_dir() else 'does not exist'}; give an image file")
+    with reading(path):
+        return Image.open(path)
+
+
+def decode(img, channels: int = 0, size: int = 0):
+    """Decode an image from `open_image` and close its file. Given `size`, a JPEG is decoded at the
+    smallest DCT scale that still covers size x size (draft): an 8000x6000 photo costs 1/64th."""
+    with reading(img.filename), img:
+        if size and img.format == "JPEG":
+            img.draft("L" if channels == 1 else "RGB", (size, size))
+        img.load()
+    return img
+
+
+def upright_size(path) -> tuple[int, int]:
+    """An image file's (width, height) as shown, after its EXIF orientation."""
+    with reading(path), open_image(path) as img:
+        w, h = img.size
+        return (h, w) if img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8) else (w, h)
+
+
+def deep_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit, 32-bit or float grey pixels -> uint8 by their range (Pillow's convert clips at 255):
+    16 bits (I;16, or I within 0..65535, as older Pillows load 16-bit PNGs) keep their top 8 bits;
+    floats within [0, 1] are scaled by 255; anything else is stretched from its min to its max."""
+    if mode.startswith("I;16") or (mode == "I" and a.min() >= 0 and a.max() <= 65535):
+        return (a.astype(np.uint32) >> 8).astype(np.uint8)
+    a = np.nan_to_num(a.astype(np.float64))
+    lo, hi = a.min(), a.max()
+    if mode == "F" and lo >= 0 and hi <= 1:
+        return (a * 255).round().astype(np.uint8)
+    return ((a - lo) * (255 / (hi - lo) if hi > lo else 0)).round().astype(np.uint8)
+
+
+def pil_to_array(img, channels: int, size: int, notes: list | None = None) -> np.ndarray:
+    """Any Pillow image -> (C, size, size) uint8: EXIF orientation applied, deeper pixels scaled to 8
+    bits (`deep_to_uint8`), transparency composited over black, mode converted, centre-cropped to a
+    square, resized (bicubic). `notes` gathers the steps beyond a plain conversion, for the user."""
+    from PIL import Image, ImageOps
+
+    notes = [] if notes is None else notes
+    orientation = img.getexif().get(ORIENTATION, 1)
+    if orientation != 1:
+        img = ImageOps.exif_transpose(img)
+        notes.append(f"EXIF orientation {orientation} applied")
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        notes.append(f"{img.mode} scaled to 8 bits")
+        img = Image.fromarray(deep_to_uint8(np.asarray(img), img.mode))
+    if "transparency" in img.info or img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        rgba = img.convert("RGBA")
+        if rgba.getextrema()[3][0] < 255:
+            # Over black, not white: the training sets (Fashion-MNIST, MNIST) show light objects on
+            # black, so an object cut out on a transparent background lands on black as they do.
+            img = Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), rgba)
+            notes.append("transparency composited over black")
+        else:
+            img = rgba
     img = img.convert("L" if channels == 1 else "RGB")
     w, h = img.size
     if w != h:

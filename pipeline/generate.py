@@ -10,7 +10,7 @@ import torch
 from rich.console import Console
 
 from vq.pipeline.checkpoint import read_info
-from vq.pipeline.data import pil_to_array, to_float
+from vq.pipeline.data import decode, open_image, pil_to_array, reading, to_float, upright_size
 from vq.pipeline.images import save_grid, save_png
 from vq.pipeline.runs import VQError
 from vq.pipeline.trainer import resolve_device
@@ -29,7 +29,7 @@ class SamplingOptions:
 
     def validate(self) -> None:
         if self.cfg < 0:
-            raise VQError("--cfg must be at least 0 (1 = no guidance)")
+            raise VQError("--guidance must be at least 0 (1 = no guidance)")
         if self.temperature < 0:
             raise VQError("--temperature must be at least 0 (0 = greedy)")
         if self.top_k is not None and self.top_k < 1:
@@ -132,41 +132,49 @@ def sample(tokenizer_dir: Path, prior_dir: Path, class_value: str | None, n: int
 # --- completion ------------------------------------------------------------------------------
 
 def load_user_image(path: Path, channels: int, size: int) -> tuple[torch.Tensor, str]:
-    """Any PNG/JPEG -> (1, C, size, size) in [-1, 1], and a note of the conversion made."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise VQError(f"image {path} does not exist")
-    try:
-        img = Image.open(path)
-        img.load()
-    except (OSError, UnidentifiedImageError) as e:
-        raise VQError(f"cannot read image {path}: {e}") from None
-    note = f"{img.mode} {img.size[0]}x{img.size[1]} -> {'L' if channels == 1 else 'RGB'} {size}x{size}"
-    arr = pil_to_array(img, channels, size)
+    """Any image file -> (1, C, size, size) in [-1, 1] (see `pil_to_array`), and a note of the
+    conversion made; a file that cannot be read -> a one-line VQError."""
+    img = open_image(path)
+    mode, (w, h) = img.mode, img.size  # as stored: decoding a JPEG in draft shrinks it
+    notes = []
+    with reading(path):
+        arr = pil_to_array(decode(img, channels, size), channels, size, notes)
+    note = f"{mode} {w}x{h} -> {'L' if channels == 1 else 'RGB'} {size}x{size}" + "".join(f", {n}" for n in notes)
     return to_float(torch.from_numpy(arr)[None]), note
 
 
-def keep_mask(size: int, keep: str, fraction: float, mask_path: Path | None) -> torch.Tensor:
-    """Pixel mask (size, size) bool, True = keep."""
+def keep_mask(size: int, keep: str, fraction: float, mask_path: Path | None = None,
+              image: Path | None = None) -> torch.Tensor:
+    """Pixel mask (size, size) bool, True = keep: the white of --mask (transparency counts as black),
+    which must have the image's size, or --fraction of the image on the --keep side. A mask that
+    keeps nothing or everything is refused."""
     if mask_path is not None:
         m, _ = load_user_image(mask_path, 1, size)
-        return m[0, 0] > 0
-    if not 0 < fraction < 1:
-        raise VQError("--fraction must lie strictly between 0 and 1")
-    k = round(size * fraction)
-    m = torch.zeros(size, size, dtype=torch.bool)
-    if keep == "top":
-        m[:k] = True
-    elif keep == "bottom":
-        m[size - k :] = True
-    elif keep == "left":
-        m[:, :k] = True
-    elif keep == "right":
-        m[:, size - k :] = True
+        if image is not None and upright_size(mask_path) != upright_size(image):
+            (mw, mh), (iw, ih) = upright_size(mask_path), upright_size(image)
+            raise VQError(f"mask {mask_path} is {mw}x{mh} but image {image} is {iw}x{ih}; "
+                          "draw the mask at the image's size (white = keep)")
+        m, what = m[0, 0] > 0, f"mask {mask_path}"
     else:
-        raise VQError(f"unknown --keep '{keep}'; use top, bottom, left or right (or --mask)")
+        if not 0 < fraction < 1:
+            raise VQError("--fraction must lie strictly between 0 and 1")
+        k = round(size * fraction)
+        m = torch.zeros(size, size, dtype=torch.bool)
+        if keep == "top":
+            m[:k] = True
+        elif keep == "bottom":
+            m[size - k :] = True
+        elif keep == "left":
+            m[:, :k] = True
+        elif keep == "right":
+            m[:, size - k :] = True
+        else:
+            raise VQError(f"unknown --keep '{keep}'; use top, bottom, left or right (or --mask)")
+        what = f"--keep {keep} --fraction {fraction} of a {size}x{size} image"
+    if not m.any():
+        raise VQError(f"the {what} keeps nothing: use `vq sample` to draw whole images")
+    if m.all():
+        raise VQError(f"the {what} keeps everything: nothing to complete (white = keep, black = draw)")
     return m
 
 
@@ -225,7 +233,7 @@ def complete(image: Path, tokenizer_dir: Path, prior_dir: Path, *, keep: str = "
     label = resolve_class(class_value, info["class_names"]) if class_value is not None else None
     cfg = info["config"]
     x, note = load_user_image(image, cfg["channels"], cfg["image_size"])
-    pmask = keep_mask(cfg["image_size"], keep, fraction, mask_path)
+    pmask = keep_mask(cfg["image_size"], keep, fraction, mask_path, image)  # refusals before any model loads
     files = [f"completion_{i}.png" for i in range(n)] + ["grid.png", "masked.png"]
     out = new_output_dir(out, Path("runs/completions"), files, force)
     tokenizer, info, prior = load_pair(tokenizer_dir, prior_dir, device)
