@@ -1,14 +1,19 @@
 """`vq`: options -> a job config -> one pipeline call -> a short rich summary. No torch here."""
 
 import functools
+import json
 import os
+import secrets
+import sys
 import warnings
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="x_transformers")
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
@@ -23,6 +28,11 @@ console = Console()
 err = Console(stderr=True)
 
 
+def print_error(message: str) -> None:
+    """Every refusal of vq, from the pipeline or from the command line, is one line: `error: ...`."""
+    err.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True, highlight=False)
+
+
 def friendly(fn):
     """Turn a VQError into one line on stderr and its exit code, never a traceback."""
 
@@ -33,14 +43,12 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except VQError as e:
-            err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+            print_error(str(e))
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("[red]interrupted[/red]")
             raise typer.Exit(130) from None
         finally:
-            import sys
-
             if "vq.pipeline.distributed" in sys.modules:  # leave torchrun's process group cleanly
                 sys.modules["vq.pipeline.distributed"].teardown()
 
@@ -54,32 +62,56 @@ def summary(title: str, rows: dict) -> None:
     console.print(table)
 
 
+def choices(name: str, *values: str) -> type[Enum]:
+    """A fixed set of values for an option, listed by --help and matched case-insensitively."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+def check(ok, rule: str):
+    """A typer callback refusing a given value (None is unset) for which ok(value) is false."""
+
+    def callback(value):
+        if value is not None and not ok(value):
+            raise typer.BadParameter(f"{value} is not {rule}")
+        return value
+
+    return callback
+
+
+TokenizerModel = choices("TokenizerModel", "vqvae", "vae", "cvae")  # = vq.stage1_vqvae.TOKENIZERS
+Preset = choices("Preset", "demo", "full")  # = vq.pipeline.presets
+Precision = choices("Precision", "auto", "bf16", "fp32")
+Keep = choices("Keep", "top", "bottom", "left", "right")
+
 DataOpt = typer.Option(None, "--data", "-d", help="fashion-mnist (default), cifar10, a folder of class sub-folders, a saved Hugging Face dataset, or a hub id. Folders and datasets too big for memory are decoded on the fly. On --resume: the run's own data.")
 StreamingOpt = typer.Option(False, "--streaming", help="Read a Hugging Face dataset as a stream (hub datasets larger than the disk); shards are split over processes and workers.")
 StrictOpt = typer.Option(False, "--strict", help="Stop at the first unreadable image instead of skipping and counting it.")
-ImageSizeOpt = typer.Option(None, "--image-size", help="Centre-crop and resize images to this many pixels a side (default: the images' own size, when they all share one square size).")
-ChannelsOpt = typer.Option(None, "--channels", help="1 (grey) or 3 (RGB); default: from the first image.")
+ImageSizeOpt = typer.Option(None, "--image-size", min=1, help="Centre-crop and resize images to this many pixels a side (default: the images' own size, when they all share one square size).")
+ChannelsOpt = typer.Option(None, "--channels", callback=check(lambda c: c in (1, 3), "1 or 3"), help="1 (grey) or 3 (RGB); default: from the first image.")
 ImageColOpt = typer.Option(None, "--image-column", help="Image column of a Hugging Face dataset (default: detected).")
 LabelColOpt = typer.Option(None, "--label-column", help="Label column of a Hugging Face dataset (default: detected).")
-LimitOpt = typer.Option(None, "--limit", help="Use only the first N images of each split (quick trials).")
-PresetOpt = typer.Option("demo", "--preset", "-p", help="demo: minutes on a laptop CPU; full: for one GPU. Both are sized for 28 px images (demo: 7x7 codes, full: 14x14); other sizes keep the preset's --downsample.")
-ConfigOpt = typer.Option(None, "--config", "-c", help="TOML or JSON file with \\[model] and \\[train] tables; flags override it.")
+LimitOpt = typer.Option(None, "--limit", min=1, help="Use only the first N images of each split (quick trials).")
+PresetOpt = typer.Option(Preset.demo, "--preset", "-p", case_sensitive=False, help="demo: minutes on a laptop CPU; full: for one GPU. Both are sized for 28 px images (demo: 7x7 codes, full: 14x14); other sizes keep the preset's --downsample.")
+ConfigOpt = typer.Option(None, "--config", help="TOML or JSON file with \\[model] and \\[train] tables; flags override it.")
 DeviceOpt = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:N or mps.")
-BatchOpt = typer.Option(None, "--batch-size", "-b", help="Global batch size: under torchrun each of N processes takes batch-size / N.")
-WorkersOpt = typer.Option(None, "--workers", help="DataLoader processes that decode images, per training process (default: from the CPU count).")
+BatchOpt = typer.Option(None, "--batch-size", "-b", min=1, help="Global batch size: under torchrun each of N processes takes batch-size / N.")
+WorkersOpt = typer.Option(None, "--workers", min=0, help="DataLoader processes that decode images, per training process (default: from the CPU count).")
+SaveEveryOpt = typer.Option(None, "--save-every", help="Save the whole training state every N steps (500) or every so often (10m, the default), so a killed run (kill -9, a lost node) resumes with --resume losing at most that much.")
+SkipNonfiniteOpt = typer.Option(None, "--skip-nonfinite/--no-skip-nonfinite", help="Skip (and count) a batch whose loss or gradients are not finite, instead of stopping the run; costs one device sync per step.")
 TimeBudgetOpt = typer.Option(None, "--time-budget", help="Train until this much time is spent (e.g. 90s, 5m, 1h), with the learning-rate schedule fitted to the steps it allows; wins over --steps.")
-LogEveryOpt = typer.Option(None, "--log-every", help="Read the loss (and check it is finite) every N steps; each read waits for the GPU.")
-DeterministicOpt = typer.Option(False, "--deterministic", help="Deterministic kernels: a rerun or a resumed run gives bit-identical weights (slower on GPUs).")
-CompileOpt = typer.Option(False, "--compile", help="torch.compile the model for training (the plain weights are saved).")
-EpochsOpt = typer.Option(None, "--epochs", help="Train for this many passes over the data.")
-StepsOpt = typer.Option(None, "--steps", help="Train for this many optimizer steps (wins over --epochs).")
-LrOpt = typer.Option(None, "--lr", help="Peak learning rate (AdamW, warm-up then cosine).")
-SeedOpt = typer.Option(None, "--seed", help="Random seed.")
-EvalEveryOpt = typer.Option(None, "--eval-every", help="Evaluate on the test split and checkpoint every N steps.")
-PrecisionOpt = typer.Option(None, "--precision", help="auto (bf16 on CUDA), bf16 or fp32.")
-WandbOpt = typer.Option(False, "--wandb", help="Log to Weights & Biases (offline unless WANDB_MODE says otherwise).")
+LogEveryOpt = typer.Option(None, "--log-every", min=1, help="Read the loss (and check it is finite) every N steps; each read waits for the GPU.")
+DeterministicOpt = typer.Option(None, "--deterministic/--no-deterministic", help="Deterministic kernels: a rerun or a resumed run gives bit-identical weights (slower on GPUs). Default: the config file's, else off.")
+CompileOpt = typer.Option(None, "--compile/--no-compile", help="torch.compile the model for training (the plain weights are saved). Default: the config file's, else off.")
+EpochsOpt = typer.Option(None, "--epochs", min=0, help="Train for this many passes over the data.")
+StepsOpt = typer.Option(None, "--steps", min=0, help="Train for this many optimizer steps (wins over --epochs).")
+LrOpt = typer.Option(None, "--lr", min=0, help="Peak learning rate (AdamW, warm-up then cosine).")
+SeedOpt = typer.Option(None, "--seed", help="Random seed of the initial weights, data order and dropout (default: the config file's, else 0).")
+EvalEveryOpt = typer.Option(None, "--eval-every", min=1, help="Evaluate on the test split and checkpoint every N steps.")
+PrecisionOpt = typer.Option(None, "--precision", case_sensitive=False, help="auto (bf16 on CUDA, else fp32), bf16 or fp32.")
+WandbOpt = typer.Option(None, "--wandb/--no-wandb", help="Log to Weights & Biases (offline unless WANDB_MODE says otherwise). Default: the config file's, else off.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
 ForceOpt = typer.Option(False, "--force", help="Replace an existing run in --out.")
+PrintConfigOpt = typer.Option(False, "--print-config", help="Print the resolved configuration (preset, then --config, then flags; with --resume the run's own, then flags) as JSON and exit, without reading data or writing anything.")
 
 
 @app.callback()
@@ -88,15 +120,37 @@ def _root() -> None:
 
 
 def train_overrides(**kw) -> dict:
-    return {k: v for k, v in kw.items() if v is not None and v is not False}
+    """The settings a user gave: None is unset (the preset or config file decides); False is kept,
+    so --no-wandb switches off what a config file switched on."""
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def print_config(job, kind: str, presets: dict, model: str, config_class, from_data: dict) -> None:
+    """--print-config: the configuration a fit would run with, as JSON on stdout. No data is read,
+    no model built, nothing written. Model fields that the data (or the codes) decide are null."""
+    from vq.pipeline.checkpoint import read_info
+    from vq.pipeline.configs import build, to_dict
+    from vq.pipeline.runs import VQError
+    from vq.pipeline.tokenizer import job_configs
+
+    saved = read_info(job.out, kind) if job.resume else None
+    if saved and saved["model"] != model:
+        raise VQError(f"{job.out} holds a {saved['model']} {kind}; resume it with --model {saved['model']}")
+    train, layers = job_configs(job, presets, model, config_class, saved)
+    config = to_dict(build(config_class, *layers, where="model config"))
+    if saved is None:  # what the data decides, unless the config file or a flag set it
+        config.update({k: v for k, v in from_data.items() if k in config and not any(k in layer for layer in layers[1:])})
+    print(json.dumps({"kind": kind, "model": model, "preset": saved.get("preset") if saved else job.preset,
+                      "model_config": config, "train_config": to_dict(train),
+                      "from_data": sorted(k for k, v in config.items() if v is None)}, indent=2))
 
 
 @app.command("fit-tokenizer")
 @friendly
 def fit_tokenizer(
-    model: str = typer.Option("vqvae", "--model", "-m", help="vqvae, vae or cvae (class-conditional VAE)."),
+    model: TokenizerModel = typer.Option(TokenizerModel.vqvae, "--model", "-m", case_sensitive=False, help="vqvae, vae or cvae (class-conditional VAE)."),
     data: str = DataOpt,
-    preset: str = PresetOpt,
+    preset: Preset = PresetOpt,
     out: Path = typer.Option(Path("runs/tokenizer"), "--out", "-o", help="Run directory to write."),
     config: Optional[Path] = ConfigOpt,
     device: Optional[str] = DeviceOpt,
@@ -107,9 +161,9 @@ def fit_tokenizer(
     lr: Optional[float] = LrOpt,
     seed: Optional[int] = SeedOpt,
     eval_every: Optional[int] = EvalEveryOpt,
-    precision: Optional[str] = PrecisionOpt,
-    codebook_size: Optional[int] = typer.Option(None, "--codebook-size", help="VQ-VAE: number of codes K."),
-    downsample: Optional[int] = typer.Option(None, "--downsample", help="Total stride: 4 gives 7x7 codes at 28 px, 2 gives 14x14."),
+    precision: Optional[Precision] = PrecisionOpt,
+    codebook_size: Optional[int] = typer.Option(None, "--codebook-size", min=2, max=65536, help="VQ-VAE: number of codes K."),
+    downsample: Optional[int] = typer.Option(None, "--downsample", callback=check(lambda d: d >= 1 and not d & (d - 1), "a power of two"), help="Total stride, a power of two: 4 gives 7x7 codes at 28 px, 2 gives 14x14."),
     image_size: Optional[int] = ImageSizeOpt,
     channels: Optional[int] = ChannelsOpt,
     image_column: Optional[str] = ImageColOpt,
@@ -118,12 +172,15 @@ def fit_tokenizer(
     streaming: bool = StreamingOpt,
     strict: bool = StrictOpt,
     time_budget: Optional[str] = TimeBudgetOpt,
+    save_every: Optional[str] = SaveEveryOpt,
+    skip_nonfinite: Optional[bool] = SkipNonfiniteOpt,
     log_every: Optional[int] = LogEveryOpt,
-    deterministic: bool = DeterministicOpt,
-    compile_: bool = CompileOpt,
-    wandb: bool = WandbOpt,
+    deterministic: Optional[bool] = DeterministicOpt,
+    compile_: Optional[bool] = CompileOpt,
+    wandb: Optional[bool] = WandbOpt,
     resume: bool = ResumeOpt,
     force: bool = ForceOpt,
+    show_config: bool = PrintConfigOpt,
 ):
     """Train a tokenizer (VQ-VAE, VAE or conditional VAE) on images; writes OUT/config.json,
     OUT/model.safetensors and OUT/reconstructions.png. On N GPUs (or N CPU processes):
@@ -131,21 +188,28 @@ def fit_tokenizer(
     from vq.pipeline.tokenizer import DataOptions, TokenizerJob, fit_tokenizer as run
 
     job = TokenizerJob(
-        model=model, preset=preset, out=out, config_file=config, resume=resume, force=force,
+        model=model.value, preset=preset.value, out=out, config_file=config, resume=resume, force=force,
         data=DataOptions(data, image_size, channels, image_column, label_column, limit, streaming, strict),
         model_overrides=train_overrides(codebook_size=codebook_size, downsample=downsample),
         train_overrides=train_overrides(device=device, batch_size=batch_size, workers=workers, epochs=epochs,
-                                        steps=steps, lr=lr, seed=seed, eval_every=eval_every, time_budget=time_budget,
-                                        log_every=log_every, precision=precision, compile=compile_,
+                                        steps=steps, lr=lr, seed=seed, eval_every=eval_every, time_budget=time_budget, save_every=save_every, skip_nonfinite=skip_nonfinite,
+                                        log_every=log_every, precision=precision and precision.value, compile=compile_,
                                         deterministic=deterministic, wandb=wandb),
     )
+    if show_config:
+        from vq.pipeline.presets import TOKENIZER_PRESETS
+        from vq.pipeline.tokenizer import tokenizer_class
+
+        return print_config(job, "tokenizer", TOKENIZER_PRESETS, job.model, tokenizer_class(job.model).config_class,
+                            {"channels": channels, "image_size": image_size, "num_classes": None})
     result = run(job, console=err)
     if not result["main"]:  # under torchrun, rank 0 speaks for all
         return
     summary(f"tokenizer -> {result['out']}", {
-        "model": model, "steps": result["step"], "device": result["device"], "processes": result["world_size"],
+        "model": job.model, "steps": result["step"], "device": result["device"], "processes": result["world_size"],
         "train seconds": round(result["seconds"], 1), "wall seconds": round(result["wall_seconds"], 1),
         "images/s": round(result["samples_per_second"] or 0, 1), **({"skipped images": result["skipped"]} if result["skipped"] else {}),
+        **({"skipped non-finite batches": result["nonfinite_skipped"]} if result["nonfinite_skipped"] else {}),
         **{f"test {k}": v for k, v in result["metrics"].items()},
         "reconstructions": str(Path(result["out"]) / "reconstructions.png"),
     })
@@ -153,44 +217,49 @@ def fit_tokenizer(
 
 TokenizerDirOpt = typer.Option(Path("runs/tokenizer"), "--tokenizer", "-t", help="Tokenizer run directory.")
 PriorDirOpt = typer.Option(Path("runs/prior"), "--prior", help="Prior run directory (VQ-VAE tokenizers only).")
-CodesOpt = typer.Option(Path("runs/codes"), "--codes", help="Directory of exported code maps.")
-CfgOpt = typer.Option(2.0, "--cfg", help="Classifier-free guidance scale: 1 = none; higher = more typical of the class, less varied.")
-TempOpt = typer.Option(1.0, "--temperature", help="Sampling temperature (0 = greedy).")
-TopKOpt = typer.Option(None, "--top-k", help="Sample only among the k likeliest codes.")
-TopPOpt = typer.Option(None, "--top-p", help="Sample only within the smallest set of codes holding this probability.")
-SampleSeedOpt = typer.Option(0, "--seed", help="Seed: the same seed gives the same images.")
+CODES_HELP = "Directory of exported code maps (default: TOKENIZER/codes, so each tokenizer keeps its own)."
+GuidanceOpt = typer.Option(2.0, "--guidance", "-g", min=0, help="Classifier-free guidance scale: 1 = none; higher = more typical of the class, less varied.")
+TempOpt = typer.Option(1.0, "--temperature", min=0, help="Sampling temperature (0 = greedy).")
+TopKOpt = typer.Option(None, "--top-k", min=1, help="Sample only among the k likeliest codes.")
+TopPOpt = typer.Option(None, "--top-p", callback=check(lambda p: 0 < p <= 1, "in (0, 1]"), help="Sample only within the smallest set of codes holding this probability, in (0, 1].")
+SampleSeedOpt = typer.Option(None, "--seed", help="Seed: the same seed gives the same images (default: a fresh one, printed so it can be repeated).")
+
+
+def fresh_seed(seed: int | None) -> int:
+    """A new seed for each run of sample or complete, unless one is given."""
+    return secrets.randbelow(2**31) if seed is None else seed
 
 
 @app.command("export-codes")
 @friendly
 def export_codes(
     tokenizer: Path = TokenizerDirOpt,
-    out: Path = typer.Option(Path("runs/codes"), "--out", "-o", help="Where to write the code maps."),
-    device: str = typer.Option("auto", "--device"),
-    batch_size: int = typer.Option(500, "--batch-size", "-b", help="Images encoded at once, per process."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=CODES_HELP),
+    device: Optional[str] = DeviceOpt,
+    batch_size: int = typer.Option(500, "--batch-size", min=1, help="Images encoded at once, per process."),
     workers: Optional[int] = WorkersOpt,
     force: bool = typer.Option(False, "--force", help="Re-export even if OUT holds codes (of any tokenizer)."),
 ):
     """Encode the tokenizer's dataset (train and test) into compact code-map shards for the prior;
     an export of the same tokenizer is reused, an interrupted one resumed. Under torchrun the
     shards are shared out over the processes."""
-    from vq.pipeline.export import export_codes as run
-
     from vq.pipeline.distributed import is_main
+    from vq.pipeline.export import default_codes_dir, export_codes as run
 
-    meta = run(tokenizer, out, device=device, batch_size=batch_size, force=force, workers=workers, console=err)
+    meta = run(tokenizer, out, device=device or "auto", batch_size=batch_size, force=force, workers=workers, console=err)
     if is_main():
-        summary(f"codes -> {out}", {"tokenizer": meta["tokenizer_fingerprint"], "grid": "x".join(map(str, meta["grid"])),
-                                    "codebook": meta["codebook_size"], **{f"{k} maps": v for k, v in meta["splits"].items()}})
+        summary(f"codes -> {out or default_codes_dir(tokenizer)}", {
+            "tokenizer": meta["tokenizer_fingerprint"], "grid": "x".join(map(str, meta["grid"])),
+            "codebook": meta["codebook_size"], **{f"{k} maps": v for k, v in meta["splits"].items()}})
 
 
 @app.command("fit-prior")
 @friendly
 def fit_prior(
     tokenizer: Path = TokenizerDirOpt,
-    codes: Path = CodesOpt,
+    codes: Optional[Path] = typer.Option(None, "--codes", help=CODES_HELP),
     out: Path = typer.Option(Path("runs/prior"), "--out", "-o", help="Run directory to write."),
-    preset: str = PresetOpt,
+    preset: Preset = PresetOpt,
     config: Optional[Path] = ConfigOpt,
     device: Optional[str] = DeviceOpt,
     batch_size: Optional[int] = BatchOpt,
@@ -199,17 +268,20 @@ def fit_prior(
     lr: Optional[float] = LrOpt,
     seed: Optional[int] = SeedOpt,
     eval_every: Optional[int] = EvalEveryOpt,
-    precision: Optional[str] = PrecisionOpt,
-    dim: Optional[int] = typer.Option(None, "--dim", help="Transformer width."),
-    depth: Optional[int] = typer.Option(None, "--depth", help="Transformer layers."),
+    precision: Optional[Precision] = PrecisionOpt,
+    dim: Optional[int] = typer.Option(None, "--dim", min=1, help="Transformer width."),
+    depth: Optional[int] = typer.Option(None, "--depth", min=1, help="Transformer layers."),
     workers: Optional[int] = WorkersOpt,
     time_budget: Optional[str] = TimeBudgetOpt,
+    save_every: Optional[str] = SaveEveryOpt,
+    skip_nonfinite: Optional[bool] = SkipNonfiniteOpt,
     log_every: Optional[int] = LogEveryOpt,
-    deterministic: bool = DeterministicOpt,
-    compile_: bool = CompileOpt,
-    wandb: bool = WandbOpt,
+    deterministic: Optional[bool] = DeterministicOpt,
+    compile_: Optional[bool] = CompileOpt,
+    wandb: Optional[bool] = WandbOpt,
     resume: bool = ResumeOpt,
     force: bool = ForceOpt,
+    show_config: bool = PrintConfigOpt,
 ):
     """Train a class-conditional transformer prior over the tokenizer's codes (exporting them
     first if needed); keeps the checkpoint with the best validation NLL. On N GPUs:
@@ -217,13 +289,19 @@ def fit_prior(
     from vq.pipeline.prior import PriorJob, fit_prior as run
 
     job = PriorJob(
-        tokenizer=tokenizer, codes=codes, out=out, preset=preset, config_file=config, resume=resume, force=force,
+        tokenizer=tokenizer, codes=codes, out=out, preset=preset.value, config_file=config, resume=resume, force=force,
         model_overrides=train_overrides(dim=dim, depth=depth),
         train_overrides=train_overrides(device=device, batch_size=batch_size, epochs=epochs, steps=steps, lr=lr,
-                                        seed=seed, eval_every=eval_every, precision=precision, workers=workers,
-                                        time_budget=time_budget, log_every=log_every, compile=compile_,
-                                        deterministic=deterministic, wandb=wandb),
+                                        seed=seed, eval_every=eval_every, precision=precision and precision.value,
+                                        workers=workers, time_budget=time_budget, save_every=save_every, skip_nonfinite=skip_nonfinite, log_every=log_every,
+                                        compile=compile_, deterministic=deterministic, wandb=wandb),
     )
+    if show_config:
+        from vq.pipeline.presets import PRIOR_PRESETS
+        from vq.stage2_prior import PRIORS
+
+        return print_config(job, "prior", PRIOR_PRESETS, "transformer", PRIORS["transformer"].config_class,
+                            dict.fromkeys(("codebook_size", "height", "width", "num_classes")))
     result = run(job, console=err)
     if not result["main"]:  # under torchrun, rank 0 speaks for all
         return
@@ -231,6 +309,7 @@ def fit_prior(
         "steps": result["step"], "device": result["device"], "processes": result["world_size"],
         "train seconds": round(result["seconds"], 1), "wall seconds": round(result["wall_seconds"], 1),
         "tokens/s": round(result["tokens_per_second"] or 0, 1),
+        **({"skipped non-finite batches": result["nonfinite_skipped"]} if result["nonfinite_skipped"] else {}),
         "best val bits/token": result["best"], **{k.replace("_", " "): v for k, v in result["metrics"].items()},
     })
 
@@ -239,59 +318,63 @@ def fit_prior(
 @friendly
 def sample(
     class_: Optional[str] = typer.Option(None, "--class", "-c", help="Class name (case-insensitive) or index; default: one row per class."),
-    n: int = typer.Option(16, "-n", help="Images (per class when no --class is given)."),
-    cfg: float = CfgOpt,
+    n: int = typer.Option(16, "--per-class", "-n", min=1, help="Images to make of each class (of --class alone when given)."),
+    guidance: float = GuidanceOpt,
     temperature: float = TempOpt,
     top_k: Optional[int] = TopKOpt,
     top_p: Optional[float] = TopPOpt,
-    seed: int = SampleSeedOpt,
+    seed: Optional[int] = SampleSeedOpt,
     tokenizer: Path = TokenizerDirOpt,
     prior: Path = PriorDirOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: a new runs/samples/NNN)."),
-    device: str = typer.Option("auto", "--device"),
+    device: Optional[str] = DeviceOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite same-named files in --out."),
 ):
     """Sample new images: prior -> decoder for a VQ-VAE, the latent prior for a VAE or conditional
     VAE. Writes one PNG per image (<class>_<i>.png) and grid.png."""
     from vq.pipeline.generate import SamplingOptions, sample as run
 
-    result = run(tokenizer, prior, class_, n, SamplingOptions(cfg, temperature, top_k, top_p, seed), out,
-                 device=device, force=force, console=err)
+    seed = fresh_seed(seed)
+    result = run(tokenizer, prior, class_, n, SamplingOptions(guidance, temperature, top_k, top_p, seed), out,
+                 device=device or "auto", force=force, console=err)
+    err.print(f"seed {seed} (repeat with --seed {seed})", highlight=False)
     summary(f"samples -> {result['out']}", {"images": result["images"], "classes": ", ".join(result["classes"]),
-                                            "grid": result["grid"]})
+                                            "seed": seed, "grid": result["grid"]})
 
 
 @app.command("complete")
 @friendly
 def complete(
     image: Path = typer.Argument(..., help="A PNG or JPEG of any mode and size."),
-    keep: str = typer.Option("top", "--keep", help="Region to keep: top, bottom, left or right."),
-    fraction: float = typer.Option(0.5, "--fraction", help="Share of the image that --keep keeps."),
+    keep: Keep = typer.Option(Keep.top, "--keep", case_sensitive=False, help="Region to keep (or give --mask)."),
+    fraction: float = typer.Option(0.5, "--fraction", callback=check(lambda f: 0 < f < 1, "strictly between 0 and 1"), help="Share of the image that --keep keeps, strictly between 0 and 1."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Mask image, white = keep (instead of --keep)."),
     class_: Optional[str] = typer.Option(None, "--class", "-c", help="Class to complete as (default: unconditional)."),
-    n: int = typer.Option(8, "-n", help="Number of completions."),
-    candidates: int = typer.Option(8, "--candidates", help="Draws per completion, ranked by the prior, when known codes follow unknown ones."),
-    cfg: float = CfgOpt,
+    n: int = typer.Option(8, "--completions", "-n", min=1, help="Completions to make of the input image."),
+    candidates: int = typer.Option(8, "--candidates", min=1, help="Draws per completion, ranked by the prior, when known codes follow unknown ones."),
+    guidance: float = GuidanceOpt,
     temperature: float = TempOpt,
     top_k: Optional[int] = TopKOpt,
     top_p: Optional[float] = TopPOpt,
-    seed: int = SampleSeedOpt,
+    seed: Optional[int] = SampleSeedOpt,
     tokenizer: Path = TokenizerDirOpt,
     prior: Path = PriorDirOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: a new runs/completions/NNN)."),
-    device: str = typer.Option("auto", "--device"),
+    device: Optional[str] = DeviceOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite same-named files in --out."),
 ):
     """Keep part of an image and let the prior invent the rest, N ways. Writes completion_<i>.png,
     masked.png and grid.png (original | masked | completions)."""
     from vq.pipeline.generate import SamplingOptions, complete as run
 
-    result = run(image, tokenizer, prior, keep=keep, fraction=fraction, mask_path=mask, class_value=class_, n=n,
-                 opts=SamplingOptions(cfg, temperature, top_k, top_p, seed), candidates=candidates, out=out,
-                 device=device, force=force, console=err)
+    seed = fresh_seed(seed)
+    result = run(image, tokenizer, prior, keep=keep.value, fraction=fraction, mask_path=mask, class_value=class_, n=n,
+                 opts=SamplingOptions(guidance, temperature, top_k, top_p, seed), candidates=candidates, out=out,
+                 device=device or "auto", force=force, console=err)
+    err.print(f"seed {seed} (repeat with --seed {seed})", highlight=False)
     summary(f"completions -> {result['out']}", {"completions": result["completions"],
                                                 "known codes": f"{result['known_codes']}/{result['codes']}",
-                                                "grid": result["grid"]})
+                                                "seed": seed, "grid": result["grid"]})
 
 
 SWEEP = [(g, t) for t in (1.0, 0.8) for g in (1.0, 1.5, 2.0, 3.0, 5.0)]
@@ -302,17 +385,17 @@ SWEEP = [(g, t) for t in (1.0, 0.8) for g in (1.0, 1.5, 2.0, 3.0, 5.0)]
 def evaluate(
     tokenizer: Path = TokenizerDirOpt,
     prior: Path = PriorDirOpt,
-    per_class: int = typer.Option(1000, "--per-class", "-n", help="Samples (and real images) per class."),
-    completions: int = typer.Option(500, "--completions", help="Test images to complete (0 = skip)."),
-    cfg: float = CfgOpt,
+    per_class: int = typer.Option(1000, "--per-class", "-n", min=1, help="Images to make (and real images to compare) of each class."),
+    complete_images: int = typer.Option(500, "--complete-images", min=0, help="Test images to complete (0 = skip)."),
+    guidance: float = GuidanceOpt,
     temperature: float = TempOpt,
     top_k: Optional[int] = TopKOpt,
     top_p: Optional[float] = TopPOpt,
-    seed: int = SampleSeedOpt,
+    seed: int = typer.Option(0, "--seed", help="Seed of the samples, completions and real images drawn: fixed, so an evaluation repeats."),
     sweep: bool = typer.Option(False, "--sweep", help="Also sweep guidance 1, 1.5, 2, 3, 5 at temperatures 1.0 and 0.8."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval.json (default: in the prior's run, or the tokenizer's)."),
     classifier: Path = typer.Option(Path("runs/classifier"), "--classifier", help="Cache of evaluation classifiers."),
-    device: str = typer.Option("auto", "--device"),
+    device: Optional[str] = DeviceOpt,
 ):
     """Measure every stage: reconstruction (MSE, PSNR, SSIM, codebook use), prior NLL, and how
     class-like samples and completions are, judged by a classifier trained on the dataset, beside
@@ -320,8 +403,8 @@ def evaluate(
     from vq.pipeline.evaluate import evaluate_run
     from vq.pipeline.generate import SamplingOptions
 
-    r = evaluate_run(tokenizer, prior, per_class=per_class, opts=SamplingOptions(cfg, temperature, top_k, top_p, seed),
-                     completions=completions, device=device, classifier_root=classifier, out=out,
+    r = evaluate_run(tokenizer, prior, per_class=per_class, opts=SamplingOptions(guidance, temperature, top_k, top_p, seed),
+                     completions=complete_images, device=device or "auto", classifier_root=classifier, out=out,
                      sweep=SWEEP if sweep else None, console=err)
     print_eval(r)
 
@@ -343,7 +426,7 @@ def print_eval(r: dict) -> None:
         stage.add_row("completion", f"true class kept, unconditional (n={c['n']})", f"{c['acc_unconditional']:.4f}")
     console.print(stage)
     s = r["sampling"]
-    t = Table(title=f"class accuracy and Fréchet distance to the test split (cfg {s['cfg']}, T {s['temperature']})", title_justify="left")
+    t = Table(title=f"class accuracy and Fréchet distance to the test split (guidance {s['cfg']}, T {s['temperature']})", title_justify="left")
     for col in ("images", "n", "class acc", "Fréchet dist."):
         t.add_column(col, justify="right" if col != "images" else "left")
     for name, key in (("real train images (floor)", "real_train"), ("reconstructions", "reconstructions"), ("samples", "samples")):
@@ -360,7 +443,7 @@ def print_eval(r: dict) -> None:
         console.print(pc)
     if r.get("sweep"):
         sw = Table(title="guidance sweep", title_justify="left")
-        for col in ("cfg", "temperature", "n", "class acc", "Fréchet dist."):
+        for col in ("guidance", "temperature", "n", "class acc", "Fréchet dist."):
             sw.add_column(col, justify="right")
         for row in r["sweep"]:
             sw.add_row(f"{row['cfg']}", f"{row['temperature']}", str(row["n"]), f"{row['acc']:.4f}", f"{row['fd']:.3f}")
@@ -368,8 +451,22 @@ def print_eval(r: dict) -> None:
 
 
 def main() -> None:
+    """`vq`: a mistyped flag or a value out of range is one line on stderr (exit 2), like every other
+    refusal; a command's exit code (typer.Exit, or an int it returns) is the process's."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    app()
+    try:
+        code = app(prog_name="vq", standalone_mode=False)
+    except typer.Exit as e:
+        code = e.exit_code
+    except typer.Abort:
+        code = 130
+    except typer.TyperException as e:  # click's UsageError, BadParameter, NoSuchOption, ...
+        code = e.exit_code
+        if type(e).__name__ != "NoArgsIsHelpError":  # plain `vq` has printed its help already
+            ctx = getattr(e, "ctx", None)
+            message = e.format_message().replace("Value error, ", "")  # pydantic's prefix to a refused choice
+            print_error(f"{message} (see {ctx.command_path if ctx else 'vq'} --help)")
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def tiny_config(tmp_path):
 
 
 def test_bad_inputs_exit_with_one_line(tmp_path, tiny_config):
-    assert_one_line_error(vq("fit-tokenizer", "--model", "transformer", "--out", tmp_path / "a"), "unknown model 'transformer'")
+    assert_one_line_error(vq("fit-tokenizer", "--model", "transformer", "--out", tmp_path / "a"), "'transformer' is not one of 'vqvae', 'vae', 'cvae'")
     assert_one_line_error(vq("fit-tokenizer", "--data", tmp_path / "missing", "--out", tmp_path / "b"), "does not exist")
     (tmp_path / "empty").mkdir()
     assert_one_line_error(vq("fit-tokenizer", "--data", tmp_path / "empty", "--out", tmp_path / "c"), "no class sub-folders")
@@ -64,7 +64,7 @@ def test_fit_tokenizer_writes_a_loadable_run_and_protects_it(tmp_path, image_fol
     out = tmp_path / "run"
     r = vq("fit-tokenizer", "--data", image_folder, "--config", tiny_config, "--out", out)
     assert r.returncode == 0, r.stderr
-    assert {"config.json", "model.safetensors", "reconstructions.png", "train_state.pt"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "reconstructions.png", "train_state.safetensors"} <= {p.name for p in out.iterdir()}
     info = json.loads((out / "config.json").read_text())
     assert info["kind"] == "tokenizer" and info["model"] == "vqvae"
     assert info["class_names"] == ["circle", "square", "triangle"]
@@ -74,6 +74,12 @@ def test_fit_tokenizer_writes_a_loadable_run_and_protects_it(tmp_path, image_fol
     before = digest(out)
     assert_one_line_error(vq("fit-tokenizer", "--data", image_folder, "--config", tiny_config, "--out", out), "already holds a tokenizer")
     assert_one_line_error(vq("fit-tokenizer", "--model", "vae", "--data", image_folder, "--config", tiny_config, "--out", out, "--resume"), "resume it with --model vqvae")
+    assert digest(out) == before
+
+    r = vq("fit-tokenizer", "--out", out, "--resume", "--steps", "12", "--print-config")
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)  # the run's own model and training, with the new length
+    assert shown["model_config"] == info["config"] and shown["train_config"] == {**info["train"], "steps": 12}
     assert digest(out) == before
 
     r = vq("fit-tokenizer", "--data", image_folder, "--config", tiny_config, "--out", out, "--resume", "--steps", "9")
@@ -110,7 +116,7 @@ def test_ctrl_c_saves_the_run_and_resume_finishes_it(tmp_path, image_folder, tin
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "interrupted at step" in stderr and "--resume" in stderr and "Traceback" not in stderr
-    assert (out / "train_state.pt").exists() and (out / "model.safetensors").exists()
+    assert (out / "train_state.safetensors").exists() and (out / "model.safetensors").exists()
     assert not (out / ".lock").exists()
     r = vq("fit-tokenizer", "--data", image_folder, "--config", tiny_config, "--steps", "5", "--out", out, "--resume")
     assert r.returncode == 0, r.stderr
@@ -127,3 +133,90 @@ def test_wandb_offline_logs_reconstruction_previews(tmp_path, image_folder, tiny
     assert r.returncode == 0, r.stderr
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and len({p.name.rsplit("-", 1)[1] for p in runs}) == 1  # the resumed run keeps its wandb id
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    assert_one_line_error(vq("sample", "--sed", "3"), "No such option: --sed")
+    assert_one_line_error(vq("sample", "--top-p", "1.5"), "'--top-p': 1.5 is not in (0, 1]")
+    assert_one_line_error(vq("sample", "-n", "0"), "greater than or equal to 1")
+    assert_one_line_error(vq("complete", tmp_path / "x.png", "--keep", "middle"), "'middle' is not one of 'top', 'bottom', 'left', 'right'")
+    assert_one_line_error(vq("fit-tokenizer", "--precision", "fp16", "--out", tmp_path / "a"), "'fp16' is not one of 'auto', 'bf16', 'fp32'")
+    assert_one_line_error(vq("fit-tokenizer", "--downsample", "3", "--out", tmp_path / "a"), "3 is not a power of two")
+    r = vq("sample", "--sed", "3")
+    assert r.returncode == 2 and "(see vq sample --help)" in r.stderr
+    assert not (tmp_path / "a").exists()
+    r = vq("--help")
+    assert r.returncode == 0 and "fit-tokenizer" in r.stdout and not r.stderr
+    r = vq()
+    assert "Usage: vq" in r.stdout and "fit-tokenizer" in r.stdout and not r.stderr
+    r = vq("fit-tokenizer", "--help")  # fixed choices are listed, and matched in any case
+    assert r.returncode == 0 and "vqvae|vae|cvae" in r.stdout and "auto|bf16|fp32" in r.stdout
+    r = vq("fit-tokenizer", "--model", "VAE", "--preset", "Full", "--precision", "BF16", "--print-config", "--out", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert (shown["model"], shown["preset"], shown["train_config"]["precision"]) == ("vae", "full", "bf16")
+
+
+def test_every_short_flag_means_one_thing_and_every_option_is_explained():
+    import typer.main
+
+    from vq.cli.main import Keep, Preset, TokenizerModel, app
+    from vq.pipeline.presets import PRIOR_PRESETS, TOKENIZER_PRESETS
+    from vq.stage1_vqvae import TOKENIZERS
+
+    # -n is the one short flag whose long name differs by command, for one meaning: how many
+    # images to make of each class (sample, eval) or of the input image (complete).
+    shared = {"-n": {"--per-class", "--completions"}}
+    longs, shorts, device_help = {}, {}, set()
+    for name, command in typer.main.get_command(app).commands.items():
+        for param in command.params:
+            assert (getattr(param, "help", None) or "").strip(), f"vq {name} {param.name} has no help"
+            long = next((o for o in param.opts if o.startswith("--")), param.name)
+            for short in (o for o in param.opts + param.secondary_opts if len(o) == 2 and o[0] == "-"):
+                longs.setdefault(short, set()).add(long)
+                shorts.setdefault(long, set()).add(short)
+            if long == "--device":
+                device_help.add(param.help)
+    assert {s: n for s, n in longs.items() if len(n) > 1} == shared
+    assert longs["-c"] == {"--class"} and longs["-b"] == {"--batch-size"} and "--config" not in shorts
+    assert all(len(s) == 1 for s in shorts.values()), shorts
+    assert len(device_help) == 1
+    assert {m.value for m in TokenizerModel} == set(TOKENIZERS)
+    assert {p.value for p in Preset} == set(TOKENIZER_PRESETS["vqvae"]) == set(PRIOR_PRESETS["transformer"])
+    assert [k.value for k in Keep] == ["top", "bottom", "left", "right"]
+
+
+def test_print_config_resolves_preset_file_and_flags_without_reading_data(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    r = vq("fit-tokenizer", "--data", tmp_path / "missing", "--config", tiny_config, "--steps", "9", "--lr", "0.01",
+           "--image-size", "16", "--print-config", "--out", out)
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert (shown["kind"], shown["model"], shown["preset"]) == ("tokenizer", "vqvae", "demo")
+    model, train = shown["model_config"], shown["train_config"]
+    assert (model["hidden"], model["codebook_size"], model["downsample"]) == (16, 16, 4)  # file, file, preset
+    assert (model["image_size"], model["channels"]) == (16, None) and shown["from_data"] == ["channels"]
+    assert (train["steps"], train["batch_size"], train["lr"], train["warmup_steps"]) == (9, 8, 0.01, 100)
+    assert not out.exists()
+    r = vq("fit-prior", "--tokenizer", tmp_path / "none", "--preset", "full", "--dim", "64", "--print-config", "--out", out)
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert (shown["model_config"]["dim"], shown["model_config"]["depth"], shown["train_config"]["steps"]) == (64, 8, 8000)
+    assert shown["from_data"] == ["codebook_size", "height", "num_classes", "width"]
+    assert not out.exists()
+    assert_one_line_error(vq("fit-prior", "--resume", "--print-config", "--out", out), "no prior at")
+
+
+def test_a_flag_switches_off_what_the_config_file_switched_on(tmp_path, image_folder, tiny_config):
+    config = tmp_path / "wandb.toml"
+    config.write_text(TINY_TOML + "wandb = true\ndeterministic = true\n")
+
+    def shown(*flags):
+        return json.loads(vq("fit-tokenizer", "--config", config, *flags, "--print-config").stdout)["train_config"]
+
+    on, off = shown(), shown("--no-wandb", "--no-deterministic")
+    assert (on["wandb"], on["deterministic"], off["wandb"], off["deterministic"]) == (True, True, False, False)
+    out = tmp_path / "run"
+    r = vq("fit-tokenizer", "--data", image_folder, "--config", config, "--no-wandb", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert (out / "model.safetensors").exists() and not (out / "wandb").exists()

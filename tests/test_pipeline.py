@@ -1,6 +1,7 @@
 """Every command chained on a small slice of real Fashion-MNIST, and the refusals around them."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -81,9 +82,25 @@ def test_sample_by_class_is_seeded(chain):
     assert Image.open(chain / "s1" / "sneaker_0.png").size == (28, 28)
     r = vq(*args[:-2], "--seed", "4", "--class", "sneaker", "--out", chain / "s3")
     assert digest(chain / "s3") != digest(chain / "s1")
-    r = vq("sample", "--tokenizer", chain / "tokenizer", "--prior", chain / "prior", "-n", "2", "--out", chain / "all")
+    r = vq("sample", "--tokenizer", chain / "tokenizer", "--prior", chain / "prior", "--per-class", "2", "--out", chain / "all")
     assert r.returncode == 0, r.stderr
     assert len(list((chain / "all").glob("*_[01].png"))) == 20  # one row per class
+
+
+@needs_fashion_mnist
+def test_sample_without_a_seed_draws_a_new_one_and_prints_it(chain):
+    args = ("sample", "--tokenizer", chain / "tokenizer", "--prior", chain / "prior", "-c", "bag", "-n", "2")
+    runs = [vq(*args, "--out", chain / f"fresh{i}") for i in range(2)]
+    seeds = []
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+        found = re.search(r"seed (\d+) \(repeat with --seed (\d+)\)", r.stderr)
+        assert found and found[1] == found[2] and re.search(rf"seed\W+{found[1]}\b", r.stdout)  # and in the summary
+        seeds.append(found[1])
+    assert seeds[0] != seeds[1] and digest(chain / "fresh0") != digest(chain / "fresh1")
+    r = vq(*args, "--seed", seeds[0], "--out", chain / "again")
+    assert r.returncode == 0 and f"seed {seeds[0]} " in r.stderr, r.stderr
+    assert digest(chain / "again") == digest(chain / "fresh0")
 
 
 @needs_fashion_mnist
@@ -139,7 +156,7 @@ def test_vae_tokenizers_sample_by_their_latent_prior(tmp_path, image_folder):
 @needs_fashion_mnist
 def test_eval_writes_a_complete_report(chain, tmp_path):
     r = vq("eval", "--tokenizer", chain / "tokenizer", "--prior", chain / "prior", "--per-class", "4",
-           "--completions", "6", "--classifier", chain / "classifier", "--out", tmp_path / "eval.json")
+           "--complete-images", "6", "--classifier", chain / "classifier", "--out", tmp_path / "eval.json")
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "eval.json").read_text())
     assert 0 <= rep["classifier"]["test_acc"] <= 1
