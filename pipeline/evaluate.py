@@ -20,7 +20,7 @@ from vq.pipeline.classifier import ensure_classifier, predict
 from vq.pipeline.data import Split, StreamImages, to_float
 from vq.pipeline.generate import SamplingOptions, generate_images, load_pair
 from vq.pipeline.metrics import accuracy, frechet_distance
-from vq.pipeline.runs import atomic_write_json, resolve_stored
+from vq.pipeline.runs import VQError, atomic_write_json, resolve_stored
 from vq.pipeline.loader import Skipped, materialize
 from vq.pipeline.tokenizer import EvalImages, evaluate_tokenizer, stored_data_options
 from vq.pipeline.trainer import resolve_device
@@ -73,6 +73,10 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     console = console or Console(stderr=True)
     opts = opts or SamplingOptions()
     opts.validate()
+    for path, what in ((out, "--out"), (classifier_root, "--classifier")):
+        if path is not None and Path(path).exists() and Path(path).is_dir() == (what == "--out"):
+            raise VQError(f"{what} {path} is a {'folder' if what == '--out' else 'file'}; give a "
+                          f"{'file name for eval.json' if what == '--out' else 'folder'}")
     t0 = time.time()
     tokenizer, info, prior = load_pair(tokenizer_dir, prior_dir, device)
     if prior is not None:  # the prior's NLL means something only on this tokenizer's codes: check before any work

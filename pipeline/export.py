@@ -161,6 +161,8 @@ def export_codes(
 
     console = console or Console(stderr=True)
     out = default_codes_dir(tokenizer_dir) if out is None else Path(out)
+    if out.exists() and not out.is_dir():
+        raise VQError(f"{out} is a file; exported codes need a folder (--out of export-codes, --codes of fit-prior)")
     model, info = load_tokenizer(tokenizer_dir, "cpu")
     if info["model"] != "vqvae":
         raise VQError(f"{tokenizer_dir} holds a {info['model']}, which has no discrete codes; train a VQ-VAE (--model vqvae)")

@@ -61,6 +61,8 @@ def file_stem(name: str) -> str:
 def new_output_dir(out: Path | None, default_root: Path, names: list[str], force: bool) -> Path:
     """An explicit --out must not hold files we would overwrite (unless --force); the default is a
     fresh numbered folder under default_root, so earlier results are never touched."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise VQError(f"--out {out} is a file; give a folder")
     if out is None:
         existing = [int(p.name) for p in default_root.glob("[0-9][0-9][0-9]") if p.is_dir()] if default_root.exists() else []
         return default_root / f"{max(existing, default=0) + 1:03d}"

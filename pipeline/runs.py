@@ -47,8 +47,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             kept = "the previous version is intact" if path.exists() else "nothing was written"
             raise VQError(f"no space to write {path} ({e.strerror}); {kept}; free some space and run the "
                           "command again (a training run continues with --resume)") from None
-        if isinstance(e, PermissionError):
-            raise VQError(f"cannot write {path}: permission denied; choose another --out") from None
+        if isinstance(e, (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)):
+            raise VQError(f"cannot write {path}: {e.strerror.lower()}; choose another --out") from None
         raise
 
 
@@ -77,7 +77,7 @@ def check_run_dir(out: Path, *, resume: bool, force: bool, what: str) -> None:
         old = (" (its train_state.pt is from an older vq, which pickled it; vq no longer reads pickles: "
                "start afresh with --force)") if (out / "train_state.pt").exists() else "; drop --resume to start a new run there"
         raise VQError(f"nothing to resume in {out} (no {STATE_FILE}){old}")
-    if (out / ".lock").exists():
+    if (out / ".lock").exists() and int(os.environ.get("RANK", "0")) == 0:
         _live_holder(out)  # refuse now, before any data is loaded, if another run is writing there
     if existing and not (resume or force):
         raise VQError(
