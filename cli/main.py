@@ -48,6 +48,10 @@ def friendly(fn):
         except KeyboardInterrupt:
             err.print("[red]interrupted[/red]")
             raise typer.Exit(130) from None
+        except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+            # A path given for output that is a file where a folder belongs, or the reverse.
+            print_error(f"cannot use {e.filename}: {e.strerror.lower()}; choose another path")
+            raise typer.Exit(1) from None
         finally:
             if "vq.pipeline.distributed" in sys.modules:  # leave torchrun's process group cleanly
                 sys.modules["vq.pipeline.distributed"].teardown()
@@ -82,6 +86,7 @@ TokenizerModel = choices("TokenizerModel", "vqvae", "vae", "cvae")  # = vq.stage
 Preset = choices("Preset", "demo", "full")  # = vq.pipeline.presets
 Precision = choices("Precision", "auto", "bf16", "fp32")
 Keep = choices("Keep", "top", "bottom", "left", "right")
+Quantizer = choices("Quantizer", "ema", "l2", "fsq")  # = vq.stage1_vqvae.config.QUANTIZERS
 
 DataOpt = typer.Option(None, "--data", "-d", help="fashion-mnist (default), cifar10, a folder of class sub-folders, a saved Hugging Face dataset, or a hub id. Folders and datasets too big for memory are decoded on the fly. On --resume: the run's own data.")
 StreamingOpt = typer.Option(False, "--streaming", help="Read a Hugging Face dataset as a stream (hub datasets larger than the disk); shards are split over processes and workers.")
@@ -142,7 +147,7 @@ def print_config(job, kind: str, presets: dict, model: str, config_class, from_d
         config.update({k: v for k, v in from_data.items() if k in config and not any(k in layer for layer in layers[1:])})
     print(json.dumps({"kind": kind, "model": model, "preset": saved.get("preset") if saved else job.preset,
                       "model_config": config, "train_config": to_dict(train),
-                      "from_data": sorted(k for k, v in config.items() if v is None)}, indent=2))
+                      "from_data": sorted(k for k in from_data if k in config and config[k] is None)}, indent=2))
 
 
 @app.command("fit-tokenizer")
@@ -162,6 +167,7 @@ def fit_tokenizer(
     seed: Optional[int] = SeedOpt,
     eval_every: Optional[int] = EvalEveryOpt,
     precision: Optional[Precision] = PrecisionOpt,
+    quantizer: Optional[Quantizer] = typer.Option(None, "--quantizer", case_sensitive=False, help="VQ-VAE: ema (a learned codebook, EMA updates), l2 (the same on unit vectors, low-dimensional codes) or fsq (finite scalar quantization: no codebook, K = the product of its levels)."),
     codebook_size: Optional[int] = typer.Option(None, "--codebook-size", min=2, max=65536, help="VQ-VAE: number of codes K."),
     downsample: Optional[int] = typer.Option(None, "--downsample", callback=check(lambda d: d >= 1 and not d & (d - 1), "a power of two"), help="Total stride, a power of two: 4 gives 7x7 codes at 28 px, 2 gives 14x14."),
     image_size: Optional[int] = ImageSizeOpt,
@@ -190,7 +196,7 @@ def fit_tokenizer(
     job = TokenizerJob(
         model=model.value, preset=preset.value, out=out, config_file=config, resume=resume, force=force,
         data=DataOptions(data, image_size, channels, image_column, label_column, limit, streaming, strict),
-        model_overrides=train_overrides(codebook_size=codebook_size, downsample=downsample),
+        model_overrides=train_overrides(quantizer=quantizer.value if quantizer else None, codebook_size=codebook_size, downsample=downsample),
         train_overrides=train_overrides(device=device, batch_size=batch_size, workers=workers, epochs=epochs,
                                         steps=steps, lr=lr, seed=seed, eval_every=eval_every, time_budget=time_budget, save_every=save_every, skip_nonfinite=skip_nonfinite,
                                         log_every=log_every, precision=precision and precision.value, compile=compile_,

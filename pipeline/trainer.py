@@ -35,6 +35,7 @@ from vq.pipeline.runs import STATE_FILE, Interrupted, VQError, atomic_write_byte
 
 MEASURE_FROM, MEASURE_TO = 5, 25  # steps timed (after compilation and worker start-up) to fit a time budget
 STOP_EVERY = 10  # under torchrun, steps between agreements on a Ctrl-C (torchrun kills after 30 s)
+MAX_SKIPPED_IN_A_ROW = 50  # --skip-nonfinite: this many non-finite batches in a row stop the run
 
 
 @dataclass
@@ -69,7 +70,10 @@ class TrainConfig:
             if value is not None and value < low:
                 raise VQError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
         if self.time_budget:
-            parse_duration(self.time_budget)
+            try:
+                parse_duration(self.time_budget)
+            except VQError as e:
+                raise VQError(f"--time-budget: {e}") from None
         save_interval(self.save_every)
         if self.precision not in ("auto", "bf16", "fp32"):
             raise VQError(f"unknown precision '{self.precision}' (use auto, bf16 or fp32)")
@@ -95,10 +99,12 @@ def save_interval(text: str) -> tuple[int | None, float | None]:
         if int(text) < 1:
             raise VQError("--save-every must be at least 1 step (or a time such as 10m)")
         return int(text), None
-    try:
-        return None, parse_duration(text)
-    except VQError:
-        raise VQError(f"cannot read --save-every '{text}' (a number of steps such as 500, or a time such as 10m)") from None
+    if re.search(r"[hms]\s*$", text):  # a time must say its unit: '500.0' is neither steps nor a time
+        try:
+            return None, parse_duration(text)
+        except VQError:
+            pass
+    raise VQError(f"cannot read --save-every '{text}' (a whole number of steps such as 500, or a time such as 10m)")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -251,12 +257,7 @@ def fit(
     workers = default_workers() if cfg.workers is None else cfg.workers
 
     model.to(device)
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.99), fused=device.type == "cuda",
-    )
+    optimizers = make_optimizers(model, cfg, device)
     step, best, wandb_id, total, saved_total = 0, math.inf, None, None, None
     state_path = run_dir / STATE_FILE
     if resume:
@@ -265,7 +266,10 @@ def fit(
         state = load_state(state_path, state_kind)
         try:
             model.load_state_dict(state["model"], strict=True)
-            opt.load_state_dict(state["optimizer"])
+            if set(state["optimizers"]) != set(optimizers):
+                raise KeyError(f"optimizers {sorted(state['optimizers'])}, not {sorted(optimizers)}")
+            for name, opt in optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise VQError(f"cannot resume from {state_path}: it does not fit this model ({str(e).strip().splitlines()[0]})") from None
         step, best, wandb_id = int(state["step"]), float(state["best"]), state.get("wandb_id")
@@ -290,7 +294,7 @@ def fit(
     elif total is None:
         total = total_steps(cfg, data.epoch_size)
     schedule = Schedule(cfg, total, fitted=not budget)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule, last_epoch=step - 1)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(opt, schedule, last_epoch=step - 1) for opt in optimizers.values()]
     if resume and main:
         console.print(f"resuming {run_dir} at step {step}" + (f"/{total}" if not budget else ""))
 
@@ -319,15 +323,23 @@ def fit(
         return VQError(f"the loss became non-finite at step {at}; stopped without saving: {kept} "
                        "pass --skip-nonfinite to skip such batches")
 
-    def checkpoint(metrics: dict, weights: bool = True) -> None:
+    def checkpoint(metrics: dict, weights: bool = True, agree: bool = True) -> None:
         """Rank 0 writes the training state (and with `weights`, the checkpoint users load) —
-        never non-finite weights: those stop the run with the last good state kept."""
+        never non-finite weights. Called by every rank (`agree`), they stop together on those,
+        with the last good state kept; a periodic save by rank 0 alone just skips the write and
+        leaves the stop to the next agreed loss read."""
         nonlocal best, saved_step, last_save
         last_save = time.time()
+        finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all() & (bad_step < 0)
+        bad = (~finite).float().reshape(1)
+        if agree:
+            dist.all_reduce_sum_(bad)
+        if float(bad) > 0:
+            if not agree:
+                return
+            raise nonfinite(int(bad_step) if int(bad_step) >= 0 else f"{step} or before")
         if not main:
             return
-        if int(bad_step) >= 0 or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            raise nonfinite(int(bad_step) if int(bad_step) >= 0 else f"{step} or before")
         better = best_metric is None or metrics.get(best_metric, math.inf) < best
         if weights and (better or not (run_dir / "model.safetensors").exists()):
             if best_metric is not None and best_metric in metrics:
@@ -335,7 +347,7 @@ def fit(
             save(model, metrics)
         state = {
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(), "step": step, "total": schedule.total if schedule.fitted else None, "best": best,
+            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()}, "step": step, "total": schedule.total if schedule.fitted else None, "best": best,
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "wandb_id": wandb_id,
         }
@@ -343,7 +355,7 @@ def fit(
         saved_step = step
 
     eval_seconds = 0.0
-    nonfinite_skipped = 0
+    nonfinite_skipped = skipped_in_a_row = 0
 
     def run_eval() -> dict:
         nonlocal eval_seconds
@@ -386,20 +398,29 @@ def fit(
                 with ctx:
                     out = net(*batch, step=step)
                 loss = out.loss
-                opt.zero_grad(set_to_none=True)
+                for opt in optimizers.values():
+                    opt.zero_grad(set_to_none=True)
                 loss.backward()
                 skip = False
                 if cfg.skip_nonfinite:
-                    # The gradient norm is the same on every rank after DDP's all-reduce, so all skip together.
-                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-                    skip = not bool(torch.isfinite(norm) & torch.isfinite(loss.detach()))
+                    # The gradient norms are the same on every rank after DDP's all-reduce, so all
+                    # skip together (a rank's own loss would not be: in one process it counts too).
+                    norms = [clip(opt, cfg.grad_clip if cfg.grad_clip > 0 else math.inf) for opt in optimizers.values()]
+                    ok = torch.isfinite(torch.stack(norms)).all()
+                    skip = not bool(ok if dist.active() else ok & torch.isfinite(loss.detach()))
                     nonfinite_skipped += skip
+                    skipped_in_a_row = skipped_in_a_row + 1 if skip else 0
+                    if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                        raise nonfinite(f"{step + 1} and the {MAX_SKIPPED_IN_A_ROW - 1} before it (every batch skipped)")
                 elif cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    for opt in optimizers.values():
+                        clip(opt, cfg.grad_clip)
                 stop["updating"] = True
                 if not skip:
-                    opt.step()
-                sched.step()  # a skipped batch still counts as a step: the schedule and data order go on
+                    for opt in optimizers.values():
+                        opt.step()
+                for sched in scheds:  # a skipped batch still counts as a step: the schedule and data order go on
+                    sched.step()
                 step += 1
                 stop["updating"] = False
                 if stop["now"]:
@@ -437,7 +458,7 @@ def fit(
                     running = value if running is None else 0.7 * running + 0.3 * value
                     progress.update(task, info=f"loss {running:.4f}")
                     if wandb_run is not None:
-                        wandb_run.log({"train/loss": value, "train/lr": sched.get_last_lr()[0],
+                        wandb_run.log({"train/loss": value, "train/lr": scheds[0].get_last_lr()[0],
                                        **{f"train/{k}": float(v) for k, v in out.metrics.items()}}, step=step)
                     if nonfinite_skipped:
                         progress.update(task, info=f"loss {running:.4f}, {nonfinite_skipped} non-finite batches skipped")
@@ -449,16 +470,16 @@ def fit(
                 if step % cfg.eval_every == 0 and step < schedule.total:
                     metrics = run_eval()
                     checkpoint(metrics)
-                elif main and step < schedule.total and (
-                        (every_steps and step % every_steps == 0)
-                        or (every_seconds and time.time() - last_save >= every_seconds)):
-                    checkpoint({}, weights=False)  # what a kill -9 would otherwise lose
                     if main:
                         progress.console.print(f"step {step}: {fmt(metrics)}")
                     if budget and t_measure is not None:
                         schedule.total = dist.broadcast_object(
                             fit_budget(step, start_step, t_measure, t_loop, budget, eval_seconds, cfg))
                         progress.update(task, total=schedule.total)
+                elif main and step < schedule.total and (
+                        (every_steps and step % every_steps == 0)
+                        or (every_seconds and time.time() - last_save >= every_seconds)):
+                    checkpoint({}, weights=False, agree=False)  # rank 0 alone: what a kill -9 would otherwise lose
         loop_seconds = time.time() - t_loop
         loop_eval_seconds = eval_seconds  # evaluations inside the loop, not the final one below
         metrics = run_eval()
@@ -481,6 +502,25 @@ def fit(
             "world_size": dist.world_size(), "main": main, "skipped": skipped.count,
             "nonfinite_skipped": nonfinite_skipped,
             "best": best if best_metric else None, "metrics": metrics, "device": str(device)}
+
+
+def make_optimizers(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> dict:
+    """One AdamW per part of the model: the whole model, or the parts it names itself
+    (`model.optimizer_parts()` -> {name: (parameters, betas)}, e.g. an autoencoder and its
+    discriminator). Weight decay on matrices and convolutions only."""
+    parts = model.optimizer_parts() if hasattr(model, "optimizer_parts") else {"model": (list(model.parameters()), (0.9, 0.99))}
+    optimizers = {}
+    for name, (params, betas) in parts.items():
+        params = [p for p in params if p.requires_grad]
+        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        optimizers[name] = torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=device.type == "cuda")
+    return optimizers
+
+
+def clip(opt: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
+    """Clip the gradients of one optimizer's parameters; returns their norm before clipping."""
+    return torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], max_norm)
 
 
 def fit_budget(step: int, start_step: int, t_measure: float, t_loop: float, budget: float,
