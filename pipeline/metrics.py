@@ -14,31 +14,12 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Ten
     return 10 * torch.log10(data_range**2 / mse.clamp(min=1e-12))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
-    """Per-image SSIM (Wang et al. 2004) of (b, c, h, w) images: 11x11 Gaussian window with
-    sigma 1.5, K1 = 0.01, K2 = 0.03, averaged over valid windows and channels."""
-    x, y = x.float(), y.float()
-    c = x.shape[1]
-    win = min(11, x.shape[-1], x.shape[-2])
-    g = _gaussian_window(win).to(x.device)
-    kernel = (g[:, None] * g[None, :]).expand(c, 1, win, win)
+    """Per-image SSIM (Wang et al. 2004): 11x11 Gaussian window with sigma 1.5 (smaller for
+    smaller images), K1 = 0.01, K2 = 0.03; the tokenizer's SSIM loss is the same function."""
+    from vq.stage1_vqvae.losses import ssim as _ssim
 
-    def blur(t):
-        return F.conv2d(t, kernel, groups=c)
-
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x, mu_y = blur(x), blur(y)
-    sxx = blur(x * x) - mu_x**2
-    syy = blur(y * y) - mu_y**2
-    sxy = blur(x * y) - mu_x * mu_y
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return s.flatten(1).mean(1)
+    return _ssim(x, y, size=min(11, x.shape[-1], x.shape[-2]), data_range=data_range)
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from vq.pipeline.presets import TOKENIZER_PRESETS
 from vq.pipeline.runs import STATE_FILE, VQError, check_run_dir, run_lock, stored_path
 from vq.pipeline.trainer import TrainConfig, fit, resolve_device, seed_everything
 from vq.stage1_vqvae import TOKENIZERS
+from vq.stage1_vqvae.losses import abs_laplacian, check_perceptual
 
 EVAL_PIXELS = 500 * 28 * 28  # images evaluated at once: 500 at 28 px, fewer at larger sizes (flat memory)
 EVAL_IMAGES = 10_000  # held-out images evaluated during training (the whole test split when smaller)
@@ -107,11 +108,12 @@ def eval_batch(image_size: int) -> int:
 
 @torch.no_grad()
 def evaluate_tokenizer(model, split: Split) -> dict:
-    """Test-split MSE, PSNR and SSIM (images in [-1, 1], a range of 2); for a VQ-VAE
+    """Test-split MSE, PSNR, SSIM (images in [-1, 1], a range of 2) and sharpness (high-frequency
+    energy of the reconstructions over the originals', stage1_vqvae.losses.abs_laplacian); for a VQ-VAE
     also codebook usage (share of codes used at least once) and perplexity."""
     device = next(model.parameters()).device
     batch_size = eval_batch(model.config.image_size)
-    sq_err, psnr_sum, ssim_sum, n = 0.0, 0.0, 0.0, 0
+    sq_err, psnr_sum, ssim_sum, lap_recon, lap_real, n = 0.0, 0.0, 0.0, 0.0, 0.0, 0
     counts = torch.zeros(getattr(model.config, "codebook_size", 1), device=device)
     for batch in batches(split, batch_size):
         images, labels = image_batch(batch, device)
@@ -119,10 +121,12 @@ def evaluate_tokenizer(model, split: Split) -> dict:
         sq_err += float((recon - images).pow(2).flatten(1).mean(1).sum())
         psnr_sum += float(psnr(recon, images).sum())
         ssim_sum += float(ssim(recon, images).sum())
+        lap_recon += float(abs_laplacian(recon).sum())
+        lap_real += float(abs_laplacian(images).sum())
         n += images.shape[0]
         if model.name == "vqvae":
             counts += torch.bincount(model.encode_indices(images).flatten(), minlength=counts.numel())
-    metrics = {"mse": sq_err / n, "psnr": psnr_sum / n, "ssim": ssim_sum / n}
+    metrics = {"mse": sq_err / n, "psnr": psnr_sum / n, "ssim": ssim_sum / n, "sharpness": lap_recon / max(lap_real, 1e-8)}
     if model.name == "vqvae":
         p = counts / counts.sum()
         metrics["usage"] = float((counts > 0).float().mean())
@@ -195,6 +199,11 @@ def fit_tokenizer(job: TokenizerJob, console: Console | None = None) -> dict:
     if job.resume:
         check_state(job.out / STATE_FILE, cls.name)
     train_cfg, model_layers = job_configs(job, TOKENIZER_PRESETS, job.model, cls.config_class, saved)
+    merged = {k: v for layer in model_layers for k, v in layer.items()}
+    try:  # before any data is loaded
+        check_perceptual(merged.get("perceptual", "none"), merged.get("lpips_weights"))
+    except FileNotFoundError as e:
+        raise VQError(str(e)) from None
     device = resolve_device(train_cfg.device)
     data_opts = saved_data_options(saved, job.data, job.out) if saved else job.data
     main = dist.is_main()

@@ -1,6 +1,7 @@
 """Typed configs of the three tokenizers. Data-dependent fields (channels, image size, classes)
 are filled from the dataset when a model is built; the rest come from presets, files or flags."""
 
+import math
 from dataclasses import dataclass
 
 
@@ -30,14 +31,47 @@ class ConvConfig:
         return self.image_size // self.downsample
 
 
+QUANTIZERS = ("ema", "l2", "fsq")
+# FSQ levels for a codebook of about 2^bits codes, as Mentzer et al. 2023 recommend (table 1).
+FSQ_LEVELS = {8: [8, 6, 5], 10: [8, 5, 5, 5], 12: [7, 5, 5, 5, 5], 14: [8, 8, 8, 6, 5], 16: [8, 8, 8, 5, 5, 5]}
+PERCEPTUAL = ("none", "ssim", "random", "lpips")
+
+
 @dataclass
 class VQVAEConfig(ConvConfig):
-    code_dim: int = 32
-    codebook_size: int = 512
+    quantizer: str = "ema"  # ema: learned codebook (EMA); l2: the same on unit vectors; fsq: finite scalar levels
+    code_dim: int = 32  # ema / l2 (fsq: len(fsq_levels))
+    codebook_size: int = 512  # ema / l2 (fsq: prod(fsq_levels))
+    fsq_levels: list[int] | None = None  # fsq: levels per channel, e.g. [8, 6, 5] (K = 240); default: from codebook_size
     commitment: float = 0.25
     ema_decay: float = 0.99
     dead_code_threshold: float = 1.0  # EMA count under which a code is restarted from the batch
     kmeans_iters: int = 10
+    # VQGAN-style terms (Esser et al. 2021), each with a weight and a first step:
+    perceptual: str = "none"  # none | ssim | random (features of a fixed random network) | lpips (VGG weights on disk)
+    perceptual_weight: float = 0.0
+    lpips_weights: str | None = None  # lpips: torchvision's vgg16 weights file (default: torch hub's cache)
+    adversarial_weight: float = 0.0  # 0: no discriminator
+    adversarial_start: int = 0  # the discriminator trains and is used from this step on
+    disc_hidden: int = 64
+    disc_layers: int = 2  # PatchGAN stride-2 layers: receptive fields of 16 px (2) or 34 px (3)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"unknown quantizer '{self.quantizer}' (choose one of {', '.join(QUANTIZERS)})")
+        if self.perceptual not in PERCEPTUAL:
+            raise ValueError(f"unknown perceptual loss '{self.perceptual}' (choose one of {', '.join(PERCEPTUAL)})")
+        if self.quantizer == "fsq":
+            if self.fsq_levels is None:
+                bits = min(FSQ_LEVELS, key=lambda b: abs(b - math.log2(max(2, self.codebook_size))))
+                self.fsq_levels = list(FSQ_LEVELS[bits])
+            if not self.fsq_levels or min(self.fsq_levels) < 2:
+                raise ValueError("the fsq quantizer needs fsq_levels, each at least 2 (e.g. [8, 6, 5])")
+            self.codebook_size = math.prod(self.fsq_levels)
+            self.code_dim = len(self.fsq_levels)
+        if self.codebook_size > 65536:
+            raise ValueError(f"a codebook of {self.codebook_size} codes is more than the 65,536 the export and the prior take")
 
 
 @dataclass

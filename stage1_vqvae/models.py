@@ -18,7 +18,8 @@ from torch import nn
 
 from vq.stage1_vqvae.config import CVAEConfig, VAEConfig, VQVAEConfig
 from vq.stage1_vqvae.modules import Decoder, Encoder
-from vq.stage1_vqvae.quantizer import QuantizerOutput, VectorQuantizer
+from vq.stage1_vqvae.losses import PatchDiscriminator, adaptive_weight, hinge_d_loss, perceptual_module, ssim_loss
+from vq.stage1_vqvae.quantizer import FSQ, QuantizerOutput, VectorQuantizer
 
 
 @dataclass
@@ -39,15 +40,38 @@ class VQVAE(nn.Module):
         self.config = config
         c = config
         self.encoder = Encoder(c.channels, c.code_dim, c.hidden, c.downsample, c.res_blocks, c.upper_res_blocks)
-        self.quantizer = VectorQuantizer(
+        self.quantizer = FSQ(c.fsq_levels) if c.quantizer == "fsq" else VectorQuantizer(
             c.codebook_size, c.code_dim, decay=c.ema_decay, commitment=c.commitment,
-            dead_code_threshold=c.dead_code_threshold, kmeans_iters=c.kmeans_iters,
+            dead_code_threshold=c.dead_code_threshold, kmeans_iters=c.kmeans_iters, normalize=c.quantizer == "l2",
         )
         self.decoder = Decoder(c.code_dim, c.channels, c.hidden, c.downsample, c.res_blocks, c.upper_res_blocks)
+        self.discriminator = PatchDiscriminator(c.channels, c.disc_hidden, c.disc_layers) if c.adversarial_weight > 0 else None
+        self._perceptual = None  # a fixed network, kept out of the state dict: built on first use
 
     @property
     def grid_shape(self) -> tuple[int, int]:
         return (self.config.grid, self.config.grid)
+
+    def optimizer_parts(self) -> dict:
+        """The autoencoder and, when there is one, its discriminator, each with its own optimizer
+        (the discriminator with VQGAN's betas)."""
+        disc = set(map(id, self.discriminator.parameters())) if self.discriminator is not None else set()
+        parts = {"autoencoder": ([p for p in self.parameters() if id(p) not in disc], (0.9, 0.99))}
+        if self.discriminator is not None:
+            parts["discriminator"] = (list(self.discriminator.parameters()), (0.5, 0.9))
+        return parts
+
+    def perceptual_loss(self, recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c.perceptual == "ssim":
+            return ssim_loss(recon, images)
+        if self._perceptual is None:
+            try:
+                self._perceptual = [perceptual_module(c.perceptual, c.channels, c.lpips_weights)]
+            except FileNotFoundError as e:
+                raise ValueError(str(e)) from None
+        net = self._perceptual[0].to(images.device)
+        return net(recon, images)
 
     def quantize(self, images: torch.Tensor) -> QuantizerOutput:
         return self.quantizer(self.encoder(images))
@@ -70,11 +94,34 @@ class VQVAE(nn.Module):
         return self.decode(self.quantize(images).quantized)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, step: int = 0) -> TokenizerOutput:
+        c = self.config
         q = self.quantize(images)
         recon = self.decode(q.quantized)
         rec = F.mse_loss(recon.float(), images.float())
         metrics = {"rec": rec, "commit": q.loss, "perplexity": q.perplexity, "usage": q.usage}
-        return TokenizerOutput(recon, rec + q.loss, {k: v.detach() for k, v in metrics.items()})
+        if c.perceptual != "none" and c.perceptual_weight > 0:
+            metrics["perceptual"] = self.perceptual_loss(recon, images)
+            rec = rec + c.perceptual_weight * metrics["perceptual"]
+        loss = rec + q.loss
+        if self.discriminator is not None:
+            loss = loss + self.adversarial_terms(images, recon, rec, step, metrics)
+        return TokenizerOutput(recon, loss, {k: v.detach() for k, v in metrics.items()})
+
+    def adversarial_terms(self, images, recon, rec, step: int, metrics: dict) -> torch.Tensor:
+        """Both players' losses, summed so one backward pass serves both optimizers without
+        crossing over: the generator's term sees the discriminator through detached weights (its
+        gradient reaches only the autoencoder), and the discriminator's sees a detached
+        reconstruction (its gradient reaches only the discriminator). Off (x 0) before
+        `adversarial_start`, so the graph and DDP's buckets are the same at every step."""
+        on = float(step >= self.config.adversarial_start)
+        frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+        g_adv = -torch.func.functional_call(self.discriminator, frozen, (recon,)).float().mean()
+        weight = torch.zeros((), device=images.device)
+        if on and torch.is_grad_enabled():
+            weight = adaptive_weight(rec, g_adv, self.decoder.net[-1].weight)
+        d_loss = hinge_d_loss(self.discriminator(images).float(), self.discriminator(recon.detach()).float())
+        metrics.update(g_adv=g_adv, d_loss=d_loss, adv_weight=weight)
+        return on * (self.config.adversarial_weight * weight * g_adv + d_loss)
 
 
 class VAE(nn.Module):

@@ -1,4 +1,5 @@
-"""Vector quantizer with an exponential-moving-average codebook.
+"""Quantizers: a vector quantizer with an exponential-moving-average codebook (`ema`, and `l2`:
+the same on l2-normalised codes), and finite scalar quantization (`fsq`), which has no codebook.
 
 van den Oord et al. 2017, "Neural Discrete Representation Learning" (VQ-VAE, EMA updates in
 appendix A.1); k-means initialisation and the restart of dead codes from encoder outputs follow
@@ -15,7 +16,18 @@ Under torchrun (torch.distributed initialised) the codebook stays identical on e
 k-means initialisation is computed on rank 0 and broadcast, the EMA counts and sums are summed
 over ranks before the update, and dead-code restarts use candidates drawn on rank 0. Nothing here
 reads a value back to the host during training, so a GPU step never waits on the CPU.
+
+`l2`: codes and encoder outputs live on the unit sphere, so the nearest code is the one of
+highest cosine similarity, the distances do not grow with the encoder's scale, and codes of low
+dimension (8) stay well used (Yu et al. 2022, "Vector-quantized Image Modeling with Improved
+VQGAN"; LlamaGen's tokenizer ablation, Sun et al. 2024).
+
+`fsq`: Mentzer et al. 2023, "Finite Scalar Quantization: VQ-VAE Made Simple". Each of d channels
+is bounded and rounded to one of L_i levels; the code is the tuple, its index the mixed-radix
+number. Nothing is learned, so nothing can collapse: K = prod(L_i).
 """
+
+import math
 
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -82,8 +94,10 @@ class VectorQuantizer(nn.Module):
         dead_code_threshold: float = 1.0,
         kmeans_iters: int = 10,
         eps: float = 1e-5,
+        normalize: bool = False,
     ):
         super().__init__()
+        self.normalize = normalize  # the `l2` quantizer: codes and inputs on the unit sphere
         self.codebook_size = codebook_size
         self.decay = decay
         self.commitment = commitment
@@ -108,6 +122,8 @@ class VectorQuantizer(nn.Module):
             dist.broadcast(centres, src=0)
         else:
             centres = kmeans(x, self.codebook_size, self.kmeans_iters)
+        if self.normalize:
+            centres = F.normalize(centres, dim=1)
         self.codebook.copy_(centres)
         self.ema_sum.copy_(centres)
         self.ema_count.fill_(1.0)
@@ -131,7 +147,8 @@ class VectorQuantizer(nn.Module):
         # Laplace smoothing keeps never-chosen codes from dividing by zero.
         n = self.ema_count.sum()
         smoothed = (self.ema_count + self.eps) / (n + k * self.eps) * n
-        self.codebook.copy_(torch.where(finite, self.ema_sum / smoothed[:, None], self.codebook))
+        means = self.ema_sum / smoothed[:, None]
+        self.codebook.copy_(torch.where(finite, F.normalize(means, dim=1) if self.normalize else means, self.codebook))
         self._restart_dead_codes(x, finite)
 
     @torch.no_grad()
@@ -143,7 +160,7 @@ class VectorQuantizer(nn.Module):
         fresh = x[torch.randint(0, x.shape[0], (self.codebook_size,), device=x.device)]
         if _distributed():
             dist.broadcast(fresh, src=0)
-        self.codebook.copy_(torch.where(dead, fresh, self.codebook))
+        self.codebook.copy_(torch.where(dead, fresh, self.codebook))  # (unit vectors already for `l2`)
         self.ema_sum.copy_(torch.where(dead, fresh * self.dead_code_threshold, self.ema_sum))
         self.ema_count.copy_(torch.where(dead[:, 0], torch.full_like(self.ema_count, self.dead_code_threshold), self.ema_count))
 
@@ -151,6 +168,8 @@ class VectorQuantizer(nn.Module):
         b, _, h, w = z.shape
         with torch.autocast(z.device.type, enabled=False), full_fp32():
             z = z.float()
+            if self.normalize:
+                z = F.normalize(z, dim=1)
             x = rearrange(z, "b d h w -> (b h w) d")
             if self.training and self._needs_init():
                 self._init_codebook(x.detach())
@@ -175,3 +194,63 @@ class VectorQuantizer(nn.Module):
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """(b, h, w) int -> (b, d, h, w): the inverse of the index half of `forward`."""
         return rearrange(self.codebook[indices], "b h w d -> b d h w")
+
+
+class FSQ(nn.Module):
+    """Finite scalar quantization: (b, d, h, w) with d = len(levels) -> the nearest of
+    prod(levels) grid points, through a straight-through rounding."""
+
+    def __init__(self, levels: list[int], eps: float = 1e-3):
+        super().__init__()
+        if not levels or min(levels) < 2:
+            raise ValueError(f"FSQ levels must be at least 2 each, got {levels}")
+        self.levels = list(levels)
+        self.codebook_size = math.prod(levels)
+        self.eps = eps
+        self.register_buffer("_levels", torch.tensor(levels, dtype=torch.float32), persistent=False)
+        basis = [math.prod(levels[:i]) for i in range(len(levels))]
+        self.register_buffer("_basis", torch.tensor(basis, dtype=torch.int64), persistent=False)
+
+    def _bound(self, x: torch.Tensor) -> torch.Tensor:
+        """Squash each channel into (-L/2, L/2), shifted by a half for even L, so that rounding
+        gives exactly L integers."""
+        half = (self._levels - 1) * (1 - self.eps) / 2
+        offset = torch.where(self._levels % 2 == 0, 0.5, 0.0)
+        shift = torch.atanh(offset / half)
+        return torch.tanh(x + shift) * half - offset
+
+    def _scale(self, q: torch.Tensor) -> torch.Tensor:
+        """Integer levels -> codes in [-1, 1]."""
+        return q / (self._levels // 2)
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        b, d, h, w = z.shape
+        if d != len(self.levels):
+            raise ValueError(f"FSQ with {len(self.levels)} levels got {d} channels")
+        with torch.autocast(z.device.type, enabled=False):
+            x = rearrange(z.float(), "b d h w -> b h w d")
+            bounded = self._bound(x)
+            q = bounded.round()
+            codes = self._scale(straight_through(bounded, q))
+            indices = ((q + self._levels // 2).long() * self._basis).sum(-1)
+            counts = torch.bincount(indices.flatten(), minlength=self.codebook_size).float()
+            probs = counts / counts.sum()
+            perplexity = torch.exp(-(probs * torch.log(probs.clamp(min=1e-10))).sum())
+        return QuantizerOutput(
+            quantized=rearrange(codes, "b h w d -> b d h w"),
+            indices=indices,
+            loss=torch.zeros((), device=z.device),
+            perplexity=perplexity,
+            usage=(counts > 0).float().mean(),
+        )
+
+    def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
+        """(b, d, h, w) codes (grid points) -> (b, h, w) int64: the inverse of indices_to_codes."""
+        q = (rearrange(codes.float(), "b d h w -> b h w d") * (self._levels // 2)).round()
+        return ((q + self._levels // 2).long() * self._basis).sum(-1)
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """(b, h, w) int -> (b, d, h, w) codes in [-1, 1]."""
+        levels = self._levels.long()
+        digits = (indices[..., None] // self._basis) % levels
+        return rearrange(self._scale((digits - levels // 2).float()), "b h w d -> b d h w")

@@ -160,7 +160,7 @@ def test_eval_writes_a_complete_report(chain, tmp_path):
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "eval.json").read_text())
     assert 0 <= rep["classifier"]["test_acc"] <= 1
-    assert set(rep["tokenizer"]) == {"mse", "psnr", "ssim", "usage", "perplexity"}
+    assert set(rep["tokenizer"]) == {"mse", "psnr", "ssim", "sharpness", "usage", "perplexity"}
     assert rep["prior"]["test_bits_per_token"] > 0 and rep["prior"]["test_bits_per_dim"] > 0
     for key in ("real_train", "reconstructions", "samples"):
         assert rep[key]["n"] == 40 and 0 <= rep[key]["acc"] <= 1 and rep[key]["fd"] >= 0

@@ -44,7 +44,10 @@ def same_weights(a, b) -> bool:
 
 @needs_fashion_mnist
 def test_torchrun_two_processes_keep_ranks_identical(tmp_path):
-    (tmp_path / "tok.toml").write_text(TOKENIZER_TOML)
+    # The tokenizer with its discriminator and perceptual term: two optimizers and an adaptive
+    # weight (autograd.grad inside the forward) under DDP.
+    (tmp_path / "tok.toml").write_text(TOKENIZER_TOML.replace(
+        "[train]", 'perceptual = "random"\nperceptual_weight = 0.1\nadversarial_weight = 0.2\n[train]'))
     (tmp_path / "prior.toml").write_text(PRIOR_TOML)
     harness = ROOT / "tests" / "rank_weights.py"
     for stage, args in (

@@ -1,0 +1,110 @@
+"""Tokenizer quality side by side: quantizer x loss, each row one `vq fit-tokenizer` run at the same
+budget (the demo preset unless --steps), measured on the held-out split: PSNR, SSIM, codebook
+usage, sharpness (high-frequency energy of reconstructions over originals'), and for labelled
+data the class accuracy and Fréchet distance of reconstructions of n real train images under
+`vq eval`'s classifier (cached in --classifier).
+
+    python bench/tokenizers.py --data fashion-mnist --variants ema-mse ema-ssim ema-random ema-adv ema-both
+    python bench/tokenizers.py --data /tmp/crops32 --variants ema-mse ema-both --no-judge
+
+Prints a table and writes bench/results/tokenizers_<data>.json (rows appended, keyed by variant).
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# The terms' weights and start steps; the quantizer's own settings. Chosen once, before measuring.
+LOSSES = {
+    "mse": {},
+    "ssim": {"perceptual": "ssim", "perceptual_weight": 0.1},
+    "random": {"perceptual": "random", "perceptual_weight": 0.1},
+    "adv": {"adversarial_weight": 0.2, "adversarial_start": 300},
+    "both": {"perceptual": "random", "perceptual_weight": 0.1, "adversarial_weight": 0.2, "adversarial_start": 300},
+}
+QUANTIZERS = {"ema": {}, "l2": {"quantizer": "l2", "code_dim": 8}, "fsq": {"quantizer": "fsq"}}
+
+
+def variant_config(name: str) -> dict:
+    quantizer, loss = name.split("-", 1)
+    return {**QUANTIZERS[quantizer], **LOSSES[loss]}
+
+
+def toml(model: dict) -> str:
+    def value(v):
+        return json.dumps(v)  # strings, numbers and lists read the same in TOML
+    return "[model]\n" + "".join(f"{k} = {value(v)}\n" for k, v in model.items())
+
+
+def judge_reconstructions(run: Path, per_class: int, classifier_root: Path) -> dict:
+    """Class accuracy and Fréchet distance of reconstructions of per_class real train images per
+    class, as `vq eval` measures them."""
+    from vq.pipeline.classifier import ensure_classifier, predict
+    from vq.pipeline.data import to_float
+    from vq.pipeline.evaluate import judge, real_images
+    from vq.pipeline.loader import Skipped
+    from vq.pipeline.tokenizer import EvalImages, load_tokenizer, stored_data_options
+
+    tokenizer, info = load_tokenizer(run, "cpu")
+    data = stored_data_options(info, run).load()
+    test = EvalImages(data.test, None, Skipped()).split
+    classifier, _ = ensure_classifier(data, test, classifier_root, "cpu")
+    _, test_feats = predict(classifier.eval(), to_float(test.images))
+    real = real_images(data.train, per_class, len(data.class_names), 0)
+    x, y = to_float(real.images), real.labels
+    with torch.no_grad():
+        recon = torch.cat([tokenizer.reconstruct(x[i : i + 500]).float() for i in range(0, len(x), 500)]).clamp(-1, 1)
+    real_j = judge(classifier, x, y, test_feats, test.labels, data.class_names)
+    rec_j = judge(classifier, recon, y, test_feats, test.labels, data.class_names)
+    return {"n": rec_j["n"], "recon_acc": rec_j["acc"], "recon_fd": rec_j["fd"], "real_acc": real_j["acc"], "real_fd": real_j["fd"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="fashion-mnist")
+    ap.add_argument("--variants", nargs="+", default=["ema-mse", "ema-both"])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/vq-tokenizers"))
+    ap.add_argument("--steps", type=int, help="override the demo preset's steps (for a rehearsal)")
+    ap.add_argument("--per-class", type=int, default=1000)
+    ap.add_argument("--classifier", type=Path, default=ROOT / "runs" / "classifier")
+    ap.add_argument("--no-judge", action="store_true", help="unlabelled data: skip accuracy and Fréchet distance")
+    args = ap.parse_args()
+    tag = Path(args.data).name
+    results_path = ROOT / "bench" / "results" / f"tokenizers_{tag}.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for name in args.variants:
+        out = args.work / tag / name
+        cfg = args.work / tag / f"{name}.toml"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(toml(variant_config(name)))
+        cmd = [sys.executable, "-m", "vq.cli.main", "fit-tokenizer", "--preset", "demo", "--data", args.data,
+               "--config", str(cfg), "--out", str(out), "--force", "--seed", "0"]
+        if args.steps:
+            cmd += ["--steps", str(args.steps), "--eval-every", str(args.steps)]
+        t = time.time()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            sys.exit(f"{name} failed:\n{r.stderr[-3000:]}")
+        info = json.loads((out / "config.json").read_text())
+        row = {"variant": name, "model": variant_config(name), "seconds": round(time.time() - t, 1),
+               "steps": info["train"]["steps"], **{k: info["metrics"][k] for k in ("psnr", "ssim", "usage", "perplexity", "sharpness")}}
+        if not args.no_judge:
+            row.update(judge_reconstructions(out, args.per_class, args.classifier))
+        results[name] = row
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(row), flush=True)
+    cols = ["variant", "seconds", "psnr", "ssim", "usage", "sharpness", "recon_acc", "recon_fd"]
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for row in results.values():
+        print("| " + " | ".join(f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in cols) + " |")
+
+
+if __name__ == "__main__":
+    main()
