@@ -27,6 +27,10 @@ LOSSES = {
     "random": {"perceptual": "random", "perceptual_weight": 0.1},
     "adv": {"adversarial_weight": 0.2, "adversarial_start": 300},
     "both": {"perceptual": "random", "perceptual_weight": 0.1, "adversarial_weight": 0.2, "adversarial_start": 300},
+    # After the first rows: VQGAN's own weights (perceptual 1, adversarial 0.8), started early.
+    "strong": {"perceptual": "random", "perceptual_weight": 1.0, "adversarial_weight": 0.8, "adversarial_start": 100},
+    # Between the two, after `strong` sharpened photos but cost them 1.9 dB.
+    "mid": {"perceptual": "random", "perceptual_weight": 0.3, "adversarial_weight": 0.5, "adversarial_start": 100},
 }
 QUANTIZERS = {"ema": {}, "l2": {"quantizer": "l2", "code_dim": 8}, "fsq": {"quantizer": "fsq"}}
 

@@ -70,6 +70,7 @@ def test_fit_tokenizer_writes_a_loadable_run_and_protects_it(tmp_path, image_fol
     assert info["class_names"] == ["circle", "square", "triangle"]
     assert info["config"]["codebook_size"] == 16 and set(info["metrics"]) >= {"mse", "psnr", "usage", "perplexity"}
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [3, 6]
+    assert "step 3: mse=" in r.stderr  # each evaluation inside the loop is printed
 
     before = digest(out)
     assert_one_line_error(vq("fit-tokenizer", "--data", image_folder, "--config", tiny_config, "--out", out), "already holds a tokenizer")
