@@ -1,4 +1,5 @@
-"""Config of the code prior. The code-map geometry and class count come from the exported codes."""
+"""Config of the code prior. The code-map geometry, class count and image size come from the
+exported codes."""
 
 from dataclasses import dataclass
 
@@ -15,12 +16,26 @@ class PriorConfig:
     ff_mult: int = 4
     dropout: float = 0.1  # attention, feed-forward and embedding dropout
     class_dropout: float = 0.1  # share of training rows whose class is replaced by the null class
+    kv_heads: int | None = None  # grouped-query attention: key/value heads shared by query heads (None: heads)
+    condition: str = "class"  # "class", or "sketch": also reads an edge map of the image (cross-attention)
+    sketch_size: int = 28  # the edge map's side: the images' (set from the codes)
+    sketch_dropout: float = 0.1  # share of training rows whose sketch alone is replaced by the null sketch
 
     def validate(self) -> None:
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if not 0 <= self.class_dropout < 1:
             raise ValueError("class_dropout must lie in [0, 1)")
+        if self.kv_heads is not None and (self.kv_heads < 1 or self.heads % self.kv_heads):
+            raise ValueError(f"kv_heads {self.kv_heads} must divide heads {self.heads}")
+        if self.condition not in ("class", "sketch"):
+            raise ValueError(f"condition must be 'class' or 'sketch', not {self.condition!r}")
+        if self.condition == "sketch":
+            if not 0 <= self.sketch_dropout < 1 or 2 * self.class_dropout + self.sketch_dropout >= 1:
+                raise ValueError("sketch_dropout must lie in [0, 1), with 2 x class_dropout + sketch_dropout below 1")
+            if self.height != self.width or self.sketch_size % self.height:
+                raise ValueError(f"a sketch prior needs a square code grid that divides the image size "
+                                 f"({self.height}x{self.width} codes, {self.sketch_size} px images)")
         for name in ("codebook_size", "height", "width", "num_classes", "dim", "depth", "heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")

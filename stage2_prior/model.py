@@ -6,6 +6,16 @@ The sequence is `[class token] + codes` in raster order. The input vocabulary is
 then one token per class, then the null class; the output head has only K logits, so class and
 null tokens can never be sampled.
 
+A sketch prior (`condition = "sketch"`) also reads an edge map of the image (`pipeline.sketch`)
+through cross-attention in every block (taming-transformers conditions on segmentation maps
+with a prefix instead). Cross-attention keeps the sequence at h*w + 1 tokens, so training costs
+one extra attention per block over h*w condition tokens rather than doubling the sequence, and
+the sampler computes the condition's keys and values once per batch (a static cache). The edge
+map enters as one token per code cell: a patch embedding, a 3x3 convolution that lets each cell
+see its neighbours' lines, learned positions. A learned null sketch stands in when a row has
+none; training replaces the class alone, the sketch alone, or both with their nulls, so
+guidance can contrast any condition with the fully unconditional row.
+
 Shape legend: b - batch, n - sequence, h w - code grid, k - codebook size.
 """
 
@@ -18,6 +28,22 @@ from torch import nn
 from x_transformers import Decoder, TransformerWrapper
 
 from vq.stage2_prior.config import PriorConfig
+
+
+class SketchEncoder(nn.Module):
+    """(b, 1, S, S) edge map -> (b, h*w, dim): one condition token per code cell."""
+
+    def __init__(self, dim: int, size: int, grid: int):
+        super().__init__()
+        patch = size // grid
+        self.patch = nn.Conv2d(1, dim, patch, stride=patch)
+        self.mix = nn.Conv2d(dim, dim, 3, padding=1)
+        self.pos = nn.Parameter(torch.randn(1, grid * grid, dim) * 0.02)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, sketch: torch.Tensor) -> torch.Tensor:
+        x = self.mix(F.gelu(self.patch(sketch.to(self.pos.dtype))))
+        return self.norm(rearrange(x, "b d h w -> b (h w) d") + self.pos)
 
 
 @dataclass
@@ -48,8 +74,29 @@ class CodePrior(nn.Module):
                 rotary_emb_dim=min(dim_head, max(32, dim_head // 2)),
                 attn_dropout=c.dropout, ff_dropout=c.dropout, ff_mult=c.ff_mult,
                 attn_flash=True,  # F.scaled_dot_product_attention: flash / memory-efficient kernels on GPUs
+                cross_attend=self.sketched,
+                **({"attn_kv_heads": c.kv_heads} if c.kv_heads not in (None, c.heads) else {}),
             ),
         )
+        if self.sketched:
+            self.sketch_encoder = SketchEncoder(c.dim, c.sketch_size, c.height)
+            self.null_sketch = nn.Parameter(torch.randn(1, c.seq_len, c.dim) * 0.02)
+
+    @property
+    def sketched(self) -> bool:
+        return self.config.condition == "sketch"
+
+    def context(self, sketch: torch.Tensor | None, batch: int, keep: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The cross-attention context of a sketch prior (None for a class prior): (b, 1, S, S)
+        edge maps, or None for the null sketch on every row; `keep` (b,) bool puts the null
+        sketch on the rows where it is False."""
+        if not self.sketched:
+            return None
+        null = self.null_sketch.expand(batch, -1, -1)
+        if sketch is None:
+            return null
+        ctx = self.sketch_encoder(sketch)
+        return ctx if keep is None else torch.where(keep[:, None, None], ctx, null.to(ctx.dtype))
 
     @property
     def null_class(self) -> int:
@@ -62,17 +109,26 @@ class CodePrior(nn.Module):
         labels = torch.where(labels < 0, torch.full_like(labels, self.null_class), labels)
         return (self.config.codebook_size + labels).long().unsqueeze(1)
 
-    def logits(self, codes: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def logits(self, codes: torch.Tensor, labels: torch.Tensor | None, sketch: torch.Tensor | None = None,
+               keep_sketch: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits: (b, h, w) codes -> (b, h*w, k), position i predicting code i."""
         flat = rearrange(codes, "b h w -> b (h w)").long()
         tokens = torch.cat([self.class_tokens(labels, flat.shape[0], flat.device), flat[:, :-1]], dim=1)
-        return self.net(tokens)
+        context = self.context(sketch, flat.shape[0], keep_sketch)
+        return self.net(tokens) if context is None else self.net(tokens, context=context)
 
-    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None, step: int = 0) -> PriorOutput:
-        if self.training and labels is not None and self.config.class_dropout > 0:
-            drop = torch.rand(labels.shape, device=labels.device) < self.config.class_dropout
-            labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
-        logits = self.logits(codes, labels)
+    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None, sketch: torch.Tensor | None = None,
+                step: int = 0) -> PriorOutput:
+        keep_sketch = None
+        if self.training and labels is not None:
+            # One draw per row: [0, c) drops both conditions, then [c, c + s) the sketch alone and
+            # [c + s, 2c + s) the class alone (a class prior: the first range only).
+            c, s = self.config.class_dropout, (self.config.sketch_dropout if self.sketched else 0.0)
+            u = torch.rand(labels.shape, device=labels.device)
+            drop_class = (u < c) | ((u >= c + s) & (u < 2 * c + s)) if self.sketched else u < c
+            keep_sketch = u >= c + s if self.sketched else None
+            labels = torch.where(drop_class, torch.full_like(labels, self.null_class), labels)
+        logits = self.logits(codes, labels, sketch, keep_sketch)
         target = rearrange(codes, "b h w -> b (h w)").long()
         loss = F.cross_entropy(logits.float().transpose(1, 2), target)
         return PriorOutput(logits, loss, {"nll": loss.detach()})

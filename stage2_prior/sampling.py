@@ -3,7 +3,10 @@ has no classifier-free guidance, and its cache grows by concatenation and re-app
 embeddings to every cached key at every step (quadratic work per sequence). `IncrementalDecoder`
 runs the prior's own x-transformers modules (embedding, norms, projections, feed-forwards, head)
 one position at a time, with keys rotated once and written into a preallocated cache. A test
-checks that its logits equal the teacher-forced forward pass.
+checks that its logits equal the teacher-forced forward pass. With fewer key/value heads than
+query heads (grouped-query attention, `kv_heads`) the cache holds only the shared heads. A sketch
+prior's cross-attention keys and values are computed from the condition once, when the decoder
+is made (a static cache), and every step attends to them.
 
 Guidance (Ho & Salimans 2022) runs the conditional rows and their null-class twins as one batch
 through the cache and mixes their logits: `cond + (scale - 1) * (cond - null)`, which equals the
@@ -23,45 +26,67 @@ from x_transformers.x_transformers import apply_rotary_pos_emb
 class IncrementalDecoder:
     """One-token-at-a-time forward pass of a `CodePrior`'s pre-norm x-transformers Decoder."""
 
-    def __init__(self, model, batch: int):
+    def __init__(self, model, batch: int, context: torch.Tensor | None = None):
         self.net = model.net
         layers = self.net.attn_layers
         self.blocks = [(kind, norms[0], block) for kind, (norms, block, _) in zip(layers.layer_types, layers.layers)]
-        if not layers.pre_norm or any(kind not in ("a", "f") for kind, _, _ in self.blocks):
-            raise ValueError("IncrementalDecoder supports pre-norm attention / feed-forward stacks only")
+        if not layers.pre_norm or any(kind not in ("a", "c", "f") for kind, _, _ in self.blocks):
+            raise ValueError("IncrementalDecoder supports pre-norm attention / cross-attention / feed-forward stacks only")
+        if any(kind == "c" for kind, _, _ in self.blocks) and context is None:
+            raise ValueError("this prior cross-attends: give its context")
         c = model.config
         self.heads = c.heads
+        self.kv_heads = c.kv_heads or c.heads
         self.batch = batch
         self.max_len = c.seq_len + 1
         device = next(model.parameters()).device
         self.freqs, _ = layers.rotary_pos_emb(torch.arange(self.max_len, device=device))
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
+        # The static cache: each cross-attention's keys and values of the condition, once.
+        self.cross = [tuple(self._heads(proj(context), self.kv_heads) for proj in (block.to_k, block.to_v))
+                      for kind, _, block in self.blocks if kind == "c"]
         self.pos = 0
 
+    @staticmethod
+    def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+        return rearrange(x, "b n (h d) -> b h n d", h=heads)
+
+    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=self.kv_heads != self.heads)
+
     def _attend(self, index: int, attn, h: torch.Tensor) -> torch.Tensor:
-        q, k, v = (rearrange(proj(h), "b 1 (h d) -> b h 1 d", h=self.heads) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        q = self._heads(attn.to_q(h), self.heads)
+        k, v = self._heads(attn.to_k(h), self.kv_heads), self._heads(attn.to_v(h), self.kv_heads)
         freqs = self.freqs[:, self.pos : self.pos + 1]
         q, k = apply_rotary_pos_emb(q, freqs), apply_rotary_pos_emb(k, freqs)
         if index == len(self.keys):  # first step: allocate this layer's cache in the compute dtype
-            self.keys.append(k.new_empty(self.batch, self.heads, self.max_len, k.shape[-1]))
-            self.values.append(v.new_empty(self.batch, self.heads, self.max_len, v.shape[-1]))
+            self.keys.append(k.new_empty(self.batch, self.kv_heads, self.max_len, k.shape[-1]))
+            self.values.append(v.new_empty(self.batch, self.kv_heads, self.max_len, v.shape[-1]))
         self.keys[index][:, :, self.pos] = k[:, :, 0]
         self.values[index][:, :, self.pos] = v[:, :, 0]
         t = self.pos + 1
-        out = F.scaled_dot_product_attention(q, self.keys[index][:, :, :t], self.values[index][:, :, :t])
+        out = self._sdpa(q, self.keys[index][:, :, :t], self.values[index][:, :, :t])
+        return attn.to_out(rearrange(out, "b h 1 d -> b 1 (h d)"))
+
+    def _cross(self, index: int, attn, h: torch.Tensor) -> torch.Tensor:
+        k, v = self.cross[index]
+        out = self._sdpa(self._heads(attn.to_q(h), self.heads), k, v)
         return attn.to_out(rearrange(out, "b h 1 d -> b 1 (h d)"))
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """(b,) tokens at the next position -> (b, k) logits for the position after it."""
         net = self.net
         x = net.project_emb(net.emb_dropout(net.post_emb_norm(net.token_emb(tokens[:, None]))))
-        attn_index = 0
+        attn_index = cross_index = 0
         for kind, norm, block in self.blocks:
             h = norm(x)
             if kind == "a":
                 h = self._attend(attn_index, block, h)
                 attn_index += 1
+            elif kind == "c":
+                h = self._cross(cross_index, block, h)
+                cross_index += 1
             else:
                 h = block(h)
             x = x + h
@@ -106,11 +131,14 @@ def sample_codes(
     generator: torch.Generator | None = None,
     known: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
+    sketch: torch.Tensor | None = None,
     force_guidance_batch: bool = False,
 ) -> torch.Tensor:
     """Draw code maps from the prior.
 
     labels: (b,) class indices, or None (or -1 entries) for unconditional rows.
+    sketch: (b, 1, S, S) edge maps for a sketch prior (None: the null sketch). Guidance contrasts
+      the rows' class and sketch together with the null class and null sketch.
     known, known_mask: (b, h, w) codes and a bool mask of the positions to keep fixed.
     cfg_scale: 1 is plain conditional sampling; larger trades diversity for class fidelity.
     force_guidance_batch: run the null rows even at scale 1 (tests use it to check the mixing).
@@ -130,10 +158,12 @@ def sample_codes(
         known_mask = rearrange(known_mask, "b h w -> b (h w)").to(device)
 
     x = model.class_tokens(labels, b, device)[:, 0]
+    context = model.context(sketch.to(device) if sketch is not None else None, b)
     if guided:
         x = torch.cat([x, model.class_tokens(None, b, device)[:, 0]])
+        context = torch.cat([context, model.context(None, b)]) if context is not None else None
     out = torch.empty(b, n, dtype=torch.long, device=device)
-    decoder = IncrementalDecoder(model, x.shape[0])
+    decoder = IncrementalDecoder(model, x.shape[0], context)
     for t in range(n):
         logits = decoder.step(x).float()
         if guided:
@@ -148,10 +178,11 @@ def sample_codes(
 
 
 @torch.no_grad()
-def score_codes(model, codes: torch.Tensor, labels: torch.Tensor | None, mask: torch.Tensor | None = None) -> torch.Tensor:
+def score_codes(model, codes: torch.Tensor, labels: torch.Tensor | None, mask: torch.Tensor | None = None,
+                sketch: torch.Tensor | None = None) -> torch.Tensor:
     """Log-likelihood (nats) of the codes under the prior, summed over `mask`'s positions
     (all when None): (b, h, w) -> (b,). Used to rank completions by their fit to the known codes."""
-    logp = F.log_softmax(model.logits(codes, labels).float(), dim=-1)
+    logp = F.log_softmax(model.logits(codes, labels, sketch).float(), dim=-1)
     flat = rearrange(codes, "b h w -> b (h w)").long()
     token_logp = logp.gather(-1, flat[..., None]).squeeze(-1)
     if mask is not None:
