@@ -87,6 +87,7 @@ Preset = choices("Preset", "demo", "full")  # = vq.pipeline.presets
 Precision = choices("Precision", "auto", "bf16", "fp32")
 Keep = choices("Keep", "top", "bottom", "left", "right")
 Quantizer = choices("Quantizer", "ema", "l2", "fsq")  # = vq.stage1_vqvae.config.QUANTIZERS
+Condition = choices("Condition", "class", "sketch")  # = vq.stage2_prior.config.PriorConfig.condition
 
 DataOpt = typer.Option(None, "--data", "-d", help="fashion-mnist (default), cifar10, a folder of class sub-folders, a saved Hugging Face dataset, or a hub id. Folders and datasets too big for memory are decoded on the fly. On --resume: the run's own data.")
 StreamingOpt = typer.Option(False, "--streaming", help="Read a Hugging Face dataset as a stream (hub datasets larger than the disk); shards are split over processes and workers.")
@@ -277,6 +278,8 @@ def fit_prior(
     precision: Optional[Precision] = PrecisionOpt,
     dim: Optional[int] = typer.Option(None, "--dim", min=1, help="Transformer width."),
     depth: Optional[int] = typer.Option(None, "--depth", min=1, help="Transformer layers."),
+    condition: Optional[Condition] = typer.Option(None, "--condition", case_sensitive=False, help="class (default), or sketch: the prior also reads each image's edge map, so `vq sample --sketch drawing.png` follows a drawing (the codes are exported again with sketches)."),
+    kv_heads: Optional[int] = typer.Option(None, "--kv-heads", min=1, help="Key/value heads shared by the query heads (grouped-query attention): a smaller KV cache for faster sampling; default one per head."),
     workers: Optional[int] = WorkersOpt,
     time_budget: Optional[str] = TimeBudgetOpt,
     save_every: Optional[str] = SaveEveryOpt,
@@ -296,7 +299,7 @@ def fit_prior(
 
     job = PriorJob(
         tokenizer=tokenizer, codes=codes, out=out, preset=preset.value, config_file=config, resume=resume, force=force,
-        model_overrides=train_overrides(dim=dim, depth=depth),
+        model_overrides=train_overrides(dim=dim, depth=depth, condition=condition and condition.value, kv_heads=kv_heads),
         train_overrides=train_overrides(device=device, batch_size=batch_size, epochs=epochs, steps=steps, lr=lr,
                                         seed=seed, eval_every=eval_every, precision=precision and precision.value,
                                         workers=workers, time_budget=time_budget, save_every=save_every, skip_nonfinite=skip_nonfinite, log_every=log_every,
@@ -307,7 +310,7 @@ def fit_prior(
         from vq.stage2_prior import PRIORS
 
         return print_config(job, "prior", PRIOR_PRESETS, "transformer", PRIORS["transformer"].config_class,
-                            dict.fromkeys(("codebook_size", "height", "width", "num_classes")))
+                            dict.fromkeys(("codebook_size", "height", "width", "num_classes", "sketch_size")))
     result = run(job, console=err)
     if not result["main"]:  # under torchrun, rank 0 speaks for all
         return
@@ -324,7 +327,8 @@ def fit_prior(
 @friendly
 def sample(
     class_: Optional[str] = typer.Option(None, "--class", "-c", help="Class name (case-insensitive) or index; default: one row per class."),
-    n: int = typer.Option(16, "--per-class", "-n", min=1, help="Images to make of each class (of --class alone when given)."),
+    n: int = typer.Option(16, "--per-class", "-n", min=1, help="Images to make of each class (of --class alone when given, or of --sketch)."),
+    sketch: Optional[Path] = typer.Option(None, "--sketch", "-s", help="A drawing to follow (any size and mode, dark lines on light or light on dark), for a prior trained with --condition sketch; with --class, of that class."),
     guidance: float = GuidanceOpt,
     temperature: float = TempOpt,
     top_k: Optional[int] = TopKOpt,
@@ -337,12 +341,15 @@ def sample(
     force: bool = typer.Option(False, "--force", help="Overwrite same-named files in --out."),
 ):
     """Sample new images: prior -> decoder for a VQ-VAE, the latent prior for a VAE or conditional
-    VAE. Writes one PNG per image (<class>_<i>.png) and grid.png."""
+    VAE. Writes one PNG per image (<class>_<i>.png) and grid.png; with --sketch, sketch_<i>.png,
+    the sketch as the prior reads it (sketch.png) and grid.png."""
     from vq.pipeline.generate import SamplingOptions, sample as run
 
     seed = fresh_seed(seed)
     result = run(tokenizer, prior, class_, n, SamplingOptions(guidance, temperature, top_k, top_p, seed), out,
-                 device=device or "auto", force=force, console=err)
+                 device=device or "auto", force=force, sketch_path=sketch, console=err)
+    if "sketch_note" in result:
+        err.print(f"{sketch}: {result['sketch_note']}", highlight=False)
     err.print(f"seed {seed} (repeat with --seed {seed})", highlight=False)
     summary(f"samples -> {result['out']}", {"images": result["images"], "classes": ", ".join(result["classes"]),
                                             "seed": seed, "grid": result["grid"]})
@@ -393,6 +400,7 @@ def evaluate(
     prior: Path = PriorDirOpt,
     per_class: int = typer.Option(1000, "--per-class", "-n", min=1, help="Images to make (and real images to compare) of each class."),
     complete_images: int = typer.Option(500, "--complete-images", min=0, help="Test images to complete (0 = skip)."),
+    sketch_images: int = typer.Option(1000, "--sketch-images", min=0, help="For a sketch prior: test images whose edge maps are drawn from, to score edge agreement (0 = skip)."),
     guidance: float = GuidanceOpt,
     temperature: float = TempOpt,
     top_k: Optional[int] = TopKOpt,
@@ -411,7 +419,7 @@ def evaluate(
 
     r = evaluate_run(tokenizer, prior, per_class=per_class, opts=SamplingOptions(guidance, temperature, top_k, top_p, seed),
                      completions=complete_images, device=device or "auto", classifier_root=classifier, out=out,
-                     sweep=SWEEP if sweep else None, console=err)
+                     sweep=SWEEP if sweep else None, sketch_images=sketch_images, console=err)
     print_eval(r)
 
 
@@ -447,6 +455,17 @@ def print_eval(r: dict) -> None:
             real = r["real_train"]["per_class"].get(name, {})
             pc.add_row(name, f"{v['acc']:.3f}", f"{real.get('acc', float('nan')):.3f}", f"{v['fd']:.2f}", f"{real.get('fd', float('nan')):.2f}")
         console.print(pc)
+    if r.get("sketch"):
+        sk = r["sketch"]
+        st = Table(title=f"sketches: edge agreement with {sk['n']} test sketches (F1 at 1 px; guidance {sk['cfg']})", title_justify="left")
+        for col in ("images", "edge F1", "class acc", "Fréchet dist."):
+            st.add_column(col, justify="right" if col != "images" else "left")
+        for name, key in (("sketch + class", "sketch_and_class"), ("sketch alone", "sketch_only"),
+                          ("class alone (floor)", "class_only"), ("reconstructions", "reconstructions"),
+                          ("real images (the sketches' source)", "real")):
+            v = sk[key]
+            st.add_row(name, f"{v['edge_f1']:.4f}", f"{v['acc']:.4f}", f"{v['fd']:.3f}")
+        console.print(st)
     if r.get("sweep"):
         sw = Table(title="guidance sweep", title_justify="left")
         for col in ("guidance", "temperature", "n", "class acc", "Fréchet dist."):

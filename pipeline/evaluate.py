@@ -5,7 +5,12 @@
 - samples, per class and overall: the share the classifier assigns to the asked-for class, and the
   Fréchet distance between classifier features of the samples and of the test split, with the
   same two numbers for real train images (the floor) and for the tokenizer's reconstructions;
-- completion: test images with their bottom half removed, completed, classified.
+- completion: test images with their bottom half removed, completed, classified;
+- sketches (a sketch prior): n test images' edge maps as sketches; the edge agreement (F1 at one
+  pixel, `pipeline.sketch.edge_f1`) of samples drawn from them with and without their class,
+  beside samples of the right class without the sketch (the floor), the tokenizer's
+  reconstructions of the real images, and the real images (1 by construction: the sketches are
+  their edges); with class accuracy and Fréchet distance of each.
 Every Fréchet distance is computed at the stated n against the whole test split."""
 
 import math
@@ -69,7 +74,7 @@ def balanced(labels: torch.Tensor, per_class: int, num_classes: int, seed: int) 
 def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int = 1000, opts: SamplingOptions | None = None,
                  completions: int = 500, device: str = "auto", classifier_root: Path = Path("runs/classifier"),
                  out: Path | None = None, sweep: list[tuple[float, float]] | None = None,
-                 console: Console | None = None) -> dict:
+                 sketch_images: int = 1000, console: Console | None = None) -> dict:
     console = console or Console(stderr=True)
     opts = opts or SamplingOptions()
     opts.validate()
@@ -137,6 +142,9 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
 
     if prior is not None and completions > 0:
         report["completion"] = completion_accuracy(tokenizer, prior, classifier, test, completions, opts, dev)
+    if prior is not None and prior.sketched and sketch_images > 0:
+        report["sketch"] = sketch_agreement(tokenizer, prior, classifier, test, sketch_images, opts, dev,
+                                            test_feats, names)
     report["seconds"] = time.time() - t0
     out = Path(out) if out else Path(prior_dir if prior is not None else tokenizer_dir) / "eval.json"
     atomic_write_json(out, report)
@@ -168,4 +176,32 @@ def completion_accuracy(tokenizer, prior, classifier, split, n: int, opts: Sampl
             outs.append(tokenizer.decode_indices(done).float().cpu().clamp(-1, 1))
         pred, _ = predict(classifier, torch.cat(outs))
         result[f"acc_{mode}"] = accuracy(pred, labels)
+    return result
+
+
+@torch.no_grad()
+def sketch_agreement(tokenizer, prior, classifier, split, n: int, opts: SamplingOptions, dev,
+                     test_feats: torch.Tensor, names: list[str]) -> dict:
+    """n random test images' edge maps as sketches -> edge F1 against the sketch, class accuracy
+    and Fréchet distance of: samples given sketch and class, the sketch alone, the class alone
+    (the floor), reconstructions and the real images."""
+    from vq.pipeline.sketch import edge_f1, edge_map
+
+    g = torch.Generator().manual_seed(opts.seed)
+    idx = torch.randperm(len(split), generator=g)[:n]
+    real, labels = to_float(split.images[idx]), split.labels[idx]
+    sketches = edge_map(real)
+    no_class = torch.full_like(labels, -1)
+    images = {
+        "sketch_and_class": generate_images(tokenizer, prior, labels, opts, sketches).cpu(),
+        "sketch_only": generate_images(tokenizer, prior, no_class, opts, sketches).cpu(),
+        "class_only": generate_images(tokenizer, prior, labels, opts).cpu(),
+        "reconstructions": torch.cat([tokenizer.reconstruct(real[i : i + 500].to(dev)).float().cpu()
+                                      for i in range(0, len(real), 500)]).clamp(-1, 1),
+        "real": real,
+    }
+    result = {"n": int(len(idx)), "cfg": opts.cfg}
+    for key, x in images.items():
+        j = judge(classifier, x, labels, test_feats, split.labels, names)
+        result[key] = {"edge_f1": float(edge_f1(edge_map(x), sketches).mean()), "acc": j["acc"], "fd": j["fd"]}
     return result

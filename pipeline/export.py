@@ -4,7 +4,9 @@ version. A prior trained on these codes records the same fingerprint, so a prior
 with a tokenizer whose codes mean something else.
 
 Layout (nanoGPT's habit for tokens, with metadata): `<split>-NNNNN.codes.npy` holds (n, h, w)
-uint16 codes (uint32 when K > 65536) and `<split>-NNNNN.labels.npy` their (n,) labels. Each file
+uint16 codes (uint32 when K > 65536) and `<split>-NNNNN.labels.npy` their (n,) labels. For a
+sketch prior, `<split>-NNNNN.sketch.npy` holds each image's edge map (`pipeline.sketch`), its
+H*W bits packed into bytes (np.packbits), and meta.json names the detector's version. Each file
 is written atomically, labels last, so a shard whose labels exist is complete; `progress.json`
 names the tokenizer of an export in progress, which an interrupted export resumes from its first
 missing shard; `meta.json` is written last and marks the export complete.
@@ -26,6 +28,7 @@ from vq.pipeline import distributed as dist
 from vq.pipeline.data import Split, StreamImages, image_batch
 from vq.pipeline.loader import Skipped, batches, default_workers
 from vq.pipeline.runs import VQError, atomic_write_bytes, atomic_write_json, read_json, run_lock, stored_path
+from vq.pipeline.sketch import SKETCH_DETECTOR, edge_map
 from vq.pipeline.trainer import resolve_device
 
 CODES_FORMAT = 2
@@ -35,12 +38,22 @@ PROGRESS = "progress.json"
 
 
 class CodeMaps(Dataset):
-    """One split's code maps, memory-mapped from its shards: index -> ((h, w) int64 codes, label)."""
+    """One split's code maps, memory-mapped from its shards: index -> ((h, w) int64 codes, label).
+    With `records=True` (a sketch prior's view, `with_sketches`) an item is instead one flat
+    record: the h*w codes followed by the packed bytes of its sketch (`split_record` undoes it),
+    so batching, shuffling and memory placement stay those of plain codes."""
 
-    def __init__(self, codes: list[np.ndarray], labels: list[np.ndarray], index: np.ndarray | None = None):
-        self.shard_codes, self.shard_labels = codes, labels
+    def __init__(self, codes: list[np.ndarray], labels: list[np.ndarray], index: np.ndarray | None = None,
+                 sketches: list[np.ndarray] | None = None, records: bool = False):
+        self.shard_codes, self.shard_labels, self.shard_sketches = codes, labels, sketches
         self.offsets = np.cumsum([0] + [len(c) for c in codes])
         self.index = index
+        self.records = records
+
+    def with_sketches(self) -> "CodeMaps":
+        if self.shard_sketches is None:
+            raise VQError("these codes were exported without sketches")
+        return CodeMaps(self.shard_codes, self.shard_labels, self.index, self.shard_sketches, records=True)
 
     def __len__(self) -> int:
         return int(self.offsets[-1]) if self.index is None else len(self.index)
@@ -52,7 +65,10 @@ class CodeMaps(Dataset):
 
     def __getitem__(self, i: int):
         s, r = self._locate(i)
-        return torch.from_numpy(self.shard_codes[s][r].astype(np.int64)), int(self.shard_labels[s][r]), None
+        codes = self.shard_codes[s][r].astype(np.int64)
+        if self.records:
+            codes = np.concatenate([codes.reshape(-1), self.shard_sketches[s][r].astype(np.int64)])
+        return torch.from_numpy(codes), int(self.shard_labels[s][r]), None
 
     @property
     def labels(self) -> torch.Tensor:
@@ -62,16 +78,21 @@ class CodeMaps(Dataset):
     @property
     def nbytes(self) -> int:
         h, w = self.shard_codes[0].shape[1:] if self.shard_codes else (0, 0)
-        return len(self) * h * w * 4
+        packed = self.shard_sketches[0].shape[1] if self.records and self.shard_codes else 0
+        return len(self) * (h * w + packed) * 4
 
     def subset(self, index) -> "CodeMaps":
         index = np.asarray(index, dtype=np.int64)
-        return CodeMaps(self.shard_codes, self.shard_labels, index if self.index is None else self.index[index])
+        return CodeMaps(self.shard_codes, self.shard_labels, index if self.index is None else self.index[index],
+                        self.shard_sketches, self.records)
 
     def to_memory(self, codebook_size: int) -> Split:
         """Decoded into one tensor, int16 when the codes fit (else int32): the prior's fast path."""
         dtype = np.int16 if codebook_size <= np.iinfo(np.int16).max else np.int32
         codes = np.concatenate([c.astype(dtype) for c in self.shard_codes]) if self.shard_codes else np.zeros((0, 1, 1), dtype)
+        if self.records:  # packed bytes (0..255) fit the codes' dtype
+            packed = np.concatenate([p.astype(dtype) for p in self.shard_sketches])
+            codes = np.concatenate([codes.reshape(len(codes), -1), packed], axis=1)
         codes = torch.from_numpy(codes)
         labels = torch.from_numpy(np.concatenate(self.shard_labels).astype(np.int64)) if self.shard_labels else torch.zeros(0, dtype=torch.int64)
         if self.index is not None:
@@ -88,6 +109,19 @@ class CodeSet:
     @property
     def class_names(self) -> list[str]:
         return self.meta["class_names"]
+
+
+def split_record(records: torch.Tensor, grid: tuple[int, int], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b, h*w + packed) records -> ((b, h, w) int64 codes, (b, 1, size, size) bool sketches)."""
+    h, w = grid
+    codes = records[:, : h * w].long().view(-1, h, w)
+    packed = records[:, h * w :].to(torch.uint8)
+    bits = (packed[..., None] >> torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)) & 1  # packbits' order
+    return codes, bits.flatten(1)[:, : size * size].bool().view(-1, 1, size, size)
+
+
+def has_sketches(meta: dict | None) -> bool:
+    return bool(meta) and (meta.get("sketch") or {}).get("detector") == SKETCH_DETECTOR
 
 
 def default_codes_dir(tokenizer_dir: Path) -> Path:
@@ -135,14 +169,18 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 @torch.no_grad()
 def encode_shard(model, split, lo: int, hi: int, batch_size: int, device, workers: int, skipped: Skipped,
-                 dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    codes, labels = [], []
+                 dtype: str, sketches: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    codes, labels, edges = [], [], []
     for batch in batches(split, batch_size, workers=workers, device=device, skipped=skipped, indices=range(lo, hi)):
         images, y = image_batch(batch, device)
         codes.append(model.encode_indices(images).to(torch.int64).cpu().numpy().astype(dtype))
         labels.append(y.cpu().numpy().astype(np.int64))
+        if sketches:
+            edges.append(np.packbits(edge_map(images).flatten(1).numpy(), axis=1))
     h, w = model.grid_shape
-    return (np.concatenate(codes) if codes else np.zeros((0, h, w), dtype)), (np.concatenate(labels) if labels else np.zeros(0, np.int64))
+    size = model.config.image_size
+    packed = (np.concatenate(edges) if edges else np.zeros((0, -(-size * size // 8)), np.uint8)) if sketches else None
+    return (np.concatenate(codes) if codes else np.zeros((0, h, w), dtype)), (np.concatenate(labels) if labels else np.zeros(0, np.int64)), packed
 
 
 def export_codes(
@@ -153,10 +191,12 @@ def export_codes(
     batch_size: int = 500,
     force: bool = False,
     workers: int | None = None,
+    sketches: bool = False,
     console: Console | None = None,
 ) -> dict:
-    """Encode the tokenizer's dataset; reuse an export of the same tokenizer, and resume an
-    interrupted one. Returns meta. Under torchrun every rank calls it and shares the work."""
+    """Encode the tokenizer's dataset (and with `sketches`, detect every image's edges); reuse an
+    export of the same tokenizer, and resume an interrupted one. Returns meta. Under torchrun
+    every rank calls it and shares the work."""
     from vq.pipeline.tokenizer import load_tokenizer, stored_data_options
 
     console = console or Console(stderr=True)
@@ -167,20 +207,22 @@ def export_codes(
     if info["model"] != "vqvae":
         raise VQError(f"{tokenizer_dir} holds a {info['model']}, which has no discrete codes; train a VQ-VAE (--model vqvae)")
     meta = read_meta(out)
-    if meta is not None and not force and meta.get("format_version") == CODES_FORMAT:
+    if meta is not None and not force and meta.get("format_version") == CODES_FORMAT and (has_sketches(meta) or not sketches):
         check_codes_match(meta, info, out)
         if dist.is_main():
             console.print(f"codes: reusing {out} (same tokenizer {info['fingerprint']})")
         return meta
-    if meta is not None and not force:  # an older format of vq: re-export, if it is this tokenizer's
+    if meta is not None and not force:  # an older format, or no sketches: re-export, if it is this tokenizer's
         check_codes_match(meta, info, out)
         if dist.is_main():
-            console.print(f"codes: {out} is in an older format; exporting again")
+            console.print(f"codes: {out} " + ("is in an older format" if meta.get("format_version") != CODES_FORMAT
+                                              else "has no sketches (of this detector)") + "; exporting again")
     progress_path = out / PROGRESS
     progress = read_json(progress_path) if progress_path.exists() and not force else None
     if progress is not None and progress.get("tokenizer_fingerprint") != info["fingerprint"]:
         raise VQError(f"{out} holds a partial export of another tokenizer; pass --force to replace it, or choose "
                       "another folder (--out of export-codes, --codes of fit-prior)")
+    sketches = sketches or bool(progress and progress.get("sketches"))  # a resumed export keeps its sketches
     if out.exists() and any(out.iterdir()) and meta is None and progress is None and not force:
         raise VQError(f"{out} exists and holds something other than exported codes; choose another folder "
                       "(--out of export-codes, --codes of fit-prior)")
@@ -209,10 +251,14 @@ def export_codes(
             for old in SPLITS:  # the Hugging Face datasets folders of format 1
                 if (out / old).is_dir():
                     shutil.rmtree(out / old)
-        atomic_write_json(progress_path, {"tokenizer_fingerprint": info["fingerprint"]})
+        atomic_write_json(progress_path, {"tokenizer_fingerprint": info["fingerprint"], "sketches": sketches})
     dist.barrier()
+
+    def complete(shard: str) -> bool:
+        return (out / f"{shard}.labels.npy").exists() and (not sketches or (out / f"{shard}.sketch.npy").exists())
+
     mine = [(name, i) for j, (name, i) in enumerate(plan) if j % dist.world_size() == dist.rank()]
-    todo = [(name, i) for name, i in mine if not (out / f"{shard_name(name, i)}.labels.npy").exists()]
+    todo = [(name, i) for name, i in mine if not complete(shard_name(name, i))]
     with run_lock(out) if dist.is_main() else nullcontext(), Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, disable=not dist.is_main()) as bar:
@@ -220,15 +266,18 @@ def export_codes(
         for name, i in todo:
             split = getattr(data, name)
             lo, hi = i * SHARD_SIZE, min(sizes[name], (i + 1) * SHARD_SIZE)
-            codes, labels = encode_shard(model, split, lo, hi, batch_size, dev, workers, skipped, dtype)
+            codes, labels, packed = encode_shard(model, split, lo, hi, batch_size, dev, workers, skipped, dtype, sketches)
+            (out / f"{shard_name(name, i)}.labels.npy").unlink(missing_ok=True)  # a shard gaining its sketch
             save_npy(out / f"{shard_name(name, i)}.codes.npy", codes)
+            if packed is not None:
+                save_npy(out / f"{shard_name(name, i)}.sketch.npy", packed)
             save_npy(out / f"{shard_name(name, i)}.labels.npy", labels)  # last: the shard is complete
             bar.advance(task)
         dist.barrier()
         skipped_total = int(dist.all_reduce_sum_(torch.tensor([skipped.count], device=dev))[0])
         if dist.is_main():
             shards = {name: [shard_name(n, i) for n, i in plan if n == name] for name in SPLITS}
-            missing = [s for names in shards.values() for s in names if not (out / f"{s}.labels.npy").exists()]
+            missing = [s for names in shards.values() for s in names if not complete(s)]
             if missing:
                 raise VQError(f"the export in {out} lacks shard {missing[0]}; run it again to finish it")
             counts = {name: sum(len(np.load(out / f"{s}.labels.npy", mmap_mode="r")) for s in names) for name, names in shards.items()}
@@ -246,6 +295,8 @@ def export_codes(
                 "shards": shards,
                 "skipped": skipped_total,  # this session's, over all ranks
                 "dataset": info.get("dataset", {}),
+                **({"sketch": {"detector": SKETCH_DETECTOR, "size": model.config.image_size, "packed": "np.packbits"}}
+                   if sketches else {}),
             }
             atomic_write_json(out / "meta.json", meta)
             progress_path.unlink(missing_ok=True)
@@ -269,7 +320,9 @@ def load_codes(codes_dir: Path) -> CodeSet:
         try:
             codes = [np.load(codes_dir / f"{s}.codes.npy", mmap_mode="r") for s in meta["shards"][name]]
             labels = [np.load(codes_dir / f"{s}.labels.npy", mmap_mode="r") for s in meta["shards"][name]]
+            sketches = [np.load(codes_dir / f"{s}.sketch.npy", mmap_mode="r") for s in meta["shards"][name]] \
+                if has_sketches(meta) else None
         except (FileNotFoundError, ValueError) as e:
             raise VQError(f"{codes_dir} lacks or has a broken {name} shard ({e}); re-export with --force") from None
-        splits[name] = CodeMaps(codes, labels)
+        splits[name] = CodeMaps(codes, labels, sketches=sketches)
     return CodeSet(meta, splits)

@@ -86,49 +86,79 @@ def load_pair(tokenizer_dir: Path, prior_dir: Path | None, device: str):
 
 
 @torch.no_grad()
-def generate_images(tokenizer, prior, labels: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
-    """(b,) labels -> (b, C, H, W) images in [-1, 1], in chunks, from one seeded generator."""
+def generate_images(tokenizer, prior, labels: torch.Tensor, opts: SamplingOptions,
+                    sketches: torch.Tensor | None = None) -> torch.Tensor:
+    """(b,) labels (and for a sketch prior, (b, 1, S, S) sketches) -> (b, C, H, W) images in
+    [-1, 1], in chunks, from one seeded generator."""
     device = next(tokenizer.parameters()).device
     g = torch.Generator(device=device).manual_seed(opts.seed)
     out = []
     for i in range(0, labels.shape[0], CHUNK):
         y = labels[i : i + CHUNK].to(device)
         if prior is not None:
+            sk = sketches[i : i + CHUNK].to(device) if sketches is not None else None
             codes = sample_codes(prior, y, cfg_scale=opts.cfg, temperature=opts.temperature,
-                                 top_k=opts.top_k, top_p=opts.top_p, generator=g)
+                                 top_k=opts.top_k, top_p=opts.top_p, generator=g, sketch=sk)
             out.append(tokenizer.decode_indices(codes))
         else:
             out.append(tokenizer.sample(y.shape[0], y if tokenizer.conditional else None, generator=g))
     return torch.cat(out).float().clamp(-1, 1)
 
 
+def check_sketch_prior(tokenizer_dir: Path, info: dict, prior_dir: Path) -> None:
+    """--sketch needs a VQ-VAE and a prior trained with --condition sketch: refuse before any work."""
+    if info["model"] != "vqvae":
+        raise VQError(f"{tokenizer_dir} holds a {info['model']}; --sketch needs a VQ-VAE and a prior trained with "
+                      "`vq fit-prior --condition sketch`")
+    condition = read_info(prior_dir, "prior").get("config", {}).get("condition", "class")
+    if condition != "sketch":
+        raise VQError(f"{prior_dir} was trained without sketches (condition: {condition}); train one with "
+                      "`vq fit-prior --condition sketch` to use --sketch")
+
+
 def sample(tokenizer_dir: Path, prior_dir: Path, class_value: str | None, n: int, opts: SamplingOptions,
-           out: Path | None, device: str = "auto", force: bool = False, console: Console | None = None) -> dict:
+           out: Path | None, device: str = "auto", force: bool = False, sketch_path: Path | None = None,
+           console: Console | None = None) -> dict:
     console = console or Console(stderr=True)
     opts.validate()
     if n < 1:
         raise VQError("-n must be at least 1")
     info = read_info(tokenizer_dir, "tokenizer")
     names = info["class_names"]
+    if sketch_path is not None:
+        check_sketch_prior(tokenizer_dir, info, prior_dir)
     if class_value is not None:
         classes = [resolve_class(class_value, names)]
         if info["model"] == "vae":
             raise VQError(f"{tokenizer_dir} is an unconditional VAE: it cannot sample a given class; drop --class")
     else:
-        classes = list(range(len(names))) if info["model"] != "vae" else [-1]
-    stems = {c: (file_stem(names[c]) if c >= 0 else "sample") for c in classes}
+        classes = list(range(len(names))) if info["model"] != "vae" and sketch_path is None else [-1]
+    stems = {c: (file_stem(names[c]) if c >= 0 else "sketch" if sketch_path is not None else "sample") for c in classes}
     files = [f"{stems[c]}_{i}.png" for c in classes for i in range(n)] + ["grid.png"]
+    if sketch_path is not None:
+        files.append("sketch.png")
     out = new_output_dir(out, Path("runs/samples"), files, force)
+    sketch = note = None
+    if sketch_path is not None:
+        from vq.pipeline.sketch import load_drawing
+
+        sketch, note = load_drawing(sketch_path, info["config"]["image_size"])  # refused before the models load
     tokenizer, info, prior = load_pair(tokenizer_dir, prior_dir, device)
     labels = torch.tensor([c for c in classes for _ in range(n)])
-    images = generate_images(tokenizer, prior, labels, opts)
+    images = generate_images(tokenizer, prior, labels, opts, sketch.expand(len(labels), -1, -1, -1) if sketch is not None else None)
     out.mkdir(parents=True, exist_ok=True)
     for img, name in zip(images, files):
         save_png(img, out / name)
     nrow = n if len(classes) > 1 else max(1, math.ceil(math.sqrt(n)))
+    result = {"out": str(out), "images": len(images), "classes": [names[c] if c >= 0 else "-" for c in classes],
+              "grid": str(out / "grid.png")}
+    if sketch is not None:
+        drawn = sketch.float().expand(-1, images.shape[1], -1, -1) * 2 - 1  # white lines on black, as the prior reads it
+        save_png(drawn[0], out / "sketch.png")
+        images, nrow = torch.cat([drawn, images]), n + 1  # one row: the sketch, then its samples
+        result["sketch_note"] = note
     save_grid(images, out / "grid.png", nrow=nrow)
-    return {"out": str(out), "images": len(images), "classes": [names[c] if c >= 0 else "-" for c in classes],
-            "grid": str(out / "grid.png")}
+    return result
 
 
 # --- completion ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Stage 2 as a job: exported codes -> class-conditional prior, keeping the checkpoint with the
 best validation NLL (priors overfit small datasets within a few epochs) and reporting the test
-NLL in bits per code token and bits per pixel dimension."""
+NLL in bits per code token and bits per pixel dimension. A sketch prior (`condition = "sketch"`)
+is trained on the same codes exported with every image's edge map."""
 
 import math
 import time
@@ -15,7 +16,7 @@ from vq.pipeline import distributed as dist
 from vq.pipeline.checkpoint import check_state, load_checkpoint, read_info, save_checkpoint
 from vq.pipeline.configs import build, to_dict
 from vq.pipeline.data import IN_MEMORY_BYTES
-from vq.pipeline.export import codes_of_run, export_codes, load_codes
+from vq.pipeline.export import codes_of_run, export_codes, load_codes, split_record
 from vq.pipeline.loader import batches
 from vq.pipeline.presets import PRIOR_PRESETS
 from vq.pipeline.runs import STATE_FILE, VQError, atomic_write_json, check_run_dir, resolve_stored, run_lock, stored_path
@@ -45,15 +46,36 @@ def prepare_batch(batch: tuple, device: torch.device) -> tuple:
     return codes.to(device, non_blocking=True).long(), labels.to(device, non_blocking=True)
 
 
+def batch_preparer(config):
+    """The model's inputs from a batch: (codes, labels), or for a sketch prior, whose batches hold
+    records (`export.CodeMaps.with_sketches`), (codes, labels, sketches)."""
+    if config.condition != "sketch":
+        return prepare_batch
+
+    def prepare(batch: tuple, device: torch.device) -> tuple:
+        records, labels = batch
+        codes, sketch = split_record(records.to(device, non_blocking=True), (config.height, config.width), config.sketch_size)
+        return codes, labels.to(device, non_blocking=True), sketch
+
+    return prepare
+
+
+def with_sketches(split, model):
+    """A sketch prior reads records: the exported codes' view with sketches."""
+    return split.with_sketches() if model.config.condition == "sketch" and not getattr(split, "records", True) else split
+
+
 @torch.no_grad()
 def nll_bits(model, split, batch_size: int = EVAL_BATCH) -> float:
-    """Mean negative log-likelihood of a split's codes given their class, in bits per code token."""
+    """Mean negative log-likelihood of a split's codes given their class (and sketch), in bits per
+    code token."""
     device = next(model.parameters()).device
+    prepare = batch_preparer(model.config)
     total, count = 0.0, 0
-    for batch in batches(split, batch_size):
-        c, y = prepare_batch(batch, device)
-        total += float(model(c, y).loss.float()) * c.numel()
-        count += c.numel()
+    for batch in batches(with_sketches(split, model), batch_size):
+        inputs = prepare(batch, device)
+        total += float(model(*inputs).loss.float()) * inputs[0].numel()
+        count += inputs[0].numel()
     return total / max(count, 1) / math.log(2)
 
 
@@ -68,12 +90,15 @@ def pixel_dims(meta: dict) -> int:
     return img["channels"] * img["image_size"] ** 2
 
 
-def code_splits(codeset, codebook_size: int) -> tuple:
-    """(train, validation, test) of the exported codes: in memory when they fit (the fast path),
-    else memory-mapped shards read by DataLoader workers."""
-    train_all = codeset.splits["train"]
+def code_splits(codeset, codebook_size: int, sketches: bool = False) -> tuple:
+    """(train, validation, test) of the exported codes (with sketches: records of codes and
+    sketch): in memory when they fit (the fast path), else memory-mapped shards read by
+    DataLoader workers."""
+    train_all, test = codeset.splits["train"], codeset.splits["test"]
+    if sketches:
+        train_all, test = train_all.with_sketches(), test.with_sketches()
     train_idx, val_idx = validation_split(len(train_all), seed=0)
-    train, val, test = train_all.subset(train_idx.numpy()), train_all.subset(val_idx.numpy()), codeset.splits["test"]
+    train, val = train_all.subset(train_idx.numpy()), train_all.subset(val_idx.numpy())
     if train_all.nbytes <= IN_MEMORY_BYTES:
         train, val, test = (s.to_memory(codebook_size) for s in (train, val, test))
     return train, val, test
@@ -100,15 +125,16 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> dict:
     device = resolve_device(train_cfg.device)
     main = dist.is_main()
     dist.setup(device)
+    sketched = build(cls.config_class, *model_layers, where="model config").condition == "sketch"
 
     t0 = time.time()
     meta = export_codes(job.tokenizer, codes_dir, device=train_cfg.device, workers=train_cfg.workers,
-                        console=console)  # refuses another tokenizer's codes
+                        sketches=sketched, console=console)  # refuses another tokenizer's codes
     codeset = load_codes(codes_dir)
     h, w = meta["grid"]
-    train, val, test = code_splits(codeset, meta["codebook_size"])
+    train, val, test = code_splits(codeset, meta["codebook_size"], sketched)
     from_codes = {"codebook_size": meta["codebook_size"], "height": h, "width": w,
-                  "num_classes": len(codeset.class_names)}
+                  "num_classes": len(codeset.class_names), "sketch_size": meta["image"]["image_size"]}
     seed_everything(train_cfg.seed)
     config = build(cls.config_class, model_layers[0], from_codes, *model_layers[1:], where="model config")
     try:
@@ -117,7 +143,8 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> dict:
         raise VQError(str(e)) from None
     params = sum(p.numel() for p in model.parameters())
     if main:
-        console.print(f"prior: {params / 1e6:.2f}M parameters over {h}x{w} codes from {meta['codebook_size']}, "
+        console.print(f"prior: {params / 1e6:.2f}M parameters over {h}x{w} codes from {meta['codebook_size']}"
+                      f"{', conditioned on class and sketch' if sketched else ''}, "
                       f"{len(train)} train / {len(val)} val / {len(test)} test maps")
     ckpt_meta = {"class_names": codeset.class_names, "tokenizer_fingerprint": tok_info["fingerprint"],
                  "tokenizer_dir": stored_path(job.tokenizer, job.out), "codes_dir": stored_path(codes_dir, job.out),
@@ -129,7 +156,7 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> dict:
 
     with run_lock(job.out) if main else nullcontext():
         result = fit(
-            model, train, prepare=prepare_batch,
+            model, train, prepare=batch_preparer(config),
             evaluate=lambda m: {"val_bits": nll_bits(m, val)}, save=save,
             run_dir=job.out, cfg=train_cfg, resume=job.resume, keep_schedule=not new_length(job),
             best_metric="val_bits", console=console,
@@ -151,10 +178,16 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> dict:
 def flops_per_token(c) -> float:
     """Training FLOPs per token (forward + backward): 6 x the matmul parameters, plus attention's
     12 x layers x dim x context (Kaplan et al. 2020; nanoGPT's estimate_mfu, averaged over the
-    causal context)."""
-    per_layer = 4 * c.dim * c.dim + 2 * c.ff_mult * c.dim * c.dim
+    causal context). Grouped-query attention shrinks the key/value projections; a sketch prior's
+    cross-attention adds one more attention block per layer over h*w condition tokens (as many
+    as the codes, so its key/value projections count once per token too)."""
+    kv_dim = c.dim * (c.kv_heads or c.heads) // c.heads
+    attention = 2 * c.dim * c.dim + 2 * c.dim * kv_dim
+    cross = c.condition == "sketch"
+    per_layer = attention * (2 if cross else 1) + 2 * c.ff_mult * c.dim * c.dim
     matmul_params = c.depth * per_layer + c.dim * c.codebook_size
-    return 6 * matmul_params + 12 * c.depth * c.dim * (c.seq_len + 1) / 2
+    context = (c.seq_len + 1) / 2 + (c.seq_len if cross else 0)
+    return 6 * matmul_params + 12 * c.depth * c.dim * context
 
 
 def load_prior(run_dir: Path, tokenizer_info: dict, device: str = "cpu"):

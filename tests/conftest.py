@@ -62,3 +62,21 @@ def batch():
     imgs = np.stack([pattern(i % 3, i, 16, 1) for i in range(8)])
     x = torch.from_numpy(imgs).float().div(127.5).sub(1).unsqueeze(1)
     return x, torch.tensor([i % 3 for i in range(8)])
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory):
+    """fit-tokenizer -> fit-prior (which exports the codes into chain/codes) on 300 real
+    Fashion-MNIST images; shared by the modules that chain commands (they add runs beside it and
+    never change these)."""
+    from test_cli import vq
+    from test_pipeline import PRIOR_TOML, TOKENIZER_TOML
+
+    root = tmp_path_factory.mktemp("chain")
+    (root / "tok.toml").write_text(TOKENIZER_TOML)
+    (root / "prior.toml").write_text(PRIOR_TOML)
+    r = vq("fit-tokenizer", "--data", "fashion-mnist", "--limit", "300", "--config", root / "tok.toml", "--out", root / "tokenizer")
+    assert r.returncode == 0, r.stderr
+    r = vq("fit-prior", "--tokenizer", root / "tokenizer", "--codes", root / "codes", "--config", root / "prior.toml", "--out", root / "prior")
+    assert r.returncode == 0, r.stderr
+    return root

@@ -37,19 +37,6 @@ eval_every = 5
 needs_fashion_mnist = pytest.mark.skipif(fashion_mnist_dir() is None, reason="Fashion-MNIST idx files not installed (make test installs them)")
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    """fit-tokenizer -> fit-prior (which exports the codes) on 300 real images."""
-    root = tmp_path_factory.mktemp("chain")
-    (root / "tok.toml").write_text(TOKENIZER_TOML)
-    (root / "prior.toml").write_text(PRIOR_TOML)
-    r = vq("fit-tokenizer", "--data", "fashion-mnist", "--limit", "300", "--config", root / "tok.toml", "--out", root / "tokenizer")
-    assert r.returncode == 0, r.stderr
-    r = vq("fit-prior", "--tokenizer", root / "tokenizer", "--codes", root / "codes", "--config", root / "prior.toml", "--out", root / "prior")
-    assert r.returncode == 0, r.stderr
-    return root
-
-
 @needs_fashion_mnist
 def test_export_and_prior_artifacts(chain):
     tok = json.loads((chain / "tokenizer" / "config.json").read_text())

@@ -1,0 +1,231 @@
+"""Sketches: the fixed edge detector that turns every training image into its sketch, the
+normaliser that turns what people draw into the same kind of map, and the edge-agreement score.
+
+**The detector** (`edge_map`, version `SKETCH_DETECTOR`), on each image's luminance in [0, 1]:
+1. a 3x3 binomial blur ([1, 2, 1] / 4 in each direction), against pixel noise;
+2. Sobel gradients, their magnitude and direction;
+3. non-maximum suppression across the edge (4 directions), so lines are one pixel wide;
+4. hysteresis: pixels above `HIGH` x the image's largest magnitude start lines, which grow
+   through 8-neighbours above `LOW` x that magnitude (thresholds relative to each image, so
+   dark garments on black draw as clearly as bright ones); a magnitude below `FLOOR` (in
+   luminance units) is never an edge, so a flat image has none;
+5. thinning (Zhang & Suen 1984) to one-pixel lines.
+Everything is element-wise or a fixed convolution in float32 on the CPU: the same image always
+gives the same sketch, in a batch or alone.
+
+**A drawing** (`load_drawing`, `normalise_drawing`) of any size and mode becomes that kind of
+map: luminance (or, for a drawing on a transparent background, its opacity: the strokes);
+polarity from the border (drawings are mostly background, so a light border means dark lines
+on light paper, which are inverted); lines are pixels more than halfway from the background to
+the ink; the drawing is padded to a square with background (a centre crop could cut lines),
+shrunk by max-pooling when it is very large, thinned to one pixel, reduced to the model's size
+by max-pooling (a line anywhere in a cell marks the cell), and thinned again. A thick stroke and
+a thin one along the same path thus give the same map, up to a pixel where a line runs along a
+cell border.
+
+**Edge agreement** (`edge_f1`): F1 between two edge maps with a tolerance of one pixel: a pixel
+of one map counts as matched when the other has an edge within its 3x3 neighbourhood.
+
+Shape legend: b - batch, H W - image pixels.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SKETCH_DETECTOR = 1  # bump when the detector changes: exported sketches record it
+LOW, HIGH, FLOOR = 0.15, 0.3, 0.05
+
+
+def luminance(images: torch.Tensor) -> torch.Tensor:
+    """(b, c, H, W) in [-1, 1] -> (b, 1, H, W) luminance in [0, 1] (ITU-R 601 weights)."""
+    x = (images.float() + 1) / 2
+    if x.shape[1] == 3:
+        x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return x.clamp(0, 1)
+
+
+def _conv(x: torch.Tensor, kernel: list[list[float]]) -> torch.Tensor:
+    k = torch.tensor(kernel, dtype=x.dtype, device=x.device)[None, None]
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+
+
+def _neighbours(x: torch.Tensor) -> torch.Tensor:
+    """(b, 1, H, W) -> (b, 8, H, W): the 8 neighbours P2..P9 of Zhang & Suen (clockwise from
+    north), zero beyond the border."""
+    p = F.pad(x, (1, 1, 1, 1))
+    h, w = x.shape[-2:]
+    at = lambda dy, dx: p[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]  # noqa: E731
+    return torch.cat([at(-1, 0), at(-1, 1), at(0, 1), at(1, 1), at(1, 0), at(1, -1), at(0, -1), at(-1, -1)], 1)
+
+
+def _thinning_tables() -> torch.Tensor:
+    """(2, 256) bool: whether Zhang & Suen's sub-iteration 0 / 1 removes a line pixel whose
+    neighbours P2..P9 (clockwise from north) are the bits 0..7 of the index."""
+    table = torch.zeros(2, 256, dtype=torch.bool)
+    for code in range(256):
+        p = [(code >> i) & 1 for i in range(8)]
+        p2, p4, p6, p8 = p[0], p[2], p[4], p[6]
+        transitions = sum(p[i] == 0 and p[(i + 1) % 8] == 1 for i in range(8))
+        core = 2 <= sum(p) <= 6 and transitions == 1
+        table[0, code] = core and p2 * p4 * p6 == 0 and p4 * p6 * p8 == 0
+        table[1, code] = core and p2 * p4 * p8 == 0 and p2 * p6 * p8 == 0
+    return table
+
+
+_THINNING = _thinning_tables()
+
+
+def _code(x: torch.Tensor) -> torch.Tensor:
+    """(b, 1, H, W) uint8 0/1 -> int64 byte of each pixel's neighbours, bit i = P(i+2)."""
+    p = F.pad(x, (1, 1, 1, 1))
+    h, w = x.shape[-2:]
+    code = torch.zeros_like(x, dtype=torch.int64)
+    for bit, (dy, dx) in enumerate([(-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1)]):
+        code |= p[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].long() << bit
+    return code
+
+
+def _dilate(x: torch.Tensor) -> torch.Tensor:
+    """(b, 1, H, W) bool -> bool, grown by one pixel in the 8 directions."""
+    return F.max_pool2d(x.float(), 3, 1, 1) > 0
+
+
+def thin(mask: torch.Tensor) -> torch.Tensor:
+    """Zhang & Suen thinning (1984): (b, 1, H, W) bool -> bool lines one pixel wide with the
+    same connectivity. Each sub-iteration is a table look-up of the 8 neighbours as a byte, on
+    the images still changing."""
+    x = mask.to(torch.uint8).clone()
+    active = torch.arange(x.shape[0], device=x.device)
+    tables = _THINNING.to(x.device)
+    while active.numel():
+        part = x[active]
+        changed = torch.zeros(active.numel(), dtype=torch.bool, device=x.device)
+        for sub in (0, 1):
+            remove = tables[sub][_code(part)] & (part > 0)
+            part = part.masked_fill(remove, 0)
+            changed |= remove.flatten(1).any(1)
+        x[active] = part
+        active = active[changed]
+    return x.bool()
+
+
+@torch.no_grad()
+def edge_map(images: torch.Tensor) -> torch.Tensor:
+    """(b, c, H, W) images in [-1, 1] -> (b, 1, H, W) bool edge maps (the detector above)."""
+    x = luminance(images.cpu())
+    x = _conv(x, [[1 / 16, 2 / 16, 1 / 16], [2 / 16, 4 / 16, 2 / 16], [1 / 16, 2 / 16, 1 / 16]])
+    gx = _conv(x, [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]) / 4
+    gy = _conv(x, [[-1, -2, -1], [0, 0, 0], [1, 2, 1]]) / 4
+    mag = torch.sqrt(gx**2 + gy**2)
+    # Non-maximum suppression: compare with both neighbours across the edge (the gradient's
+    # direction, rounded to 0, 45, 90 or 135 degrees).
+    angle = torch.rad2deg(torch.atan2(gy, gx)) % 180
+    sector = (((angle + 22.5) // 45) % 4).long()
+    n = _neighbours(mag)  # N, NE, E, SE, S, SW, W, NW
+    pairs = torch.stack([
+        torch.maximum(n[:, 2:3], n[:, 6:7]),  # 0 deg gradient (along x): E and W
+        torch.maximum(n[:, 3:4], n[:, 7:8]),  # 45 deg (y grows downwards): SE and NW
+        torch.maximum(n[:, 0:1], n[:, 4:5]),  # 90 deg: N and S
+        torch.maximum(n[:, 1:2], n[:, 5:6]),  # 135 deg: NE and SW
+    ]).gather(0, sector[None]).squeeze(0)
+    peak = mag * (mag >= pairs)
+    top = peak.amax(dim=(-2, -1), keepdim=True)
+    weak = (peak >= LOW * top) & (peak >= FLOOR)
+    strong = (peak >= HIGH * top) & (peak >= FLOOR)
+    active = torch.arange(strong.shape[0])
+    while active.numel():  # hysteresis: grow the strong lines through weak 8-neighbours
+        grown = weak[active] & _dilate(strong[active])
+        changed = (grown != strong[active]).flatten(1).any(1)
+        strong[active] = grown
+        active = active[changed]
+    return thin(strong)
+
+
+MAX_SIDE_PER_CELL = 16  # a drawing is thinned at most 16 x the model's size (larger ones are max-pooled first)
+
+
+def load_drawing(path, size: int) -> tuple[torch.Tensor, str]:
+    """A drawing file -> ((1, 1, size, size) bool lines, a note on the conversion); a file that
+    cannot be read, or holds no lines, -> a one-line VQError naming it."""
+    from PIL import ImageOps
+
+    from vq.pipeline.data import decode, deep_to_uint8, open_image, reading
+    from vq.pipeline.runs import VQError
+
+    img = open_image(path)
+    mode, (w, h) = img.mode, img.size
+    notes = []
+    with reading(path):
+        img = ImageOps.exif_transpose(decode(img, 1, size * MAX_SIDE_PER_CELL))
+        if "transparency" in img.info or img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+            alpha = np.asarray(img.convert("RGBA"))[..., 3]
+            if alpha.min() < 255:
+                notes.append("transparent background: opacity read as the strokes")
+                gray = alpha
+        if not notes:
+            gray = deep_to_uint8(np.asarray(img), img.mode) if img.mode in ("I", "F") or img.mode.startswith("I;16") \
+                else np.asarray(img.convert("L"))
+    try:
+        lines, more = normalise_drawing(gray.astype(np.float32) / 255, size)
+    except ValueError as e:
+        raise VQError(f"sketch {path}: {e}; draw lines that differ clearly from the background") from None
+    return lines, f"{mode} {w}x{h}, " + ", ".join(notes + more)
+
+
+def normalise_drawing(gray: np.ndarray, size: int) -> tuple[torch.Tensor, list[str]]:
+    """A drawing's luminance (H, W) in [0, 1] -> ((1, 1, size, size) bool lines, notes on the
+    conversion). Raises ValueError when it holds no lines."""
+    x = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))
+    notes = []
+    border = torch.cat([x[0], x[-1], x[:, 0], x[:, -1]])
+    background = float(border.median())
+    if background > 0.5:
+        x = 1 - x
+        background = 1 - background
+        notes.append("dark lines on light: inverted")
+    else:
+        notes.append("light lines on dark")
+    ink = float(x.max())
+    if ink - background < 0.1:
+        raise ValueError("it holds no lines (no pixel stands out from the background)")
+    lines = (x >= (background + ink) / 2)[None, None]
+    h, w = lines.shape[-2:]
+    if h != w:  # pad to a square, lines centred, as the training images are
+        side = max(h, w)
+        lines = F.pad(lines, ((side - w) // 2, side - w - (side - w) // 2, (side - h) // 2, side - h - (side - h) // 2))
+    limit = size * MAX_SIDE_PER_CELL
+    if lines.shape[-1] > limit:
+        k = -(-lines.shape[-1] // limit)
+        lines = F.max_pool2d(lines.float(), k, k, ceil_mode=True) > 0
+        notes.append(f"shrunk {k}x before thinning")
+    width = stroke_width(lines)
+    lines = thin(lines)
+    if lines.shape[-1] != size:
+        lines = F.adaptive_max_pool2d(lines.float(), size) > 0 if lines.shape[-1] >= size else \
+            F.interpolate(lines.float(), size=(size, size), mode="nearest") > 0
+        lines = thin(lines)
+    notes.append(f"strokes ~{width:.0f} px thinned to 1 px at {size}x{size}")
+    if not lines.any():
+        raise ValueError("it holds no lines after thinning")
+    return lines, notes
+
+
+def stroke_width(lines: torch.Tensor) -> float:
+    """Mean stroke width of a (1, 1, H, W) bool line map: ink pixels over skeleton pixels."""
+    skeleton = thin(lines).sum()
+    return float(lines.sum() / skeleton.clamp(min=1))
+
+
+def edge_f1(pred: torch.Tensor, target: torch.Tensor, tolerance: int = 1) -> torch.Tensor:
+    """(b, 1, H, W) bool edge maps -> (b,) F1 with a tolerance of `tolerance` pixels. Two empty
+    maps agree (1); one empty map against edges scores 0."""
+    k = 2 * tolerance + 1
+    near_target = F.max_pool2d(target.float(), k, 1, tolerance) > 0
+    near_pred = F.max_pool2d(pred.float(), k, 1, tolerance) > 0
+    p_hits, p_all = (pred & near_target).flatten(1).sum(1).float(), pred.flatten(1).sum(1).float()
+    t_hits, t_all = (target & near_pred).flatten(1).sum(1).float(), target.flatten(1).sum(1).float()
+    precision = torch.where(p_all > 0, p_hits / p_all.clamp(min=1), (t_all == 0).float())
+    recall = torch.where(t_all > 0, t_hits / t_all.clamp(min=1), (p_all == 0).float())
+    return torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12),
+                       torch.zeros_like(precision))

@@ -1,0 +1,145 @@
+"""Sketch to image: the edge detector, drawings as people make them, and the sketch prior chained
+from the command line on a small slice of real Fashion-MNIST."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from vq.pipeline.data import fashion_mnist_dir, load_fashion_mnist_idx, to_float
+from vq.pipeline.export import load_codes, split_record
+from vq.pipeline.sketch import edge_f1, edge_map, normalise_drawing, thin
+from test_cli import assert_one_line_error, digest, vq
+
+needs_fashion_mnist = pytest.mark.skipif(fashion_mnist_dir() is None, reason="Fashion-MNIST idx files not installed (make test installs them)")
+
+# A boot, a bag and a dress as a person draws them: a few strokes (coordinates on a 280 px canvas).
+DRAWINGS = {
+    "boot": [(95, 45), (155, 45), (155, 155), (245, 185), (245, 235), (55, 235), (65, 155), (95, 45)],
+    "bag": [(65, 115), (225, 115), (235, 245), (55, 245), (65, 115)],
+    "dress": [(115, 35), (175, 35), (165, 105), (225, 255), (65, 255), (125, 105), (115, 35)],
+}
+
+
+def drawing(name: str, width: int, ink: int, paper: int, size: int = 280) -> Image.Image:
+    img = Image.new("L", (size, size), paper)
+    scale = size / 280
+    ImageDraw.Draw(img).line([(x * scale, y * scale) for x, y in DRAWINGS[name]], fill=ink, width=width, joint="curve")
+    return img
+
+
+@needs_fashion_mnist
+def test_edge_detector_is_deterministic_thin_and_per_image():
+    data = load_fashion_mnist_idx(fashion_mnist_dir())
+    x = to_float(data.test.images[:64])
+    a, b = edge_map(x), edge_map(x.clone())
+    assert a.dtype == torch.bool and a.shape == (64, 1, 28, 28)
+    assert torch.equal(a, b)
+    assert torch.equal(edge_map(x[5:9]), a[5:9])  # an image's sketch does not depend on its batch
+    assert torch.equal(thin(a), a)  # already one pixel wide
+    counts = a.flatten(1).sum(1)
+    assert (counts > 20).all() and (counts < 300).all()  # every garment has an outline, none is all edges
+    assert not edge_map(torch.full((1, 1, 28, 28), 0.3)).any()  # a flat image has no edges
+
+
+@pytest.mark.parametrize("name", sorted(DRAWINGS))
+def test_thick_dark_lines_and_thin_light_lines_give_the_same_sketch(name):
+    thick, notes_thick = normalise_drawing(np.asarray(drawing(name, 16, ink=0, paper=255), np.float32) / 255, 28)
+    thin_, notes_thin = normalise_drawing(np.asarray(drawing(name, 3, ink=255, paper=0), np.float32) / 255, 28)
+    assert "inverted" in notes_thick[0] and "light lines on dark" in notes_thin[0]
+    assert torch.equal(thin(thick), thick) and torch.equal(thin(thin_), thin_)
+    # The same path: equal within a pixel (a line along a cell border may land on either side).
+    assert float(edge_f1(thick, thin_)) == 1.0
+    assert int((thick ^ thin_).sum()) <= 0.1 * int(thick.sum())
+    # Another canvas size and grey levels: the same again.
+    other, _ = normalise_drawing(np.asarray(drawing(name, 9, ink=40, paper=210, size=500), np.float32) / 255, 28)
+    assert float(edge_f1(other, thick)) >= 0.95
+
+
+def test_a_blank_drawing_is_refused():
+    with pytest.raises(ValueError, match="no lines"):
+        normalise_drawing(np.full((100, 80), 0.9, np.float32), 28)
+
+
+def test_edge_f1_tolerates_one_pixel():
+    a = torch.zeros(1, 1, 10, 10, dtype=torch.bool)
+    a[0, 0, 5, 2:8] = True
+    shifted, far = torch.roll(a, 1, dims=2), torch.roll(a, 3, dims=2)
+    assert float(edge_f1(a, a)) == 1.0 and float(edge_f1(a, shifted)) == 1.0 and float(edge_f1(a, far)) == 0.0
+    half = a.clone()
+    half[0, 0, 5, 5:8] = False  # precision 1, recall 4/6 (one pixel of slack at the cut)
+    assert abs(float(edge_f1(half, a)) - 2 * (4 / 6) / (1 + 4 / 6)) < 1e-6
+
+
+@pytest.fixture(scope="module")
+def sketch_chain(chain, tmp_path_factory):
+    """A sketch prior beside the shared chain's class prior, on the chain's tokenizer (its codes
+    exported again, with sketches, into a folder of its own), and a drawing."""
+    root = tmp_path_factory.mktemp("sketch")
+    r = vq("fit-prior", "--tokenizer", chain / "tokenizer", "--codes", root / "codes", "--condition", "sketch",
+           "--config", chain / "prior.toml", "--out", root / "sketch-prior")
+    assert r.returncode == 0, r.stderr
+    for run in ("tokenizer", "prior"):
+        (root / run).symlink_to(chain / run)
+    drawing("boot", 12, ink=20, paper=240).convert("RGB").save(root / "boot.jpg")
+    return root
+
+
+@needs_fashion_mnist
+def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
+    root = sketch_chain
+    prior = json.loads((root / "sketch-prior" / "config.json").read_text())
+    assert prior["config"]["condition"] == "sketch" and prior["config"]["sketch_size"] == 28
+    codes = load_codes(root / "codes")
+    assert codes.meta["sketch"]["size"] == 28
+    records = codes.splits["test"].with_sketches().to_memory(16)
+    c, s = split_record(records.images[:20], (7, 7), 28)
+    assert torch.equal(c, codes.splits["test"].to_memory(16).images[:20].long())
+    data = load_fashion_mnist_idx(fashion_mnist_dir())
+    assert torch.equal(s, edge_map(to_float(data.test.images[:20])))  # the stored sketch is the detector's
+    r = vq("eval", "--tokenizer", root / "tokenizer", "--prior", root / "sketch-prior", "-n", "2", "--complete-images", "0",
+           "--sketch-images", "12", "--classifier", root / "classifier", "--out", root / "eval.json")
+    assert r.returncode == 0, r.stderr
+    sk = json.loads((root / "eval.json").read_text())["sketch"]
+    assert sk["n"] == 12
+    for key in ("sketch_and_class", "sketch_only", "class_only", "reconstructions"):
+        assert 0 <= sk[key]["edge_f1"] <= 1
+    assert sk["real"]["edge_f1"] == 1.0  # the sketches are the real images' own edges
+
+
+@needs_fashion_mnist
+def test_sample_follows_a_drawing_file(sketch_chain):
+    root = sketch_chain
+    args = ("sample", "--tokenizer", root / "tokenizer", "--prior", root / "sketch-prior", "--sketch", root / "boot.jpg",
+            "-n", "3", "--seed", "1")
+    r = vq(*args, "--out", root / "s1")
+    assert r.returncode == 0, r.stderr
+    assert "dark lines on light: inverted" in r.stderr and "thinned to 1 px at 28x28" in r.stderr
+    assert sorted(p.name for p in (root / "s1").iterdir()) == ["grid.png", "sketch.png", "sketch_0.png", "sketch_1.png", "sketch_2.png"]
+    assert Image.open(root / "s1" / "grid.png").size[0] > 4 * 28  # the sketch and its three samples in a row
+    r = vq(*args, "--class", "ankle boot", "--guidance", "2", "--out", root / "s2")
+    assert r.returncode == 0, r.stderr
+    assert (root / "s2" / "ankle-boot_0.png").exists()
+    # The sketch prior still samples by class alone.
+    r = vq("sample", "--tokenizer", root / "tokenizer", "--prior", root / "sketch-prior", "-c", "bag", "-n", "2", "--out", root / "s3")
+    assert r.returncode == 0, r.stderr
+
+
+@needs_fashion_mnist
+def test_sketch_refusals_are_one_line_and_write_nothing(sketch_chain, tmp_path):
+    root = sketch_chain
+    before = digest(root)
+    r = vq("sample", "--tokenizer", root / "tokenizer", "--prior", root / "prior", "--sketch", root / "boot.jpg",
+           "--out", tmp_path / "a")
+    assert_one_line_error(r, "trained without sketches")
+    Image.new("L", (50, 40), 255).save(tmp_path / "blank.png")
+    r = vq("sample", "--tokenizer", root / "tokenizer", "--prior", root / "sketch-prior", "--sketch", tmp_path / "blank.png",
+           "--out", tmp_path / "b")
+    assert_one_line_error(r, "no lines")
+    r = vq("sample", "--tokenizer", root / "tokenizer", "--prior", root / "sketch-prior", "--sketch", tmp_path / "missing.png",
+           "--out", tmp_path / "c")
+    assert_one_line_error(r, "does not exist")
+    assert not any((tmp_path / d).exists() for d in "abc")
+    assert digest(root) == before
