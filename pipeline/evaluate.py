@@ -29,7 +29,7 @@ from vq.pipeline.runs import VQError, atomic_write_json, resolve_stored
 from vq.pipeline.loader import Skipped, materialize
 from vq.pipeline.tokenizer import EvalImages, evaluate_tokenizer, stored_data_options
 from vq.pipeline.trainer import resolve_device
-from vq.stage2_prior import sample_codes
+from vq.stage2_prior import sample_codes_fast
 
 
 def judge(classifier, images: torch.Tensor, labels: torch.Tensor | None, test_feats: torch.Tensor,
@@ -170,7 +170,7 @@ def completion_accuracy(tokenizer, prior, classifier, split, n: int, opts: Sampl
             codes = tokenizer.encode_indices(x)
             y = labels[i : i + 250].to(dev) if mode == "with_class" else torch.full((x.shape[0],), -1, device=dev)
             gen = torch.Generator(device=dev).manual_seed(opts.seed + i)
-            done = sample_codes(prior, y, cfg_scale=opts.cfg if mode == "with_class" else 1.0, temperature=opts.temperature,
+            done = sample_codes_fast(prior, y, cfg_scale=opts.cfg if mode == "with_class" else 1.0, temperature=opts.temperature,
                                 top_k=opts.top_k, top_p=opts.top_p, generator=gen,
                                 known=codes, known_mask=mask.expand(x.shape[0], -1, -1))
             outs.append(tokenizer.decode_indices(done).float().cpu().clamp(-1, 1))

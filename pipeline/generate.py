@@ -14,7 +14,7 @@ from vq.pipeline.data import decode, open_image, pil_to_array, reading, to_float
 from vq.pipeline.images import save_grid, save_png
 from vq.pipeline.runs import VQError
 from vq.pipeline.trainer import resolve_device
-from vq.stage2_prior import sample_codes, score_codes
+from vq.stage2_prior import sample_codes_fast, score_codes
 
 CHUNK = 256  # images per sampling batch
 
@@ -97,7 +97,7 @@ def generate_images(tokenizer, prior, labels: torch.Tensor, opts: SamplingOption
         y = labels[i : i + CHUNK].to(device)
         if prior is not None:
             sk = sketches[i : i + CHUNK].to(device) if sketches is not None else None
-            codes = sample_codes(prior, y, cfg_scale=opts.cfg, temperature=opts.temperature,
+            codes = sample_codes_fast(prior, y, cfg_scale=opts.cfg, temperature=opts.temperature,
                                  top_k=opts.top_k, top_p=opts.top_p, generator=g, sketch=sk)
             out.append(tokenizer.decode_indices(codes))
         else:
@@ -239,7 +239,7 @@ def complete_codes(prior, codes: torch.Tensor, mask: torch.Tensor, label: int | 
     kmask = mask.expand(draws, -1, -1).to(device)
     out = []
     for i in range(0, draws, CHUNK):
-        out.append(sample_codes(prior, labels[i : i + CHUNK], cfg_scale=opts.cfg, temperature=opts.temperature,
+        out.append(sample_codes_fast(prior, labels[i : i + CHUNK], cfg_scale=opts.cfg, temperature=opts.temperature,
                                 top_k=opts.top_k, top_p=opts.top_p, generator=g,
                                 known=known[i : i + CHUNK], known_mask=kmask[i : i + CHUNK]))
     drawn = torch.cat(out)

@@ -53,7 +53,13 @@ class IncrementalDecoder:
         return rearrange(x, "b n (h d) -> b h n d", h=heads)
 
     def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return F.scaled_dot_product_attention(q, k, v, enable_gqa=self.kv_heads != self.heads)
+        if self.kv_heads == self.heads:
+            return F.scaled_dot_product_attention(q, k, v)
+        # x-transformers pairs query head i with key/value head i % kv_heads; SDPA's enable_gqa
+        # pairs it with i // (heads / kv_heads): regroup the query heads around that call.
+        q = rearrange(q, "b (g kv) n d -> b (kv g) n d", kv=self.kv_heads)
+        out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return rearrange(out, "b (kv g) n d -> b (g kv) n d", kv=self.kv_heads)
 
     def _attend(self, index: int, attn, h: torch.Tensor) -> torch.Tensor:
         q = self._heads(attn.to_q(h), self.heads)
@@ -92,6 +98,11 @@ class IncrementalDecoder:
             x = x + h
         self.pos += 1
         return net.to_logits(net.attn_layers.final_norm(x))[:, 0]
+
+
+def incremental_stepper(model, rows: int, context: torch.Tensor | None):
+    decoder = IncrementalDecoder(model, rows, context)
+    return lambda tokens, t: decoder.step(tokens)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -133,6 +144,7 @@ def sample_codes(
     known_mask: torch.Tensor | None = None,
     sketch: torch.Tensor | None = None,
     force_guidance_batch: bool = False,
+    stepper=None,
 ) -> torch.Tensor:
     """Draw code maps from the prior.
 
@@ -142,6 +154,8 @@ def sample_codes(
     known, known_mask: (b, h, w) codes and a bool mask of the positions to keep fixed.
     cfg_scale: 1 is plain conditional sampling; larger trades diversity for class fidelity.
     force_guidance_batch: run the null rows even at scale 1 (tests use it to check the mixing).
+    stepper: (model, rows, context) -> step(tokens, t) -> logits, the decoder to run (default an
+      `IncrementalDecoder`; `fast.sample_codes_fast` passes its static-shape one).
     Returns (b, h, w) int64 codes in [0, k).
     """
     c = model.config
@@ -163,9 +177,9 @@ def sample_codes(
         x = torch.cat([x, model.class_tokens(None, b, device)[:, 0]])
         context = torch.cat([context, model.context(None, b)]) if context is not None else None
     out = torch.empty(b, n, dtype=torch.long, device=device)
-    decoder = IncrementalDecoder(model, x.shape[0], context)
+    step = (stepper or incremental_stepper)(model, x.shape[0], context)
     for t in range(n):
-        logits = decoder.step(x).float()
+        logits = step(x, t).float()
         if guided:
             cond, null = logits[:b], logits[b:]
             logits = cond + (cfg_scale - 1.0) * (cond - null)
