@@ -246,6 +246,7 @@ def export_codes(
     batch_size: int = typer.Option(500, "--batch-size", min=1, help="Images encoded at once, per process."),
     workers: Optional[int] = WorkersOpt,
     force: bool = typer.Option(False, "--force", help="Re-export even if OUT holds codes (of any tokenizer)."),
+    sketches: bool = typer.Option(False, "--sketches", help="Also store every image's edge map, for a sketch prior (added to an export that lacks them; fit-prior --condition sketch does this itself)."),
 ):
     """Encode the tokenizer's dataset (train and test) into compact code-map shards for the prior;
     an export of the same tokenizer is reused, an interrupted one resumed. Under torchrun the
@@ -253,7 +254,8 @@ def export_codes(
     from vq.pipeline.distributed import is_main
     from vq.pipeline.export import default_codes_dir, export_codes as run
 
-    meta = run(tokenizer, out, device=device or "auto", batch_size=batch_size, force=force, workers=workers, console=err)
+    meta = run(tokenizer, out, device=device or "auto", batch_size=batch_size, force=force, workers=workers,
+               sketches=sketches, console=err)
     if is_main():
         summary(f"codes -> {out or default_codes_dir(tokenizer)}", {
             "tokenizer": meta["tokenizer_fingerprint"], "grid": "x".join(map(str, meta["grid"])),
@@ -341,8 +343,8 @@ def sample(
     force: bool = typer.Option(False, "--force", help="Overwrite same-named files in --out."),
 ):
     """Sample new images: prior -> decoder for a VQ-VAE, the latent prior for a VAE or conditional
-    VAE. Writes one PNG per image (<class>_<i>.png) and grid.png; with --sketch, sketch_<i>.png,
-    the sketch as the prior reads it (sketch.png) and grid.png."""
+    VAE. Writes one PNG per image (<class>_<i>.png) and grid.png; with --sketch, also the sketch as
+    the prior reads it (sketch.png), and the images are sketch_<i>.png unless --class is given."""
     from vq.pipeline.generate import SamplingOptions, sample as run
 
     seed = fresh_seed(seed)

@@ -90,6 +90,14 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
         codes_dir = codes_of_run(resolve_stored(read_info(prior_dir, "prior")["codes_dir"], prior_dir), tokenizer_dir)
         codes = load_codes(codes_dir)
         check_codes_match(codes.meta, info, codes_dir)
+        if prior.sketched:
+            from vq.pipeline.export import has_sketches
+            from vq.pipeline.sketch import check_detector
+
+            check_detector(read_info(prior_dir, "prior"), prior_dir)
+            if not has_sketches(codes.meta):
+                raise VQError(f"{codes_dir} holds no sketches for the sketch prior {prior_dir}; add them with "
+                              f"`vq export-codes --tokenizer {tokenizer_dir} --out {codes_dir} --sketches`")
     dev = resolve_device(device)
     data = stored_data_options(info, tokenizer_dir).load()
     names = data.class_names

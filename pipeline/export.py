@@ -92,7 +92,7 @@ class CodeMaps(Dataset):
         codes = np.concatenate([c.astype(dtype) for c in self.shard_codes]) if self.shard_codes else np.zeros((0, 1, 1), dtype)
         if self.records:  # packed bytes (0..255) fit the codes' dtype
             packed = np.concatenate([p.astype(dtype) for p in self.shard_sketches])
-            codes = np.concatenate([codes.reshape(len(codes), -1), packed], axis=1)
+            codes = np.concatenate([codes.reshape(len(codes), int(np.prod(codes.shape[1:]))), packed], axis=1)
         codes = torch.from_numpy(codes)
         labels = torch.from_numpy(np.concatenate(self.shard_labels).astype(np.int64)) if self.shard_labels else torch.zeros(0, dtype=torch.int64)
         if self.index is not None:
@@ -183,6 +183,20 @@ def encode_shard(model, split, lo: int, hi: int, batch_size: int, device, worker
     return (np.concatenate(codes) if codes else np.zeros((0, h, w), dtype)), (np.concatenate(labels) if labels else np.zeros(0, np.int64)), packed
 
 
+@torch.no_grad()
+def detect_shard(split, lo: int, hi: int, batch_size: int, device, workers: int, size: int, expected: int) -> np.ndarray:
+    """The packed sketches of a shard whose codes were exported before: the same images, read in
+    the same order, so an image skipped then is skipped again; `expected` (the shard's labels)
+    checks that they still line up."""
+    edges = [np.packbits(edge_map(image_batch(batch, device)[0]).flatten(1).numpy(), axis=1)
+             for batch in batches(split, batch_size, workers=workers, device=device, skipped=Skipped(), indices=range(lo, hi))]
+    packed = np.concatenate(edges) if edges else np.zeros((0, -(-size * size // 8)), np.uint8)
+    if len(packed) != expected:
+        raise VQError(f"the dataset no longer reads as it did when its codes were exported ({len(packed)} readable "
+                      f"images where the codes have {expected}); export again with --force")
+    return packed
+
+
 def export_codes(
     tokenizer_dir: Path,
     out: Path | None = None,
@@ -212,11 +226,15 @@ def export_codes(
         if dist.is_main():
             console.print(f"codes: reusing {out} (same tokenizer {info['fingerprint']})")
         return meta
-    if meta is not None and not force:  # an older format, or no sketches: re-export, if it is this tokenizer's
+    # A current export that lacks sketches keeps its codes: only the sketches are added.
+    adding = meta is not None and not force and meta.get("format_version") == CODES_FORMAT
+    if meta is not None and not force:  # an older format, or no sketches: export, if it is this tokenizer's
         check_codes_match(meta, info, out)
         if dist.is_main():
-            console.print(f"codes: {out} " + ("is in an older format" if meta.get("format_version") != CODES_FORMAT
-                                              else "has no sketches (of this detector)") + "; exporting again")
+            console.print(f"codes: {out} has no sketches (of detector {SKETCH_DETECTOR}); adding them" if adding else
+                          f"codes: {out} is in an older format; exporting again")
+    if force and has_sketches(meta):
+        sketches = True  # a forced export keeps what the previous one had
     progress_path = out / PROGRESS
     progress = read_json(progress_path) if progress_path.exists() and not force else None
     if progress is not None and progress.get("tokenizer_fingerprint") != info["fingerprint"]:
@@ -245,7 +263,10 @@ def export_codes(
     plan = [(name, i) for name in SPLITS for i in range(max(1, -(-sizes[name] // SHARD_SIZE)))]
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        if force or meta is not None:  # a clean slate: drop the previous export before writing a new one
+        if adding and progress is None:  # sketches of another detector version go
+            for p in out.glob("*.sketch.npy"):
+                p.unlink()
+        if force or (meta is not None and not adding):  # a clean slate: drop the previous export first
             for p in list(out.glob("*.npy")) + [out / "meta.json", progress_path]:
                 p.unlink(missing_ok=True)
             for old in SPLITS:  # the Hugging Face datasets folders of format 1
@@ -266,8 +287,13 @@ def export_codes(
         for name, i in todo:
             split = getattr(data, name)
             lo, hi = i * SHARD_SIZE, min(sizes[name], (i + 1) * SHARD_SIZE)
+            if (out / f"{shard_name(name, i)}.labels.npy").exists():  # its codes are there: add the sketches
+                expected = len(np.load(out / f"{shard_name(name, i)}.labels.npy", mmap_mode="r"))
+                save_npy(out / f"{shard_name(name, i)}.sketch.npy",
+                         detect_shard(split, lo, hi, batch_size, dev, workers, model.config.image_size, expected))
+                bar.advance(task)
+                continue
             codes, labels, packed = encode_shard(model, split, lo, hi, batch_size, dev, workers, skipped, dtype, sketches)
-            (out / f"{shard_name(name, i)}.labels.npy").unlink(missing_ok=True)  # a shard gaining its sketch
             save_npy(out / f"{shard_name(name, i)}.codes.npy", codes)
             if packed is not None:
                 save_npy(out / f"{shard_name(name, i)}.sketch.npy", packed)

@@ -110,10 +110,14 @@ def check_sketch_prior(tokenizer_dir: Path, info: dict, prior_dir: Path) -> None
     if info["model"] != "vqvae":
         raise VQError(f"{tokenizer_dir} holds a {info['model']}; --sketch needs a VQ-VAE and a prior trained with "
                       "`vq fit-prior --condition sketch`")
-    condition = read_info(prior_dir, "prior").get("config", {}).get("condition", "class")
+    from vq.pipeline.sketch import check_detector
+
+    prior_info = read_info(prior_dir, "prior")
+    condition = prior_info.get("config", {}).get("condition", "class")
     if condition != "sketch":
         raise VQError(f"{prior_dir} was trained without sketches (condition: {condition}); train one with "
                       "`vq fit-prior --condition sketch` to use --sketch")
+    check_detector(prior_info, prior_dir)
 
 
 def sample(tokenizer_dir: Path, prior_dir: Path, class_value: str | None, n: int, opts: SamplingOptions,

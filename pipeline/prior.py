@@ -125,7 +125,16 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> dict:
     device = resolve_device(train_cfg.device)
     main = dist.is_main()
     dist.setup(device)
-    sketched = build(cls.config_class, *model_layers, where="model config").condition == "sketch"
+    # The model config as the codes will make it, checked before a (re-)export that may take long.
+    tok = tok_info["config"]
+    side = tok["image_size"] // tok["downsample"]
+    probe = build(cls.config_class, model_layers[0], {"height": side, "width": side, "sketch_size": tok["image_size"]},
+                  *model_layers[1:], where="model config")
+    try:
+        probe.validate()
+    except ValueError as e:
+        raise VQError(str(e)) from None
+    sketched = probe.condition == "sketch"
 
     t0 = time.time()
     meta = export_codes(job.tokenizer, codes_dir, device=train_cfg.device, workers=train_cfg.workers,
@@ -149,7 +158,8 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> dict:
     ckpt_meta = {"class_names": codeset.class_names, "tokenizer_fingerprint": tok_info["fingerprint"],
                  "tokenizer_dir": stored_path(job.tokenizer, job.out), "codes_dir": stored_path(codes_dir, job.out),
                  "train": to_dict(train_cfg),
-                 "preset": job.preset, "image": meta["image"]}
+                 "preset": job.preset, "image": meta["image"],
+                 **({"sketch": meta["sketch"]} if sketched else {})}  # which detector drew its sketches
 
     def save(m, metrics):
         save_checkpoint(job.out, m, kind="prior", meta={**ckpt_meta, "metrics": metrics})

@@ -10,8 +10,9 @@ normaliser that turns what people draw into the same kind of map, and the edge-a
    dark garments on black draw as clearly as bright ones); a magnitude below `FLOOR` (in
    luminance units) is never an edge, so a flat image has none;
 5. thinning (Zhang & Suen 1984) to one-pixel lines.
-Everything is element-wise or a fixed convolution in float32 on the CPU: the same image always
-gives the same sketch, in a batch or alone.
+Everything is element-wise or a fixed convolution in float32 on the CPU: on one machine and
+torch build, the same image always gives the same sketch, in a batch or alone (another CPU or
+build may round a pixel near a threshold the other way).
 
 **A drawing** (`load_drawing`, `normalise_drawing`) of any size and mode becomes that kind of
 map: luminance (or, for a drawing on a transparent background, its opacity: the strokes);
@@ -35,6 +36,16 @@ import torch.nn.functional as F
 
 SKETCH_DETECTOR = 1  # bump when the detector changes: exported sketches record it
 LOW, HIGH, FLOOR = 0.15, 0.3, 0.05
+
+
+def check_detector(prior_info: dict, prior_dir) -> None:
+    """A sketch prior reads sketches of the detector that drew its training pairs: refuse another."""
+    from vq.pipeline.runs import VQError
+
+    version = (prior_info.get("sketch") or {}).get("detector")
+    if version != SKETCH_DETECTOR:
+        raise VQError(f"{prior_dir} was trained on sketches of edge detector {version}, and this vq draws them with "
+                      f"detector {SKETCH_DETECTOR}; retrain it with `vq fit-prior --condition sketch`")
 
 
 def luminance(images: torch.Tensor) -> torch.Tensor:
@@ -160,7 +171,8 @@ def load_drawing(path, size: int) -> tuple[torch.Tensor, str]:
         img = ImageOps.exif_transpose(decode(img, 1, size * MAX_SIDE_PER_CELL))
         if "transparency" in img.info or img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
             alpha = np.asarray(img.convert("RGBA"))[..., 3]
-            if alpha.min() < 255:
+            border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
+            if np.median(border) < 128:  # strokes on a transparent background (not a few clear pixels)
                 notes.append("transparent background: opacity read as the strokes")
                 gray = alpha
         if not notes:

@@ -171,7 +171,8 @@ def job_configs(job, presets: dict, model_name: str, config_class, saved: dict |
         layers = (model_preset, file_cfg.get("model", {}), job.model_overrides)
     else:
         asked = to_dict(build(config_class, saved["config"], file_cfg.get("model", {}), job.model_overrides, where="model config"))
-        changed = sorted(k for k in asked if asked[k] != saved["config"].get(k))
+        stored = to_dict(build(config_class, saved["config"], where="model config"))  # keys added since: their defaults
+        changed = sorted(k for k in asked if asked[k] != stored[k])
         if changed:
             raise VQError(f"the model of a resumed run is fixed by {job.out}/config.json; "
                           f"{changed[0]} differs ({saved['config'].get(changed[0])} there, {asked[changed[0]]} asked)")

@@ -15,7 +15,7 @@ class PriorConfig:
     heads: int = 4
     ff_mult: int = 4
     dropout: float = 0.1  # attention, feed-forward and embedding dropout
-    class_dropout: float = 0.1  # share of training rows whose class is replaced by the null class
+    class_dropout: float = 0.1  # share of training rows whose class is replaced by the null class (a sketch prior: twice, half with the sketch)
     kv_heads: int | None = None  # grouped-query attention: key/value heads shared by query heads (None: heads)
     condition: str = "class"  # "class", or "sketch": also reads an edge map of the image (cross-attention)
     sketch_size: int = 28  # the edge map's side: the images' (set from the codes)

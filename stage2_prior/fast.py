@@ -164,6 +164,10 @@ class StaticDecoder:
         return net.to_logits(net.attn_layers.final_norm(x))[:, 0]
 
 
+class GraphRecordError(RuntimeError):
+    """Recording a CUDA graph of the step failed (not running it)."""
+
+
 class Stepper:
     """Runs a `StaticDecoder`'s step for position t in one of `MODES` (see the module's notes)."""
 
@@ -195,7 +199,12 @@ class Stepper:
         self.tokens.copy_(tokens)
         self.pos.copy_(pos)
         if span not in self.graphs:
-            self.graphs[span] = self._record(span)
+            try:
+                self.graphs[span] = self._record(span)
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError as e:
+                raise GraphRecordError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
         graph, logits = self.graphs[span]
         graph.replay()
         return logits
@@ -269,12 +278,16 @@ def sample_codes_fast(model, labels: torch.Tensor | None = None, *, compile: boo
         stepper.decoder.set_context(context)
         return stepper
 
+    generator = kwargs.get("generator")
+    start = generator.get_state() if generator is not None else None
     try:
         return sample_codes(model, labels, stepper=make, **kwargs)
-    except RuntimeError as e:
-        if compile != "auto" or mode != "graph":
+    except GraphRecordError as e:
+        if compile != "auto":
             raise
-        _graphs_failed.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
-        warnings.warn(f"recording CUDA graphs failed ({_graphs_failed[0]}); sampling without them", stacklevel=2)
+        _graphs_failed.append(str(e))
+        warnings.warn(f"recording CUDA graphs failed ({e}); sampling without them", stacklevel=2)
         _decoders.pop(model, None)
+        if generator is not None:  # the same draws as if graphs had never been tried
+            generator.set_state(start)
         return sample_codes_fast(model, labels, compile="auto", **kwargs)

@@ -120,7 +120,7 @@ class CodePrior(nn.Module):
     def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None, sketch: torch.Tensor | None = None,
                 step: int = 0) -> PriorOutput:
         keep_sketch = None
-        if self.training and labels is not None:
+        if self.training and labels is not None and (self.sketched or self.config.class_dropout > 0):
             # One draw per row: [0, c) drops both conditions, then [c, c + s) the sketch alone and
             # [c + s, 2c + s) the class alone (a class prior: the first range only).
             c, s = self.config.class_dropout, (self.config.sketch_dropout if self.sketched else 0.0)

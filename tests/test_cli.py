@@ -203,7 +203,7 @@ def test_print_config_resolves_preset_file_and_flags_without_reading_data(tmp_pa
     assert r.returncode == 0, r.stderr
     shown = json.loads(r.stdout)
     assert (shown["model_config"]["dim"], shown["model_config"]["depth"], shown["train_config"]["steps"]) == (64, 8, 8000)
-    assert shown["from_data"] == ["codebook_size", "height", "num_classes", "width"]
+    assert shown["from_data"] == ["codebook_size", "height", "num_classes", "sketch_size", "width"]
     assert not out.exists()
     assert_one_line_error(vq("fit-prior", "--resume", "--print-config", "--out", out), "no prior at")
 

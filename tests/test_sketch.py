@@ -110,6 +110,24 @@ def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
 
 
 @needs_fashion_mnist
+def test_sketches_are_added_to_an_export_without_touching_its_codes(chain, tmp_path):
+    import shutil
+
+    codes = tmp_path / "codes"
+    shutil.copytree(chain / "codes", codes)
+    before = {p.name: p.read_bytes() for p in codes.glob("*.npy")}
+    r = vq("export-codes", "--tokenizer", chain / "tokenizer", "--out", codes, "--sketches")
+    assert r.returncode == 0, r.stderr
+    assert "adding them" in r.stderr
+    assert {p.name: p.read_bytes() for p in codes.glob("*.npy") if p.name in before} == before
+    meta = json.loads((codes / "meta.json").read_text())
+    assert meta["sketch"]["detector"] >= 1 and sorted(p.name for p in codes.glob("*.sketch.npy")) == ["test-00000.sketch.npy", "train-00000.sketch.npy"]
+    data = load_fashion_mnist_idx(fashion_mnist_dir())
+    _, s = split_record(load_codes(codes).splits["train"].with_sketches().to_memory(16).images[:10], (7, 7), 28)
+    assert torch.equal(s, edge_map(to_float(data.train.images[:10])))
+
+
+@needs_fashion_mnist
 def test_sample_follows_a_drawing_file(sketch_chain):
     root = sketch_chain
     args = ("sample", "--tokenizer", root / "tokenizer", "--prior", root / "sketch-prior", "--sketch", root / "boot.jpg",

@@ -140,10 +140,48 @@ def test_a_sketch_changes_the_samples_and_guidance_uses_the_null_sketch():
     sketch = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(3)) > 0.7
     draw = lambda **kw: sample_codes(model, labels, temperature=0, **kw)  # noqa: E731
     assert not torch.equal(draw(sketch=sketch), draw())
+    # Guided, the first step mixes the rows' (class, sketch) logits with (null class, null sketch).
+    first = {}
+    original = model.context
+    model.context = lambda s, b, keep=None: first.setdefault(len(first), (s, original(s, b, keep)))[1]  # noqa: E731
+    g = sample_codes(model, labels, temperature=0, cfg_scale=3.0, sketch=sketch)
+    model.context = original
+    assert first[0][0] is not None and first[1][0] is None  # the null rows read the null sketch
+    tokens = torch.cat([model.class_tokens(labels, 4, "cpu"), model.class_tokens(None, 4, "cpu")])
+    logits = model.net(tokens, context=torch.cat([original(sketch, 4), original(None, 4)]))[:, 0]
+    mixed = logits[:4] + 2.0 * (logits[:4] - logits[4:])
+    assert torch.equal(g[:, 0, 0], mixed.argmax(-1))
     # at scale 1 the guided batch (null class + null sketch rows beside) changes nothing
     assert torch.equal(draw(sketch=sketch), draw(sketch=sketch, force_guidance_batch=True))
     codes = draw(sketch=sketch)  # greedy and teacher-forced agree with the sketch as context
     assert torch.equal(model.logits(codes, labels, sketch).argmax(-1), codes.flatten(1))
+
+
+def test_a_class_prior_without_class_dropout_draws_no_random_numbers():
+    model = tiny_prior(class_dropout=0.0).train()
+    codes, labels = torch.randint(0, K, (4, 3, 4)), torch.tensor([0, 1, 2, 0])
+    state = torch.get_rng_state()
+    model(codes, labels)  # the training step: no class drawn away, so no draw beyond the network's own
+    after_step = torch.get_rng_state()
+    torch.set_rng_state(state)
+    model.logits(codes, labels)
+    assert torch.equal(after_step, torch.get_rng_state())
+
+
+def test_a_prior_saved_before_the_new_config_keys_resumes():
+    from vq.pipeline.configs import to_dict
+    from vq.pipeline.presets import PRIOR_PRESETS
+    from vq.pipeline.prior import PriorJob
+    from vq.pipeline.tokenizer import job_configs
+    from vq.pipeline.trainer import TrainConfig
+
+    old = {k: v for k, v in to_dict(PriorConfig()).items() if k not in ("kv_heads", "condition", "sketch_size", "sketch_dropout")}
+    train, layers = job_configs(PriorJob(resume=True), PRIOR_PRESETS, "transformer", PriorConfig,
+                                {"config": old, "train": to_dict(TrainConfig())})
+    assert layers == (old,)
+    with pytest.raises(VQError, match="condition differs"):
+        job_configs(PriorJob(resume=True, model_overrides={"condition": "sketch"}), PRIOR_PRESETS, "transformer",
+                    PriorConfig, {"config": old, "train": to_dict(TrainConfig())})
 
 
 def test_sketch_prior_training_drops_class_sketch_or_both():
