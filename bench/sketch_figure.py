@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--test-rows", type=int, default=3)
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scale", type=int, default=3, help="pixels per image pixel in the figure")
     args = ap.parse_args()
 
     tokenizer, info, prior = load_pair(args.tokenizer, args.prior, "cpu")
@@ -86,6 +87,8 @@ def main() -> None:
     for r in range(rows):
         grid += [sources[r].expand(channels, -1, -1), drawn[r]] + list(samples[r * per_row : (r + 1) * per_row])
     save_grid(torch.stack(grid), args.out, nrow=per_row + 2)
+    figure = Image.open(args.out)
+    figure.resize((figure.width * args.scale, figure.height * args.scale), Image.Resampling.NEAREST).save(args.out)
     print(f"{args.out}: {rows} rows of source | sketch | {per_row} samples (sketch alone, guidance {args.guidance})")
 
 

@@ -6,6 +6,7 @@ data the class accuracy and Fréchet distance of reconstructions of n real train
 
     python bench/tokenizers.py --data fashion-mnist --variants ema-mse ema-ssim ema-random ema-adv ema-both
     python bench/tokenizers.py --data /tmp/crops32 --variants ema-mse ema-both --no-judge
+    python bench/tokenizers.py --variants ema-mse@2500     # MSE alone, given both's wall time
 
 Prints a table and writes bench/results/tokenizers_<data>.json (rows appended, keyed by variant).
 """
@@ -33,13 +34,21 @@ LOSSES = {
     "mid": {"perceptual": "random", "perceptual_weight": 0.3, "adversarial_weight": 0.5, "adversarial_start": 100},
     # Between mid (within 1 dB, sharpness 0.57) and strong (0.66, -1.9 dB) on photos.
     "mid2": {"perceptual": "random", "perceptual_weight": 0.6, "adversarial_weight": 0.65, "adversarial_start": 100},
+    # Between mid (-0.8 dB, 0.57) and mid2 (-1.3 dB, 0.62) on photos.
+    "mid3": {"perceptual": "random", "perceptual_weight": 0.45, "adversarial_weight": 0.58, "adversarial_start": 100},
 }
 QUANTIZERS = {"ema": {}, "l2": {"quantizer": "l2", "code_dim": 8}, "fsq": {"quantizer": "fsq"}}
 
 
 def variant_config(name: str) -> dict:
-    quantizer, loss = name.split("-", 1)
+    """`quantizer-loss`, optionally `@steps` (the same at another length, e.g. ema-mse@2500 to
+    give MSE alone the wall time the adversarial terms take)."""
+    quantizer, loss = name.split("@")[0].split("-", 1)
     return {**QUANTIZERS[quantizer], **LOSSES[loss]}
+
+
+def variant_steps(name: str, default: int | None) -> int | None:
+    return int(name.split("@")[1]) if "@" in name else default
 
 
 def toml(model: dict) -> str:
@@ -91,8 +100,9 @@ def main() -> None:
         cfg.write_text(toml(variant_config(name)))
         cmd = [sys.executable, "-m", "vq.cli.main", "fit-tokenizer", "--preset", "demo", "--data", args.data,
                "--config", str(cfg), "--out", str(out), "--force", "--seed", "0"]
-        if args.steps:
-            cmd += ["--steps", str(args.steps), "--eval-every", str(args.steps)]
+        steps = variant_steps(name, args.steps)
+        if steps:
+            cmd += ["--steps", str(steps), "--eval-every", str(steps)]
         t = time.time()
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
