@@ -348,6 +348,16 @@ def upright_size(path) -> tuple[int, int]:
         return (h, w) if img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8) else (w, h)
 
 
+def is_deep(mode: str) -> bool:
+    """A Pillow mode with more than 8 bits per grey pixel (which `convert` would clip)."""
+    return mode in ("I", "F") or mode.startswith("I;16")
+
+
+def has_alpha(img) -> bool:
+    """Whether a Pillow image may be transparent: an alpha band or a transparent palette entry."""
+    return "transparency" in img.info or img.mode in ("LA", "La", "PA", "RGBA", "RGBa")
+
+
 def deep_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
     """16-bit, 32-bit or float grey pixels -> uint8 by their range (Pillow's convert clips at 255):
     16 bits (I;16, or I within 0..65535, as older Pillows load 16-bit PNGs) keep their top 8 bits;
@@ -372,10 +382,10 @@ def pil_to_array(img, channels: int, size: int, notes: list | None = None) -> np
     if orientation != 1:
         img = ImageOps.exif_transpose(img)
         notes.append(f"EXIF orientation {orientation} applied")
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+    if is_deep(img.mode):
         notes.append(f"{img.mode} scaled to 8 bits")
         img = Image.fromarray(deep_to_uint8(np.asarray(img), img.mode))
-    if "transparency" in img.info or img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+    if has_alpha(img):
         rgba = img.convert("RGBA")
         if rgba.getextrema()[3][0] < 255:
             # Over black, not white: the training sets (Fashion-MNIST, MNIST) show light objects on

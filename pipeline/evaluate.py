@@ -87,14 +87,15 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     if prior is not None:  # the prior's NLL means something only on this tokenizer's codes: check before any work
         from vq.pipeline.export import check_codes_match, codes_of_run, load_codes
 
-        codes_dir = codes_of_run(resolve_stored(read_info(prior_dir, "prior")["codes_dir"], prior_dir), tokenizer_dir)
+        prior_info = read_info(prior_dir, "prior")
+        codes_dir = codes_of_run(resolve_stored(prior_info["codes_dir"], prior_dir), tokenizer_dir)
         codes = load_codes(codes_dir)
         check_codes_match(codes.meta, info, codes_dir)
         if prior.sketched:
             from vq.pipeline.export import has_sketches
             from vq.pipeline.sketch import check_detector
 
-            check_detector(read_info(prior_dir, "prior"), prior_dir)
+            check_detector(prior_info, prior_dir)
             if not has_sketches(codes.meta):
                 raise VQError(f"{codes_dir} holds no sketches for the sketch prior {prior_dir}; add them with "
                               f"`vq export-codes --tokenizer {tokenizer_dir} --out {codes_dir} --sketches`")
@@ -127,7 +128,8 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     if prior is not None:
         from vq.pipeline.prior import nll_bits, pixel_dims
 
-        bits = nll_bits(prior, codes.splits["test"])
+        test_codes = codes.splits["test"]
+        bits = nll_bits(prior, test_codes.with_sketches() if prior.sketched else test_codes)
         h, w = tokenizer.grid_shape
         report["prior"] = {"dir": str(prior_dir), "test_bits_per_token": bits,
                            "test_bits_per_dim": bits * h * w / pixel_dims(codes.meta)}

@@ -167,6 +167,16 @@ def save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def packed_sketches(images: torch.Tensor) -> np.ndarray:
+    """(b, C, H, W) images in [-1, 1] -> (b, ceil(H*W / 8)) uint8: their edge maps, bit-packed."""
+    return np.packbits(edge_map(images).flatten(1).numpy(), axis=1)
+
+
+def join_packed(parts: list[np.ndarray], size: int) -> np.ndarray:
+    """A shard's packed sketches from its batches' (none: an empty (0, bytes) array)."""
+    return np.concatenate(parts) if parts else np.zeros((0, -(-size * size // 8)), np.uint8)
+
+
 @torch.no_grad()
 def encode_shard(model, split, lo: int, hi: int, batch_size: int, device, workers: int, skipped: Skipped,
                  dtype: str, sketches: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -176,10 +186,9 @@ def encode_shard(model, split, lo: int, hi: int, batch_size: int, device, worker
         codes.append(model.encode_indices(images).to(torch.int64).cpu().numpy().astype(dtype))
         labels.append(y.cpu().numpy().astype(np.int64))
         if sketches:
-            edges.append(np.packbits(edge_map(images).flatten(1).numpy(), axis=1))
+            edges.append(packed_sketches(images))
     h, w = model.grid_shape
-    size = model.config.image_size
-    packed = (np.concatenate(edges) if edges else np.zeros((0, -(-size * size // 8)), np.uint8)) if sketches else None
+    packed = join_packed(edges, model.config.image_size) if sketches else None
     return (np.concatenate(codes) if codes else np.zeros((0, h, w), dtype)), (np.concatenate(labels) if labels else np.zeros(0, np.int64)), packed
 
 
@@ -188,9 +197,8 @@ def detect_shard(split, lo: int, hi: int, batch_size: int, device, workers: int,
     """The packed sketches of a shard whose codes were exported before: the same images, read in
     the same order, so an image skipped then is skipped again; `expected` (the shard's labels)
     checks that they still line up."""
-    edges = [np.packbits(edge_map(image_batch(batch, device)[0]).flatten(1).numpy(), axis=1)
-             for batch in batches(split, batch_size, workers=workers, device=device, skipped=Skipped(), indices=range(lo, hi))]
-    packed = np.concatenate(edges) if edges else np.zeros((0, -(-size * size // 8)), np.uint8)
+    packed = join_packed([packed_sketches(image_batch(batch, device)[0]) for batch in
+                          batches(split, batch_size, workers=workers, device=device, skipped=Skipped(), indices=range(lo, hi))], size)
     if len(packed) != expected:
         raise VQError(f"the dataset no longer reads as it did when its codes were exported ({len(packed)} readable "
                       f"images where the codes have {expected}); export again with --force")

@@ -60,19 +60,14 @@ def batch_preparer(config):
     return prepare
 
 
-def with_sketches(split, model):
-    """A sketch prior reads records: the exported codes' view with sketches."""
-    return split.with_sketches() if model.config.condition == "sketch" and not getattr(split, "records", True) else split
-
-
 @torch.no_grad()
 def nll_bits(model, split, batch_size: int = EVAL_BATCH) -> float:
-    """Mean negative log-likelihood of a split's codes given their class (and sketch), in bits per
-    code token."""
+    """Mean negative log-likelihood of a split's codes given their class (and for a sketch prior,
+    whose split holds records, the sketch), in bits per code token."""
     device = next(model.parameters()).device
     prepare = batch_preparer(model.config)
     total, count = 0.0, 0
-    for batch in batches(with_sketches(split, model), batch_size):
+    for batch in batches(split, batch_size):
         inputs = prepare(batch, device)
         total += float(model(*inputs).loss.float()) * inputs[0].numel()
         count += inputs[0].numel()

@@ -61,13 +61,16 @@ def _conv(x: torch.Tensor, kernel: list[list[float]]) -> torch.Tensor:
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
 
 
-def _neighbours(x: torch.Tensor) -> torch.Tensor:
-    """(b, 1, H, W) -> (b, 8, H, W): the 8 neighbours P2..P9 of Zhang & Suen (clockwise from
-    north), zero beyond the border."""
+# Zhang & Suen's neighbours P2..P9, clockwise from north: N, NE, E, SE, S, SW, W, NW.
+_AROUND = [(-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1)]
+
+
+def _neighbours(x: torch.Tensor) -> list[torch.Tensor]:
+    """(b, 1, H, W) -> the 8 maps (b, 1, H, W) of each pixel's neighbours P2..P9 (`_AROUND`),
+    zero beyond the border."""
     p = F.pad(x, (1, 1, 1, 1))
     h, w = x.shape[-2:]
-    at = lambda dy, dx: p[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]  # noqa: E731
-    return torch.cat([at(-1, 0), at(-1, 1), at(0, 1), at(1, 1), at(1, 0), at(1, -1), at(0, -1), at(-1, -1)], 1)
+    return [p[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _AROUND]
 
 
 def _thinning_tables() -> torch.Tensor:
@@ -89,11 +92,9 @@ _THINNING = _thinning_tables()
 
 def _code(x: torch.Tensor) -> torch.Tensor:
     """(b, 1, H, W) uint8 0/1 -> int64 byte of each pixel's neighbours, bit i = P(i+2)."""
-    p = F.pad(x, (1, 1, 1, 1))
-    h, w = x.shape[-2:]
     code = torch.zeros_like(x, dtype=torch.int64)
-    for bit, (dy, dx) in enumerate([(-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1)]):
-        code |= p[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].long() << bit
+    for bit, neighbour in enumerate(_neighbours(x)):
+        code |= neighbour.long() << bit
     return code
 
 
@@ -135,10 +136,10 @@ def edge_map(images: torch.Tensor) -> torch.Tensor:
     sector = (((angle + 22.5) // 45) % 4).long()
     n = _neighbours(mag)  # N, NE, E, SE, S, SW, W, NW
     pairs = torch.stack([
-        torch.maximum(n[:, 2:3], n[:, 6:7]),  # 0 deg gradient (along x): E and W
-        torch.maximum(n[:, 3:4], n[:, 7:8]),  # 45 deg (y grows downwards): SE and NW
-        torch.maximum(n[:, 0:1], n[:, 4:5]),  # 90 deg: N and S
-        torch.maximum(n[:, 1:2], n[:, 5:6]),  # 135 deg: NE and SW
+        torch.maximum(n[2], n[6]),  # 0 deg gradient (along x): E and W
+        torch.maximum(n[3], n[7]),  # 45 deg (y grows downwards): SE and NW
+        torch.maximum(n[0], n[4]),  # 90 deg: N and S
+        torch.maximum(n[1], n[5]),  # 135 deg: NE and SW
     ]).gather(0, sector[None]).squeeze(0)
     peak = mag * (mag >= pairs)
     top = peak.amax(dim=(-2, -1), keepdim=True)
@@ -161,7 +162,7 @@ def load_drawing(path, size: int) -> tuple[torch.Tensor, str]:
     cannot be read, or holds no lines, -> a one-line VQError naming it."""
     from PIL import ImageOps
 
-    from vq.pipeline.data import decode, deep_to_uint8, open_image, reading
+    from vq.pipeline.data import decode, deep_to_uint8, has_alpha, is_deep, open_image, reading
     from vq.pipeline.runs import VQError
 
     img = open_image(path)
@@ -169,15 +170,14 @@ def load_drawing(path, size: int) -> tuple[torch.Tensor, str]:
     notes = []
     with reading(path):
         img = ImageOps.exif_transpose(decode(img, 1, size * MAX_SIDE_PER_CELL))
-        if "transparency" in img.info or img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        if has_alpha(img):
             alpha = np.asarray(img.convert("RGBA"))[..., 3]
             border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
             if np.median(border) < 128:  # strokes on a transparent background (not a few clear pixels)
                 notes.append("transparent background: opacity read as the strokes")
                 gray = alpha
         if not notes:
-            gray = deep_to_uint8(np.asarray(img), img.mode) if img.mode in ("I", "F") or img.mode.startswith("I;16") \
-                else np.asarray(img.convert("L"))
+            gray = deep_to_uint8(np.asarray(img), img.mode) if is_deep(img.mode) else np.asarray(img.convert("L"))
     try:
         lines, more = normalise_drawing(gray.astype(np.float32) / 255, size)
     except ValueError as e:

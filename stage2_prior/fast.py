@@ -37,11 +37,10 @@ import warnings
 import weakref
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from x_transformers.x_transformers import rotate_half
 
-from vq.stage2_prior.sampling import sample_codes
+from vq.stage2_prior.sampling import attend_one, decoder_blocks, sample_codes
 
 SPAN = 16  # cache slots are allocated, and recorded spans grow, in multiples of this
 MODES = ("eager", "graph", "compile")
@@ -52,16 +51,6 @@ _decoders: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def round_up(n: int, m: int) -> int:
     return -(-n // m) * m
-
-
-def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Attention of one query position: q (b, h, 1, d) over k, v (b, kv, n, d), mask (n,) bool or
-    None -> (b, h, 1, d). Query head i reads key/value head i % kv, as x-transformers' Attend
-    tiles them (`b kvh n d -> b (r kvh) n d`; SDPA's enable_gqa would pair head i with i // g);
-    the g query heads of a group become the g query rows of their key/value head."""
-    grouped = rearrange(q, "b (g kv) 1 d -> b kv g d", kv=k.shape[1])
-    out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=None if mask is None else mask[None, None, None, :])
-    return rearrange(out, "b kv g d -> b (g kv) 1 d")
 
 
 def rotate(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -89,9 +78,7 @@ class StaticDecoder:
         net = model.net
         layers = net.attn_layers
         self.net = net
-        self.blocks = [(kind, norms[0], block) for kind, (norms, block, _) in zip(layers.layer_types, layers.layers)]
-        if not layers.pre_norm or any(kind not in ("a", "c", "f") for kind, _, _ in self.blocks):
-            raise ValueError("StaticDecoder supports pre-norm attention / cross-attention / feed-forward stacks only")
+        self.blocks = decoder_blocks(net, "StaticDecoder")
         c = model.config
         self.heads, self.kv_heads = c.heads, c.kv_heads or c.heads
         self.batch = batch

@@ -23,15 +23,34 @@ from einops import rearrange
 from x_transformers.x_transformers import apply_rotary_pos_emb
 
 
+def decoder_blocks(net, who: str) -> list[tuple]:
+    """(kind, pre-norm, block) of each layer of a prior's x-transformers Decoder, for a decoder
+    that runs them one position at a time: kinds "a" (attention), "c" (cross-attention), "f"."""
+    layers = net.attn_layers
+    blocks = [(kind, norms[0], block) for kind, (norms, block, _) in zip(layers.layer_types, layers.layers)]
+    if not layers.pre_norm or any(kind not in ("a", "c", "f") for kind, _, _ in blocks):
+        raise ValueError(f"{who} supports pre-norm attention / cross-attention / feed-forward stacks only")
+    return blocks
+
+
+def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention of one query position: q (b, h, 1, d) over k, v (b, kv, n, d), mask (n,) bool or
+    None -> (b, h, 1, d). Query head i reads key/value head i % kv, as x-transformers' Attend
+    tiles them (`b kvh n d -> b (r kvh) n d`; SDPA's enable_gqa would pair head i with i // g);
+    the g query heads of a group become the g query rows of their key/value head, so each
+    key/value head is read once."""
+    grouped = rearrange(q, "b (g kv) 1 d -> b kv g d", kv=k.shape[1])
+    out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=None if mask is None else mask[None, None, None, :])
+    return rearrange(out, "b kv g d -> b (g kv) 1 d")
+
+
 class IncrementalDecoder:
     """One-token-at-a-time forward pass of a `CodePrior`'s pre-norm x-transformers Decoder."""
 
     def __init__(self, model, batch: int, context: torch.Tensor | None = None):
         self.net = model.net
         layers = self.net.attn_layers
-        self.blocks = [(kind, norms[0], block) for kind, (norms, block, _) in zip(layers.layer_types, layers.layers)]
-        if not layers.pre_norm or any(kind not in ("a", "c", "f") for kind, _, _ in self.blocks):
-            raise ValueError("IncrementalDecoder supports pre-norm attention / cross-attention / feed-forward stacks only")
+        self.blocks = decoder_blocks(self.net, "IncrementalDecoder")
         if any(kind == "c" for kind, _, _ in self.blocks) and context is None:
             raise ValueError("this prior cross-attends: give its context")
         c = model.config
@@ -52,15 +71,6 @@ class IncrementalDecoder:
     def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
         return rearrange(x, "b n (h d) -> b h n d", h=heads)
 
-    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if self.kv_heads == self.heads:
-            return F.scaled_dot_product_attention(q, k, v)
-        # x-transformers pairs query head i with key/value head i % kv_heads; SDPA's enable_gqa
-        # pairs it with i // (heads / kv_heads): regroup the query heads around that call.
-        q = rearrange(q, "b (g kv) n d -> b (kv g) n d", kv=self.kv_heads)
-        out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-        return rearrange(out, "b (kv g) n d -> b (g kv) n d", kv=self.kv_heads)
-
     def _attend(self, index: int, attn, h: torch.Tensor) -> torch.Tensor:
         q = self._heads(attn.to_q(h), self.heads)
         k, v = self._heads(attn.to_k(h), self.kv_heads), self._heads(attn.to_v(h), self.kv_heads)
@@ -72,12 +82,12 @@ class IncrementalDecoder:
         self.keys[index][:, :, self.pos] = k[:, :, 0]
         self.values[index][:, :, self.pos] = v[:, :, 0]
         t = self.pos + 1
-        out = self._sdpa(q, self.keys[index][:, :, :t], self.values[index][:, :, :t])
+        out = attend_one(q, self.keys[index][:, :, :t], self.values[index][:, :, :t], None)
         return attn.to_out(rearrange(out, "b h 1 d -> b 1 (h d)"))
 
     def _cross(self, index: int, attn, h: torch.Tensor) -> torch.Tensor:
         k, v = self.cross[index]
-        out = self._sdpa(self._heads(attn.to_q(h), self.heads), k, v)
+        out = attend_one(self._heads(attn.to_q(h), self.heads), k, v, None)
         return attn.to_out(rearrange(out, "b h 1 d -> b 1 (h d)"))
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
