@@ -28,7 +28,7 @@ from vq.pipeline.metrics import accuracy, frechet_distance
 from vq.pipeline.runs import VQError, atomic_write_json, resolve_stored
 from vq.pipeline.loader import Skipped, materialize
 from vq.pipeline.tokenizer import EvalImages, evaluate_tokenizer, stored_data_options
-from vq.pipeline.trainer import resolve_device
+from vq.pipeline.device import resolve_device
 from vq.stage2_prior import sample_codes_fast
 
 

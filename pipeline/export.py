@@ -29,7 +29,7 @@ from vq.pipeline.data import Split, StreamImages, image_batch
 from vq.pipeline.loader import Skipped, batches, default_workers
 from vq.pipeline.runs import VQError, atomic_write_bytes, atomic_write_json, read_json, run_lock, stored_path
 from vq.pipeline.sketch import SKETCH_DETECTOR, edge_map
-from vq.pipeline.trainer import resolve_device
+from vq.pipeline.device import resolve_device
 
 CODES_FORMAT = 2
 SPLITS = ("train", "test")

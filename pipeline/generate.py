@@ -13,7 +13,7 @@ from vq.pipeline.checkpoint import read_info
 from vq.pipeline.data import decode, open_image, pil_to_array, reading, to_float, upright_size
 from vq.pipeline.images import save_grid, save_png
 from vq.pipeline.runs import VQError
-from vq.pipeline.trainer import resolve_device
+from vq.pipeline.device import resolve_device
 from vq.stage2_prior import sample_codes_fast, score_codes
 
 CHUNK = 256  # images per sampling batch

@@ -21,7 +21,8 @@ from vq.pipeline.loader import batches
 from vq.pipeline.presets import PRIOR_PRESETS
 from vq.pipeline.runs import STATE_FILE, VQError, atomic_write_json, check_run_dir, resolve_stored, run_lock, stored_path
 from vq.pipeline.tokenizer import job_configs, new_length
-from vq.pipeline.trainer import fit, resolve_device, seed_everything
+from vq.pipeline.device import resolve_device, seed_everything
+from vq.pipeline.trainer import fit
 from vq.stage2_prior import PRIORS
 
 VAL_FRACTION = 0.05

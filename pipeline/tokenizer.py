@@ -18,7 +18,8 @@ from vq.pipeline.loader import Skipped, batches, default_workers, materialize
 from vq.pipeline.metrics import psnr, ssim
 from vq.pipeline.presets import TOKENIZER_PRESETS
 from vq.pipeline.runs import STATE_FILE, VQError, check_run_dir, run_lock, stored_path
-from vq.pipeline.trainer import TrainConfig, fit, resolve_device, seed_everything
+from vq.pipeline.device import resolve_device, seed_everything
+from vq.pipeline.trainer import TrainConfig, fit
 from vq.stage1_vqvae import TOKENIZERS
 from vq.stage1_vqvae.losses import abs_laplacian, check_perceptual
 

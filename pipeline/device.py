@@ -1,0 +1,43 @@
+"""Where models run: the device a name asks for (checked, with one-line refusals), bf16 autocast
+where it pays, and the seed that decides initial weights. Every job and the `Pipeline` use these."""
+
+from contextlib import nullcontext
+
+import torch
+
+from vq.pipeline import distributed as dist
+from vq.pipeline.runs import VQError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return dist.local_device(torch.device("cuda"))
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise VQError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VQError(f"device '{name}' asked for, but CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise VQError(f"device '{name}' asked for, but this machine has {torch.cuda.device_count()} CUDA devices")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise VQError(f"device '{name}' asked for, but MPS is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise VQError(f"unsupported device '{name}' (use auto, cpu, cuda, cuda:N or mps)")
+    return dist.local_device(device) if device.index is None else device
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision not in ("auto", "bf16", "fp32"):
+        raise VQError(f"unknown precision '{precision}' (use auto, bf16 or fp32)")
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    """Before a model is built: `--seed` decides the initial weights too."""
+    torch.manual_seed(seed)
