@@ -210,15 +210,15 @@ def fit_tokenizer(
         return print_config(job, "tokenizer", TOKENIZER_PRESETS, job.model, tokenizer_class(job.model).config_class,
                             {"channels": channels, "image_size": image_size, "num_classes": None})
     result = run(job, console=err)
-    if not result["main"]:  # under torchrun, rank 0 speaks for all
+    if not result.main:  # under torchrun, rank 0 speaks for all
         return
-    summary(f"tokenizer -> {result['out']}", {
-        "model": job.model, "steps": result["step"], "device": result["device"], "processes": result["world_size"],
-        "train seconds": round(result["seconds"], 1), "wall seconds": round(result["wall_seconds"], 1),
-        "images/s": round(result["samples_per_second"] or 0, 1), **({"skipped images": result["skipped"]} if result["skipped"] else {}),
-        **({"skipped non-finite batches": result["nonfinite_skipped"]} if result["nonfinite_skipped"] else {}),
-        **{f"test {k}": v for k, v in result["metrics"].items()},
-        "reconstructions": str(Path(result["out"]) / "reconstructions.png"),
+    summary(f"tokenizer -> {result.out}", {
+        "model": job.model, "steps": result.step, "device": result.device, "processes": result.world_size,
+        "train seconds": round(result.seconds, 1), "wall seconds": round(result.wall_seconds, 1),
+        "images/s": round(result.samples_per_second or 0, 1), **({"skipped images": result.skipped} if result.skipped else {}),
+        **({"skipped non-finite batches": result.nonfinite_skipped} if result.nonfinite_skipped else {}),
+        **{f"test {k}": v for k, v in result.metrics.items()},
+        "reconstructions": str(Path(result.out) / "reconstructions.png"),
     })
 
 
@@ -314,14 +314,14 @@ def fit_prior(
         return print_config(job, "prior", PRIOR_PRESETS, "transformer", PRIORS["transformer"].config_class,
                             dict.fromkeys(("codebook_size", "height", "width", "num_classes", "sketch_size")))
     result = run(job, console=err)
-    if not result["main"]:  # under torchrun, rank 0 speaks for all
+    if not result.main:  # under torchrun, rank 0 speaks for all
         return
-    summary(f"prior -> {result['out']}", {
-        "steps": result["step"], "device": result["device"], "processes": result["world_size"],
-        "train seconds": round(result["seconds"], 1), "wall seconds": round(result["wall_seconds"], 1),
-        "tokens/s": round(result["tokens_per_second"] or 0, 1),
-        **({"skipped non-finite batches": result["nonfinite_skipped"]} if result["nonfinite_skipped"] else {}),
-        "best val bits/token": result["best"], **{k.replace("_", " "): v for k, v in result["metrics"].items()},
+    summary(f"prior -> {result.out}", {
+        "steps": result.step, "device": result.device, "processes": result.world_size,
+        "train seconds": round(result.seconds, 1), "wall seconds": round(result.wall_seconds, 1),
+        "tokens/s": round(result.tokens_per_second or 0, 1),
+        **({"skipped non-finite batches": result.nonfinite_skipped} if result.nonfinite_skipped else {}),
+        "best val bits/token": result.best, **{k.replace("_", " "): v for k, v in result.metrics.items()},
     })
 
 

@@ -22,7 +22,7 @@ from vq.pipeline.presets import PRIOR_PRESETS
 from vq.pipeline.runs import STATE_FILE, VQError, atomic_write_json, check_run_dir, resolve_stored, run_lock, stored_path
 from vq.pipeline.tokenizer import job_configs, new_length
 from vq.pipeline.device import resolve_device, seed_everything
-from vq.pipeline.trainer import fit
+from vq.pipeline.trainer import FitResult, fit
 from vq.stage2_prior import PRIORS
 
 VAL_FRACTION = 0.05
@@ -100,7 +100,7 @@ def code_splits(codeset, codebook_size: int, sketches: bool = False) -> tuple:
     return train, val, test
 
 
-def fit_prior(job: PriorJob, console: Console | None = None) -> dict:
+def fit_prior(job: PriorJob, console: Console | None = None) -> FitResult:
     console = console or Console(stderr=True)
     cls = PRIORS["transformer"]
     tok_info = read_info(job.tokenizer, "tokenizer")
@@ -175,9 +175,10 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> dict:
             info["metrics"] = {**info.get("metrics", {}), "test_bits_per_token": test_bits,
                                "test_bits_per_dim": test_bits * h * w / pixel_dims(meta)}
             atomic_write_json(job.out / "config.json", info)
-    result.update(wall_seconds=time.time() - t0, out=str(job.out), parameters=params, metrics=info["metrics"],
-                  tokens_per_second=result["samples_per_second"] * h * w if result["samples_per_second"] else None,
-                  flops_per_token=flops_per_token(config))
+    result.wall_seconds, result.out, result.parameters = time.time() - t0, str(job.out), params
+    result.metrics = info["metrics"]
+    result.tokens_per_second = result.samples_per_second * h * w if result.samples_per_second else None
+    result.flops_per_token = flops_per_token(config)
     return result
 
 

@@ -19,7 +19,7 @@ from vq.pipeline.metrics import psnr, ssim
 from vq.pipeline.presets import TOKENIZER_PRESETS
 from vq.pipeline.runs import STATE_FILE, VQError, check_run_dir, run_lock, stored_path
 from vq.pipeline.device import resolve_device, seed_everything
-from vq.pipeline.trainer import TrainConfig, fit
+from vq.pipeline.trainer import FitResult, TrainConfig, fit
 from vq.stage1_vqvae import TOKENIZERS
 from vq.stage1_vqvae.losses import abs_laplacian, check_perceptual
 
@@ -189,7 +189,7 @@ def new_length(job) -> bool:
     return bool({"steps", "epochs", "time_budget"} & set(job.train_overrides))
 
 
-def fit_tokenizer(job: TokenizerJob, console: Console | None = None) -> dict:
+def fit_tokenizer(job: TokenizerJob, console: Console | None = None) -> FitResult:
     console = console or Console(stderr=True)
     cls = tokenizer_class(job.model)
     check_run_dir(job.out, resume=job.resume, force=job.force, what="tokenizer")
@@ -245,9 +245,9 @@ def fit_tokenizer(job: TokenizerJob, console: Console | None = None) -> dict:
         )
         if main:
             save_grid(reconstruction_grid(model, held_out.split), job.out / "reconstructions.png", nrow=16)
-    result["wall_seconds"] = time.time() - t0
-    result["out"] = str(job.out)
-    result["parameters"] = params
+    result.wall_seconds = time.time() - t0
+    result.out = str(job.out)
+    result.parameters = params
     return result
 
 

@@ -270,7 +270,7 @@ def test_a_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_good_state(tm
 
 def test_skip_nonfinite_skips_the_batch_and_counts_it(tmp_path):
     model, result = toy_fit(tmp_path, skip_nonfinite=True)
-    assert result["nonfinite_skipped"] == 1 and result["step"] == 20
+    assert result.nonfinite_skipped == 1 and result.step == 20
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

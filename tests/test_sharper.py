@@ -98,7 +98,7 @@ def test_one_loop_step_updates_each_part_with_its_own_optimizer(batch, tmp_path)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     result = fit(model, Split(images, y), prepare=image_batch, evaluate=lambda m: {}, save=lambda m, metrics: None,
                  run_dir=tmp_path, cfg=TrainConfig(steps=3, batch_size=8, eval_every=100, workers=0, device="cpu"))
-    assert result["step"] == 3
+    assert result.step == 3
     changed = {k for k, v in model.state_dict().items() if not torch.equal(start[k], v)}
     assert any(k.startswith("discriminator.") for k in changed) and any(k.startswith("decoder.") for k in changed)
     from vq.pipeline.checkpoint import load_state
