@@ -41,9 +41,11 @@ def hand_drawn(name: str, size: int = 400) -> Image.Image:
 
 def main() -> None:
     from vq.pipeline.data import to_float
-    from vq.pipeline.generate import SamplingOptions, generate_images, load_pair
+    from vq.pipeline import Pipeline
+    from vq.pipeline.generate import SamplingOptions, generate_images
     from vq.pipeline.sketch import edge_map, load_drawing
-    from vq.pipeline.tokenizer import EvalImages, stored_data_options
+    from vq.pipeline.data import stored_data_options
+    from vq.pipeline.loader import EvalImages
     from vq.pipeline.loader import Skipped
     from vq.pipeline.images import save_grid
 
@@ -58,7 +60,8 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=3, help="pixels per image pixel in the figure")
     args = ap.parse_args()
 
-    tokenizer, info, prior = load_pair(args.tokenizer, args.prior, "cpu")
+    pipe = Pipeline.from_pretrained(args.tokenizer, args.prior, device="cpu")
+    tokenizer, prior, info = pipe.tokenizer, pipe.prior, pipe.tokenizer_info.stored
     data = stored_data_options(info, args.tokenizer).load()
     test = EvalImages(data.test, None, Skipped()).split
     size = info["config"]["image_size"]

@@ -64,7 +64,9 @@ def judge_reconstructions(run: Path, per_class: int, classifier_root: Path) -> d
     from vq.pipeline.data import to_float
     from vq.pipeline.evaluate import judge, real_images
     from vq.pipeline.loader import Skipped
-    from vq.pipeline.tokenizer import EvalImages, load_tokenizer, stored_data_options
+    from vq.pipeline.data import stored_data_options
+    from vq.pipeline.loader import EvalImages
+    from vq.pipeline.tokenizer import load_tokenizer
 
     tokenizer, info = load_tokenizer(run, "cpu")
     data = stored_data_options(info, run).load()

@@ -1,9 +1,9 @@
 """`vq`: options -> a job config -> one pipeline call -> a short rich summary. No torch here."""
 
 import functools
+import inspect
 import json
 import os
-import secrets
 import sys
 import warnings
 from enum import Enum
@@ -33,8 +33,18 @@ def print_error(message: str) -> None:
     err.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True, highlight=False)
 
 
+def prose(doc: str | None) -> str | None:
+    """A docstring as --help shows it: each paragraph one line, which rich wraps at the terminal's
+    width (the docstring's own line breaks would otherwise break sentences mid-line)."""
+    if doc is None:
+        return None
+    paragraphs = [" ".join(line.strip() for line in p.splitlines()) for p in inspect.cleandoc(doc).split("\n\n")]
+    return "\n\n".join(p for p in paragraphs if p)
+
+
 def friendly(fn):
-    """Turn a VQError into one line on stderr and its exit code, never a traceback."""
+    """Turn a VQError into one line on stderr and its exit code, never a traceback; and give the
+    command its help as prose."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -56,6 +66,7 @@ def friendly(fn):
             if "vq.pipeline.distributed" in sys.modules:  # leave torchrun's process group cleanly
                 sys.modules["vq.pipeline.distributed"].teardown()
 
+    wrapper.__doc__ = prose(fn.__doc__)
     return wrapper
 
 
@@ -137,7 +148,7 @@ def print_config(job, kind: str, presets: dict, model: str, config_class, from_d
     from vq.pipeline.checkpoint import read_info
     from vq.pipeline.configs import build, to_dict
     from vq.pipeline.runs import VQError
-    from vq.pipeline.tokenizer import job_configs
+    from vq.pipeline.jobs import job_configs
 
     saved = read_info(job.out, kind) if job.resume else None
     if saved and saved["model"] != model:
@@ -190,9 +201,11 @@ def fit_tokenizer(
     show_config: bool = PrintConfigOpt,
 ):
     """Train a tokenizer (VQ-VAE, VAE or conditional VAE) on images; writes OUT/config.json,
-    OUT/model.safetensors and OUT/reconstructions.png. On N GPUs (or N CPU processes):
-    torchrun --nproc-per-node N --no-python vq fit-tokenizer ..."""
-    from vq.pipeline.tokenizer import DataOptions, TokenizerJob, fit_tokenizer as run
+    OUT/model.safetensors and OUT/reconstructions.png.
+
+    On N GPUs (or N CPU processes): torchrun --nproc-per-node N --no-python vq fit-tokenizer ..."""
+    from vq.pipeline.data import DataOptions
+    from vq.pipeline.tokenizer import TokenizerJob, fit_tokenizer as run
 
     job = TokenizerJob(
         model=model.value, preset=preset.value, out=out, config_file=config, resume=resume, force=force,
@@ -230,11 +243,6 @@ TempOpt = typer.Option(1.0, "--temperature", min=0, help="Sampling temperature (
 TopKOpt = typer.Option(None, "--top-k", min=1, help="Sample only among the k likeliest codes.")
 TopPOpt = typer.Option(None, "--top-p", callback=check(lambda p: 0 < p <= 1, "in (0, 1]"), help="Sample only within the smallest set of codes holding this probability, in (0, 1].")
 SampleSeedOpt = typer.Option(None, "--seed", help="Seed: the same seed gives the same images (default: a fresh one, printed so it can be repeated).")
-
-
-def fresh_seed(seed: int | None) -> int:
-    """A new seed for each run of sample or complete, unless one is given."""
-    return secrets.randbelow(2**31) if seed is None else seed
 
 
 @app.command("export-codes")
@@ -295,8 +303,9 @@ def fit_prior(
     show_config: bool = PrintConfigOpt,
 ):
     """Train a class-conditional transformer prior over the tokenizer's codes (exporting them
-    first if needed); keeps the checkpoint with the best validation NLL. On N GPUs:
-    torchrun --nproc-per-node N --no-python vq fit-prior ..."""
+    first if needed); keeps the checkpoint with the best validation NLL.
+
+    On N GPUs: torchrun --nproc-per-node N --no-python vq fit-prior ..."""
     from vq.pipeline.prior import PriorJob, fit_prior as run
 
     job = PriorJob(
@@ -309,9 +318,9 @@ def fit_prior(
     )
     if show_config:
         from vq.pipeline.presets import PRIOR_PRESETS
-        from vq.stage2_prior import PRIORS
+        from vq.pipeline.prior import prior_class
 
-        return print_config(job, "prior", PRIOR_PRESETS, "transformer", PRIORS["transformer"].config_class,
+        return print_config(job, "prior", PRIOR_PRESETS, job.model, prior_class(job.model).config_class,
                             dict.fromkeys(("codebook_size", "height", "width", "num_classes", "sketch_size")))
     result = run(job, console=err)
     if not result.main:  # under torchrun, rank 0 speaks for all
@@ -345,11 +354,13 @@ def sample(
     """Sample new images: prior -> decoder for a VQ-VAE, the latent prior for a VAE or conditional
     VAE. Writes one PNG per image (<class>_<i>.png) and grid.png; with --sketch, also the sketch as
     the prior reads it (sketch.png), and the images are sketch_<i>.png unless --class is given."""
-    from vq.pipeline.generate import SamplingOptions, sample as run
+    from vq.pipeline.generate import SamplingOptions
+    from vq.pipeline.outputs import sample_to_folder
+    from vq.pipeline.pipeline import fresh_seed
 
     seed = fresh_seed(seed)
-    result = run(tokenizer, prior, class_, n, SamplingOptions(guidance, temperature, top_k, top_p, seed), out,
-                 device=device or "auto", force=force, sketch_path=sketch, console=err)
+    result = sample_to_folder(tokenizer, prior, class_, n, SamplingOptions(guidance, temperature, top_k, top_p, seed), out,
+                              device=device or "auto", force=force, sketch_path=sketch)
     if "sketch_note" in result:
         err.print(f"{sketch}: {result['sketch_note']}", highlight=False)
     err.print(f"seed {seed} (repeat with --seed {seed})", highlight=False)
@@ -380,12 +391,15 @@ def complete(
 ):
     """Keep part of an image and let the prior invent the rest, N ways. Writes completion_<i>.png,
     masked.png and grid.png (original | masked | completions)."""
-    from vq.pipeline.generate import SamplingOptions, complete as run
+    from vq.pipeline.generate import SamplingOptions
+    from vq.pipeline.outputs import complete_to_folder
+    from vq.pipeline.pipeline import fresh_seed
 
     seed = fresh_seed(seed)
-    result = run(image, tokenizer, prior, keep=keep.value, fraction=fraction, mask_path=mask, class_value=class_, n=n,
-                 opts=SamplingOptions(guidance, temperature, top_k, top_p, seed), candidates=candidates, out=out,
-                 device=device or "auto", force=force, console=err)
+    result = complete_to_folder(image, tokenizer, prior, keep=keep.value, fraction=fraction, mask_path=mask, class_value=class_,
+                                n=n, opts=SamplingOptions(guidance, temperature, top_k, top_p, seed), candidates=candidates,
+                                out=out, device=device or "auto", force=force)
+    err.print(f"image: {image} converted {result['converted']}", highlight=False)
     err.print(f"seed {seed} (repeat with --seed {seed})", highlight=False)
     summary(f"completions -> {result['out']}", {"completions": result["completions"],
                                                 "known codes": f"{result['known_codes']}/{result['codes']}",
@@ -475,6 +489,28 @@ def print_eval(r: dict) -> None:
         for row in r["sweep"]:
             sw.add_row(f"{row['cfg']}", f"{row['temperature']}", str(row["n"]), f"{row['acc']:.4f}", f"{row['fd']:.3f}")
         console.print(sw)
+
+
+@app.command("serve")
+@friendly
+def serve(
+    tokenizer: Path = TokenizerDirOpt,
+    prior: Path = PriorDirOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on: loopback by default, so only this machine can reach the page; 0.0.0.0 opens it to the network."),
+    port: int = typer.Option(7860, "--port", min=1, max=65535, help="Port to listen on."),
+    max_n: int = typer.Option(64, "--max-n", min=1, help="Most images one request may ask for of each class (or completions of one image)."),
+    device: Optional[str] = DeviceOpt,
+):
+    """Open the web studio in a browser: sample by class, draw a sketch (for a sketch prior), paint
+    the region of an image to redraw, and see what is loaded. Each action is also an API endpoint
+    (/sample, /sketch, /complete) for gradio_client. Needs `pip install 'vq\\[serve]'`."""
+    from vq.pipeline.serve import serve as run
+
+    def ready(url: str) -> None:
+        err.print(f"vq studio on {url} (Ctrl-C to stop)", highlight=False)
+
+    run(tokenizer, prior, host=host, port=port, device=device or "auto", max_n=max_n, on_ready=ready)
+    err.print("vq studio stopped", highlight=False)
 
 
 def main() -> None:

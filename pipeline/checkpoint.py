@@ -132,6 +132,8 @@ def load_state(path: Path, kind: str | None = None, tensors: bool = True) -> dic
             if meta.get("format_version", 0) > FORMAT_VERSION:
                 raise VQError(f"{path} was written by a newer vq (format {meta['format_version']}); upgrade vq")
             return _unpack(meta["tree"], f) if tensors else None
+    except VQError:
+        raise
     except (SafetensorError, OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise VQError(f"{path} is not a readable training state ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                       "start a new run with --force") from None

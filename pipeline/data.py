@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from vq.pipeline.runs import VQError
+from vq.pipeline.runs import VQError, stored_path
 
 FASHION_MNIST_DIRS = ["/usr/share/datasets/fashion-mnist"]
 FASHION_MNIST_CLASSES = [
@@ -691,3 +691,56 @@ def _resize(data: ImageData, image_size: int | None, channels: int | None) -> Im
         split.images = x.round().clamp(0, 255).to(torch.uint8) if x.is_floating_point() else x.contiguous()
     data.channels, data.image_size = data.train.images.shape[1], data.train.images.shape[-1]
     return data
+
+
+# --- how a run reads its data: options stored in the run and read back ------------------------
+
+@dataclass
+class DataOptions:
+    spec: str | None = None  # None: fashion-mnist for a new run, the run's own data on --resume
+    image_size: int | None = None
+    channels: int | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    limit: int | None = None
+    streaming: bool = False
+    strict: bool = False
+
+    def load(self) -> ImageData:
+        return load_image_data(
+            self.spec or "fashion-mnist", image_size=self.image_size, channels=self.channels,
+            image_column=self.image_column, label_column=self.label_column, limit=self.limit,
+            streaming=self.streaming,
+        )
+
+
+def data_options_to_store(opts: dict, run_dir: Path) -> dict:
+    """A local --data path is kept absolute and relative to the run, so both a moved run and a
+    project moved with its data find it, from any working directory."""
+    spec = opts["spec"]
+    if spec and Path(spec).exists():
+        opts = {**opts, "spec": str(Path(spec).resolve()), "spec_from_run": stored_path(spec, run_dir)}
+    return opts
+
+
+def stored_data_options(info: dict, run_dir: Path) -> "DataOptions":
+    """How a run read its data, with a stored local path resolved (see data_options_to_store)."""
+    saved = info["data_options"]
+    opts = DataOptions(**{k: v for k, v in saved.items() if k in DataOptions.__dataclass_fields__})
+    if saved.get("spec_from_run") and (Path(run_dir) / saved["spec_from_run"]).exists():
+        opts.spec = os.path.normpath(Path(run_dir) / saved["spec_from_run"])
+    return opts
+
+
+def saved_data_options(info: dict, given: "DataOptions", run_dir: Path) -> "DataOptions":
+    """A resumed (or exported) run reads its data exactly as it was trained; a different --data is
+    refused rather than silently mixed in."""
+    saved = stored_data_options(info, run_dir)
+    def same(a: str, b: str) -> bool:
+        return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
+
+    if given.spec is not None and not same(given.spec, saved.spec):
+        raise VQError(f"{run_dir} was trained on --data {saved.spec}, not {given.spec}; "
+                      "drop --data to resume it, or start a new run with --out")
+    saved.strict = given.strict
+    return saved

@@ -20,16 +20,15 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from vq.pipeline.checkpoint import read_info
 from vq.pipeline.classifier import ensure_classifier, predict
-from vq.pipeline.data import Split, StreamImages, to_float
-from vq.pipeline.generate import SamplingOptions, generate_images, load_pair
+from vq.pipeline.data import stored_data_options, to_float
+from vq.pipeline.generate import SamplingOptions, generate_images
 from vq.pipeline.metrics import accuracy, frechet_distance
-from vq.pipeline.runs import VQError, atomic_write_json, resolve_stored
-from vq.pipeline.loader import Skipped, materialize
-from vq.pipeline.tokenizer import EvalImages, evaluate_tokenizer, stored_data_options
+from vq.pipeline.pipeline import Pipeline
+from vq.pipeline.runs import VQError, atomic_write_json
+from vq.pipeline.loader import EvalImages, Skipped, real_images
+from vq.pipeline.stage_scores import evaluate_tokenizer, nll_bits, pixel_dims
 from vq.pipeline.device import resolve_device
-from vq.stage2_prior import sample_codes_fast
 
 
 def judge(classifier, images: torch.Tensor, labels: torch.Tensor | None, test_feats: torch.Tensor,
@@ -52,24 +51,6 @@ def judge(classifier, images: torch.Tensor, labels: torch.Tensor | None, test_fe
     return out
 
 
-def real_images(train, per_class: int, num_classes: int, seed: int) -> Split:
-    """Up to `per_class` random train images of each class, decoded; from a stream (whose labels
-    are not known up front), the first per_class * num_classes images it yields."""
-    if isinstance(train, StreamImages):
-        return materialize(train.head(per_class * num_classes))
-    return materialize(train, indices=balanced(train.labels, per_class, num_classes, seed).tolist())
-
-
-def balanced(labels: torch.Tensor, per_class: int, num_classes: int, seed: int) -> torch.Tensor:
-    """Indices of up to `per_class` random items of each class."""
-    g = torch.Generator().manual_seed(seed)
-    picks = []
-    for c in range(num_classes):
-        idx = (labels == c).nonzero().flatten()
-        picks.append(idx[torch.randperm(idx.numel(), generator=g)[:per_class]])
-    return torch.cat(picks)
-
-
 @torch.no_grad()
 def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int = 1000, opts: SamplingOptions | None = None,
                  completions: int = 500, device: str = "auto", classifier_root: Path = Path("runs/classifier"),
@@ -83,19 +64,20 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
             raise VQError(f"{what} {path} is a {'folder' if what == '--out' else 'file'}; give a "
                           f"{'file name for eval.json' if what == '--out' else 'folder'}")
     t0 = time.time()
-    tokenizer, info, prior = load_pair(tokenizer_dir, prior_dir, device)
+    pipe = Pipeline.from_pretrained(tokenizer_dir, prior_dir, device=device)
+    tokenizer, prior, tok_info, prior_info = pipe.tokenizer, pipe.prior, pipe.tokenizer_info, pipe.prior_info
+    info = tok_info.stored
     if prior is not None:  # the prior's NLL means something only on this tokenizer's codes: check before any work
         from vq.pipeline.export import check_codes_match, codes_of_run, load_codes
 
-        prior_info = read_info(prior_dir, "prior")
-        codes_dir = codes_of_run(resolve_stored(prior_info["codes_dir"], prior_dir), tokenizer_dir)
+        codes_dir = codes_of_run(prior_info.codes_dir, tokenizer_dir)
         codes = load_codes(codes_dir)
         check_codes_match(codes.meta, info, codes_dir)
-        if prior.sketched:
+        if "sketch" in prior_info.conditions:
             from vq.pipeline.export import has_sketches
             from vq.pipeline.sketch import check_detector
 
-            check_detector(prior_info, prior_dir)
+            check_detector(prior_info.stored, prior_dir)
             if not has_sketches(codes.meta):
                 raise VQError(f"{codes_dir} holds no sketches for the sketch prior {prior_dir}; add them with "
                               f"`vq export-codes --tokenizer {tokenizer_dir} --out {codes_dir} --sketches`")
@@ -107,7 +89,7 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     classifier.to(dev).eval()
     test_pred, test_feats = predict(classifier, to_float(test.images))
     report: dict = {
-        "tokenizer_dir": str(tokenizer_dir), "tokenizer_model": info["model"], "dataset": data.describe(),
+        "tokenizer_dir": str(tokenizer_dir), "tokenizer_model": tok_info.model, "dataset": data.describe(),
         "classifier": {"test_acc": accuracy(test_pred, test.labels), "dir": str(classifier_root)},
         "sampling": {"cfg": opts.cfg, "temperature": opts.temperature, "top_k": opts.top_k, "top_p": opts.top_p,
                      "seed": opts.seed, "per_class": per_class},
@@ -126,14 +108,12 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     report["reconstructions"] = judge(classifier, recon, real_labels, test_feats, test.labels, names)
 
     if prior is not None:
-        from vq.pipeline.prior import nll_bits, pixel_dims
-
         test_codes = codes.splits["test"]
-        bits = nll_bits(prior, test_codes.with_sketches() if prior.sketched else test_codes)
+        bits = nll_bits(prior, test_codes.with_sketches() if "sketch" in prior.conditions else test_codes)
         h, w = tokenizer.grid_shape
         report["prior"] = {"dir": str(prior_dir), "test_bits_per_token": bits,
                            "test_bits_per_dim": bits * h * w / pixel_dims(codes.meta)}
-    conditional = info["model"] != "vae"
+    conditional = tok_info.samples_by_class
     labels = torch.arange(num_classes).repeat_interleave(per_class)
     sample_labels = labels if conditional else torch.full((labels.shape[0],), -1)
     ts = time.time()
@@ -152,7 +132,7 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
 
     if prior is not None and completions > 0:
         report["completion"] = completion_accuracy(tokenizer, prior, classifier, test, completions, opts, dev)
-    if prior is not None and prior.sketched and sketch_images > 0:
+    if prior is not None and "sketch" in prior.conditions and sketch_images > 0:
         report["sketch"] = sketch_agreement(tokenizer, prior, classifier, test, sketch_images, opts, dev,
                                             test_feats, names)
     report["seconds"] = time.time() - t0
@@ -180,7 +160,7 @@ def completion_accuracy(tokenizer, prior, classifier, split, n: int, opts: Sampl
             codes = tokenizer.encode_indices(x)
             y = labels[i : i + 250].to(dev) if mode == "with_class" else torch.full((x.shape[0],), -1, device=dev)
             gen = torch.Generator(device=dev).manual_seed(opts.seed + i)
-            done = sample_codes_fast(prior, y, cfg_scale=opts.cfg if mode == "with_class" else 1.0, temperature=opts.temperature,
+            done = prior.sample(y, cfg_scale=opts.cfg if mode == "with_class" else 1.0, temperature=opts.temperature,
                                 top_k=opts.top_k, top_p=opts.top_p, generator=gen,
                                 known=codes, known_mask=mask.expand(x.shape[0], -1, -1))
             outs.append(tokenizer.decode_indices(done).float().cpu().clamp(-1, 1))

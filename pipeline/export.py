@@ -25,11 +25,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import Dataset
 
 from vq.pipeline import distributed as dist
-from vq.pipeline.data import Split, StreamImages, image_batch
+from vq.pipeline.checkpoint import load_checkpoint
+from vq.pipeline.data import Split, StreamImages, image_batch, stored_data_options
 from vq.pipeline.loader import Skipped, batches, default_workers
+from vq.pipeline.records import TokenizerInfo
 from vq.pipeline.runs import VQError, atomic_write_bytes, atomic_write_json, read_json, run_lock, stored_path
 from vq.pipeline.sketch import SKETCH_DETECTOR, edge_map
 from vq.pipeline.device import resolve_device
+from vq.stage1_vqvae import TOKENIZERS
 
 CODES_FORMAT = 2
 SPLITS = ("train", "test")
@@ -219,15 +222,14 @@ def export_codes(
     """Encode the tokenizer's dataset (and with `sketches`, detect every image's edges); reuse an
     export of the same tokenizer, and resume an interrupted one. Returns meta. Under torchrun
     every rank calls it and shares the work."""
-    from vq.pipeline.tokenizer import load_tokenizer, stored_data_options
-
     console = console or Console(stderr=True)
     out = default_codes_dir(tokenizer_dir) if out is None else Path(out)
     if out.exists() and not out.is_dir():
         raise VQError(f"{out} is a file; exported codes need a folder (--out of export-codes, --codes of fit-prior)")
-    model, info = load_tokenizer(tokenizer_dir, "cpu")
-    if info["model"] != "vqvae":
-        raise VQError(f"{tokenizer_dir} holds a {info['model']}, which has no discrete codes; train a VQ-VAE (--model vqvae)")
+    tok = TokenizerInfo.read(tokenizer_dir)
+    if not tok.discrete:
+        raise VQError(f"{tokenizer_dir} holds a {tok.model}, which has no discrete codes; train a VQ-VAE (--model vqvae)")
+    model, info = load_checkpoint(tokenizer_dir, "tokenizer", TOKENIZERS, "cpu")
     meta = read_meta(out)
     if meta is not None and not force and meta.get("format_version") == CODES_FORMAT and (has_sketches(meta) or not sketches):
         check_codes_match(meta, info, out)

@@ -1,4 +1,4 @@
-"""Writing images and grids as PNG, and reading any user image into the tokenizer's format."""
+"""Writing images and grids as PNG, and grids of Pillow images for notebooks."""
 
 from pathlib import Path
 
@@ -39,3 +39,21 @@ def grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
     save_png(grid(images, nrow), path)
+
+
+def image_grid(images: list, rows: int | None = None, padding: int = 2):
+    """Pillow images of one size and mode (what `Pipeline.sample` returns) -> one Pillow image,
+    `rows` rows (default: as square as it gets), white gaps between tiles."""
+    import math
+
+    from PIL import Image
+
+    if not images:
+        raise ValueError("no images to put in a grid")
+    rows = rows or max(1, math.floor(math.sqrt(len(images))))
+    cols = math.ceil(len(images) / rows)
+    w, h = images[0].size
+    canvas = Image.new(images[0].mode, (cols * (w + padding) + padding, rows * (h + padding) + padding), "white")
+    for i, img in enumerate(images):
+        canvas.paste(img, (padding + (i % cols) * (w + padding), padding + (i // cols) * (h + padding)))
+    return canvas

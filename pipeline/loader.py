@@ -240,3 +240,39 @@ def materialize(split, workers: int = 0, skipped: Skipped | None = None, indices
     if not parts:
         raise VQError("no readable images in the split")
     return Split(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+
+
+EVAL_IMAGES = 10_000  # held-out images evaluated during training (the whole test split when smaller)
+
+
+class EvalImages:
+    """The held-out images every evaluation reads, decoded once on first use (by rank 0 only):
+    the whole test split, or its first EVAL_IMAGES when it is larger."""
+
+    def __init__(self, split, workers: int | None, skipped: Skipped):
+        self.source, self.workers, self.skipped, self._split = split, workers, skipped, None
+
+    @property
+    def split(self) -> Split:
+        if self._split is None:
+            src = self.source if isinstance(self.source, Split) else self.source.head(EVAL_IMAGES)
+            self._split = materialize(src, default_workers() if self.workers is None else self.workers, self.skipped)
+        return self._split
+
+
+def real_images(train, per_class: int, num_classes: int, seed: int) -> Split:
+    """Up to `per_class` random train images of each class, decoded; from a stream (whose labels
+    are not known up front), the first per_class * num_classes images it yields."""
+    if isinstance(train, StreamImages):
+        return materialize(train.head(per_class * num_classes))
+    return materialize(train, indices=balanced(train.labels, per_class, num_classes, seed).tolist())
+
+
+def balanced(labels: torch.Tensor, per_class: int, num_classes: int, seed: int) -> torch.Tensor:
+    """Indices of up to `per_class` random items of each class."""
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(num_classes):
+        idx = (labels == c).nonzero().flatten()
+        picks.append(idx[torch.randperm(idx.numel(), generator=g)[:per_class]])
+    return torch.cat(picks)

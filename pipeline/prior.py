@@ -3,7 +3,6 @@ best validation NLL (priors overfit small datasets within a few epochs) and repo
 NLL in bits per code token and bits per pixel dimension. A sketch prior (`condition = "sketch"`)
 is trained on the same codes exported with every image's edge map."""
 
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -15,22 +14,35 @@ from rich.console import Console
 from vq.pipeline import distributed as dist
 from vq.pipeline.checkpoint import check_state, load_checkpoint, read_info, save_checkpoint
 from vq.pipeline.configs import build, to_dict
-from vq.pipeline.data import IN_MEMORY_BYTES
-from vq.pipeline.export import codes_of_run, export_codes, load_codes, split_record
-from vq.pipeline.loader import batches
-from vq.pipeline.presets import PRIOR_PRESETS
-from vq.pipeline.runs import STATE_FILE, VQError, atomic_write_json, check_run_dir, resolve_stored, run_lock, stored_path
-from vq.pipeline.tokenizer import job_configs, new_length
+from vq.pipeline.data import IN_MEMORY_BYTES, stored_data_options, to_float
 from vq.pipeline.device import resolve_device, seed_everything
+from vq.pipeline.export import codes_of_run, export_codes, load_codes
+from vq.pipeline.generate import SamplingOptions, generate_images
+from vq.pipeline.images import grid
+from vq.pipeline.jobs import job_configs, new_length
+from vq.pipeline.loader import real_images
+from vq.pipeline.presets import PRIOR_PRESETS
+from vq.pipeline.records import TokenizerInfo
+from vq.pipeline.runs import STATE_FILE, VQError, atomic_write_json, check_run_dir, resolve_stored, run_lock, stored_path
+from vq.pipeline.stage_scores import batch_preparer, nll_bits, pixel_dims
 from vq.pipeline.trainer import FitResult, fit
+from vq.stage1_vqvae import TOKENIZERS
 from vq.stage2_prior import PRIORS
 
 VAL_FRACTION = 0.05
-EVAL_BATCH = 256
+PREVIEW_PER_CLASS = 6  # --wandb: real images and as many guided samples in each class's row
+PREVIEW_GUIDANCE = 2.0  # as `vq sample`'s default
+
+
+def prior_class(name: str):
+    if name not in PRIORS:
+        raise VQError(f"unknown prior '{name}'; choose one of {', '.join(PRIORS)}")
+    return PRIORS[name]
 
 
 @dataclass
 class PriorJob:
+    model: str = "transformer"  # a name in PRIORS
     tokenizer: Path = Path("runs/tokenizer")
     codes: Path | None = None  # None: the tokenizer's own (TOKENIZER/codes), or on --resume the run's
     out: Path = Path("runs/prior")
@@ -42,48 +54,10 @@ class PriorJob:
     force: bool = False
 
 
-def prepare_batch(batch: tuple, device: torch.device) -> tuple:
-    codes, labels = batch
-    return codes.to(device, non_blocking=True).long(), labels.to(device, non_blocking=True)
-
-
-def batch_preparer(config):
-    """The model's inputs from a batch: (codes, labels), or for a sketch prior, whose batches hold
-    records (`export.CodeMaps.with_sketches`), (codes, labels, sketches)."""
-    if config.condition != "sketch":
-        return prepare_batch
-
-    def prepare(batch: tuple, device: torch.device) -> tuple:
-        records, labels = batch
-        codes, sketch = split_record(records.to(device, non_blocking=True), (config.height, config.width), config.sketch_size)
-        return codes, labels.to(device, non_blocking=True), sketch
-
-    return prepare
-
-
-@torch.no_grad()
-def nll_bits(model, split, batch_size: int = EVAL_BATCH) -> float:
-    """Mean negative log-likelihood of a split's codes given their class (and for a sketch prior,
-    whose split holds records, the sketch), in bits per code token."""
-    device = next(model.parameters()).device
-    prepare = batch_preparer(model.config)
-    total, count = 0.0, 0
-    for batch in batches(split, batch_size):
-        inputs = prepare(batch, device)
-        total += float(model(*inputs).loss.float()) * inputs[0].numel()
-        count += inputs[0].numel()
-    return total / max(count, 1) / math.log(2)
-
-
 def validation_split(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     k = max(1, int(n * VAL_FRACTION)) if n > 1 else 0
     return perm[k:], perm[:k]
-
-
-def pixel_dims(meta: dict) -> int:
-    img = meta["image"]
-    return img["channels"] * img["image_size"] ** 2
 
 
 def code_splits(codeset, codebook_size: int, sketches: bool = False) -> tuple:
@@ -100,37 +74,56 @@ def code_splits(codeset, codebook_size: int, sketches: bool = False) -> tuple:
     return train, val, test
 
 
+def sample_preview(tokenizer_dir: Path, device: torch.device, class_names: list[str], per_class: int = PREVIEW_PER_CLASS):
+    """For --wandb: a callable that draws guided samples of every class from the prior being
+    trained, through the code `vq sample` uses, beside real test images of that class: one row
+    per class, the real images first -> (C, H, W) uint8."""
+    tok = TokenizerInfo.read(tokenizer_dir)
+    tokenizer, _ = load_checkpoint(tok.run_dir, "tokenizer", TOKENIZERS, str(device))
+    test = real_images(stored_data_options(tok.stored, tokenizer_dir).load().test, per_class, len(class_names), seed=0)
+    images = to_float(test.images)
+    blank = -torch.ones(per_class, *images.shape[1:])
+    real = [torch.cat([images[test.labels == c], blank])[:per_class] for c in range(len(class_names))]
+    labels = torch.arange(len(class_names)).repeat_interleave(per_class)
+
+    def preview(model) -> torch.Tensor:
+        samples = generate_images(tokenizer, model, labels, SamplingOptions(cfg=PREVIEW_GUIDANCE, seed=0)).cpu()
+        rows = [torch.cat([real[c], samples[c * per_class : (c + 1) * per_class]]) for c in range(len(class_names))]
+        return grid(torch.cat(rows), nrow=2 * per_class)
+
+    return preview
+
+
 def fit_prior(job: PriorJob, console: Console | None = None) -> FitResult:
     console = console or Console(stderr=True)
-    cls = PRIORS["transformer"]
-    tok_info = read_info(job.tokenizer, "tokenizer")
-    if tok_info["model"] != "vqvae":
-        raise VQError(f"{job.tokenizer} holds a {tok_info['model']}, which has no codes for a prior; "
-                      "a VAE samples from its own latent prior with `vq sample`")
+    cls = prior_class(job.model)
+    tok = TokenizerInfo.read(job.tokenizer)
+    if not tok.discrete:
+        raise VQError(f"{job.tokenizer} holds a {tok.model}, which has no codes for a prior; "
+                      "it samples from its own latent prior with `vq sample`")
     check_run_dir(job.out, resume=job.resume, force=job.force, what="prior")
     saved = None
     if job.resume and (job.out / "config.json").exists():
         saved = read_info(job.out, "prior")
-        if saved.get("tokenizer_fingerprint") != tok_info["fingerprint"]:
+        if saved.get("tokenizer_fingerprint") != tok.fingerprint:
             raise VQError(f"{job.out} was trained on another tokenizer's codes; it cannot resume on {job.tokenizer}")
     if job.resume:
         check_state(job.out / STATE_FILE, cls.name)
-    train_cfg, model_layers = job_configs(job, PRIOR_PRESETS, "transformer", cls.config_class, saved)
+    train_cfg, model_layers = job_configs(job, PRIOR_PRESETS, cls.name, cls.config_class, saved)
     codes_dir = Path(job.codes) if job.codes is not None else (
         codes_of_run(resolve_stored(saved["codes_dir"], job.out) if saved and saved.get("codes_dir") else None, job.tokenizer))
     device = resolve_device(train_cfg.device)
     main = dist.is_main()
     dist.setup(device)
     # The model config as the codes will make it, checked before a (re-)export that may take long.
-    tok = tok_info["config"]
-    side = tok["image_size"] // tok["downsample"]
-    probe = build(cls.config_class, model_layers[0], {"height": side, "width": side, "sketch_size": tok["image_size"]},
+    (h, w) = tok.grid
+    probe = build(cls.config_class, model_layers[0], {"height": h, "width": w, "sketch_size": tok.image_size},
                   *model_layers[1:], where="model config")
     try:
         probe.validate()
     except ValueError as e:
         raise VQError(str(e)) from None
-    sketched = probe.condition == "sketch"
+    sketched = "sketch" in probe.conditions
 
     t0 = time.time()
     meta = export_codes(job.tokenizer, codes_dir, device=train_cfg.device, workers=train_cfg.workers,
@@ -151,7 +144,7 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> FitResult:
         console.print(f"prior: {params / 1e6:.2f}M parameters over {h}x{w} codes from {meta['codebook_size']}"
                       f"{', conditioned on class and sketch' if sketched else ''}, "
                       f"{len(train)} train / {len(val)} val / {len(test)} test maps")
-    ckpt_meta = {"class_names": codeset.class_names, "tokenizer_fingerprint": tok_info["fingerprint"],
+    ckpt_meta = {"class_names": codeset.class_names, "tokenizer_fingerprint": tok.fingerprint,
                  "tokenizer_dir": stored_path(job.tokenizer, job.out), "codes_dir": stored_path(codes_dir, job.out),
                  "train": to_dict(train_cfg),
                  "preset": job.preset, "image": meta["image"],
@@ -166,6 +159,7 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> FitResult:
             evaluate=lambda m: {"val_bits": nll_bits(m, val)}, save=save,
             run_dir=job.out, cfg=train_cfg, resume=job.resume, keep_schedule=not new_length(job),
             best_metric="val_bits", console=console,
+            preview=sample_preview(job.tokenizer, device, codeset.class_names) if train_cfg.wandb and main else None,
             run_config={"model": to_dict(config), "train": to_dict(train_cfg), "codes": meta},
         )
         info = {"metrics": {}}
@@ -195,19 +189,3 @@ def flops_per_token(c) -> float:
     matmul_params = c.depth * per_layer + c.dim * c.codebook_size
     context = (c.seq_len + 1) / 2 + (c.seq_len if cross else 0)
     return 6 * matmul_params + 12 * c.depth * c.dim * context
-
-
-def load_prior(run_dir: Path, tokenizer_info: dict, device: str = "cpu"):
-    """Load a prior and refuse one trained on another tokenizer's codes."""
-    info = read_info(run_dir, "prior")
-    if info.get("tokenizer_fingerprint") != tokenizer_info["fingerprint"]:
-        raise VQError(f"{run_dir} was trained on the codes of another tokenizer "
-                      f"({info.get('tokenizer_fingerprint')}, not {tokenizer_info['fingerprint']}); "
-                      "pass the matching --tokenizer or retrain the prior")
-    tok, pri = tokenizer_info["config"], info.get("config", {})
-    grid = [tok["image_size"] // tok["downsample"]] * 2
-    if pri.get("codebook_size") != tok.get("codebook_size") or [pri.get("height"), pri.get("width")] != grid:
-        raise VQError(f"{run_dir} models {pri.get('height')}x{pri.get('width')} codes from {pri.get('codebook_size')}, "
-                      f"but the tokenizer makes {grid[0]}x{grid[1]} codes from {tok.get('codebook_size')}; "
-                      "pass the matching --tokenizer or retrain the prior")
-    return load_checkpoint(Path(run_dir), "prior", PRIORS, device)

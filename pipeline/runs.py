@@ -14,8 +14,9 @@ from pathlib import Path
 STATE_FILE = "train_state.safetensors"  # a training run's whole state, for --resume
 
 
-class VQError(Exception):
-    """An error caused by the user's input: the CLI prints it as one line and exits non-zero."""
+class VQError(ValueError):
+    """An error caused by the user's input, one line that says what to do: the CLI prints it and
+    exits non-zero; the Python API raises it (a ValueError, as a bad argument is)."""
 
     exit_code = 1
 

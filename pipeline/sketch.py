@@ -158,18 +158,20 @@ MAX_SIDE_PER_CELL = 16  # a drawing is thinned at most 16 x the model's size (la
 
 
 def load_drawing(path, size: int) -> tuple[torch.Tensor, str]:
-    """A drawing file -> ((1, 1, size, size) bool lines, a note on the conversion); a file that
-    cannot be read, or holds no lines, -> a one-line VQError naming it."""
-    from PIL import ImageOps
+    """A drawing file (or a Pillow image) -> ((1, 1, size, size) bool lines, a note on the
+    conversion); a file that cannot be read, or holds no lines, -> a one-line VQError naming it."""
+    from PIL import Image, ImageOps
 
     from vq.pipeline.data import decode, deep_to_uint8, has_alpha, is_deep, open_image, reading
     from vq.pipeline.runs import VQError
 
-    img = open_image(path)
+    given = isinstance(path, Image.Image)
+    img = path if given else open_image(path)
+    path = "sketch" if given else path
     mode, (w, h) = img.mode, img.size
     notes = []
     with reading(path):
-        img = ImageOps.exif_transpose(decode(img, 1, size * MAX_SIDE_PER_CELL))
+        img = ImageOps.exif_transpose(img if given else decode(img, 1, size * MAX_SIDE_PER_CELL))
         if has_alpha(img):
             alpha = np.asarray(img.convert("RGBA"))[..., 3]
             border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])

@@ -32,6 +32,8 @@ class TokenizerOutput:
 class VQVAE(nn.Module):
     name = "vqvae"
     config_class = VQVAEConfig
+    # What it can do, read by the pipeline instead of its name: discrete codes for a prior; no class input.
+    discrete = True
     conditional = False
 
     def __init__(self, config: VQVAEConfig):
@@ -129,6 +131,8 @@ class VAE(nn.Module):
 
     name = "vae"
     config_class = VAEConfig
+    # A continuous latent with its own prior (N(0, I)): it samples without a stage-2 prior.
+    discrete = False
     conditional = False
 
     def __init__(self, config: VAEConfig):

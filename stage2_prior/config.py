@@ -41,5 +41,10 @@ class PriorConfig:
                 raise ValueError(f"{name} must be positive")
 
     @property
+    def conditions(self) -> frozenset[str]:
+        """What a sample can be conditioned on."""
+        return frozenset({"class", "sketch"} if self.condition == "sketch" else {"class"})
+
+    @property
     def seq_len(self) -> int:
         return self.height * self.width

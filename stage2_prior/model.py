@@ -56,6 +56,11 @@ class PriorOutput:
 class CodePrior(nn.Module):
     name = "transformer"
     config_class = PriorConfig
+    # What it can do, read by the pipeline instead of its name: an exact likelihood (raster-order
+    # factorisation), and completion of a region that precedes known codes only by forcing them
+    # and reranking whole draws (`score`), not natively.
+    exact_likelihood = True
+    any_mask = False
 
     def __init__(self, config: PriorConfig):
         super().__init__()
@@ -84,7 +89,26 @@ class CodePrior(nn.Module):
 
     @property
     def sketched(self) -> bool:
-        return self.config.condition == "sketch"
+        return "sketch" in self.config.conditions
+
+    @property
+    def conditions(self) -> frozenset[str]:
+        return self.config.conditions
+
+    def sample(self, labels: torch.Tensor | None, *, generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
+        """Draw (b, h, w) code maps: the prior interface every caller uses (see
+        `sampling.sample_codes` for the arguments: cfg_scale, temperature, top_k, top_p, known,
+        known_mask, sketch), through the fast static-shape path."""
+        from vq.stage2_prior.fast import sample_codes_fast
+
+        return sample_codes_fast(self, labels, generator=generator, **kwargs)
+
+    def score(self, codes: torch.Tensor, labels: torch.Tensor | None, mask: torch.Tensor | None = None,
+              sketch: torch.Tensor | None = None) -> torch.Tensor:
+        """(b,) log-likelihood in nats of the codes (over `mask`'s positions)."""
+        from vq.stage2_prior.sampling import score_codes
+
+        return score_codes(self, codes, labels, mask, sketch)
 
     def context(self, sketch: torch.Tensor | None, batch: int, keep: torch.Tensor | None = None) -> torch.Tensor | None:
         """The cross-attention context of a sketch prior (None for a class prior): (b, 1, S, S)

@@ -221,3 +221,19 @@ def test_a_flag_switches_off_what_the_config_file_switched_on(tmp_path, image_fo
     r = vq("fit-tokenizer", "--data", image_folder, "--config", config, "--no-wandb", "--out", out)
     assert r.returncode == 0, r.stderr
     assert (out / "model.safetensors").exists() and not (out / "wandb").exists()
+
+
+def test_help_reads_as_prose_at_any_width():
+    wide = vq("--help", cwd=None)
+    assert wide.returncode == 0
+    # A docstring's own line breaks no longer cut its sentences: at 200 columns each fits one line.
+    assert "on images; writes OUT/config.json, OUT/model.safetensors and OUT/reconstructions.png." in wide.stdout
+    env_narrow = {**os.environ, "COLUMNS": "60"}
+    narrow = subprocess.run([sys.executable, "-m", "vq.cli.main", "fit-prior", "--help"], capture_output=True, text=True,
+                            env=env_narrow, timeout=120)
+    lines = [line.strip() for line in narrow.stdout.splitlines()]
+    gpus = next(i for i, line in enumerate(lines) if line.startswith("On N GPUs"))
+    text = " ".join(lines[lines.index("Usage: vq fit-prior [OPTIONS]") + 1 : gpus]).split()
+    assert " ".join(text) == ("Train a class-conditional transformer prior over the tokenizer's codes (exporting them "
+                              "first if needed); keeps the checkpoint with the best validation NLL.")
+    assert all(len(line) <= 60 for line in narrow.stdout.splitlines())

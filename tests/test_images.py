@@ -6,9 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vq.pipeline import generate
+from vq.pipeline import outputs
 from vq.pipeline.data import FileImages, decode, open_image, pil_to_array, upright_size
-from vq.pipeline.generate import keep_mask, load_user_image
+from vq.pipeline.generate import SamplingOptions
+from vq.pipeline.records import PriorInfo, TokenizerInfo
+from vq.pipeline.user_images import keep_mask, read_image
 from vq.pipeline.runs import VQError
 
 
@@ -73,11 +75,11 @@ def test_transparency_is_composited_over_black(tmp_path):
     pal.putpalette([0, 0, 0, 255, 255, 255])
     pal.putpixel((0, 0), 0)
     pal.save(tmp_path / "p.png", transparency=1)  # palette index 1 (white) is transparent
-    x, note = load_user_image(tmp_path / "p.png", 1, 2)
+    x, note = read_image(tmp_path / "p.png", 1, 2)
     assert (x == -1).all() and "over black" in note
     opaque = Image.new("RGBA", (2, 2), (255, 255, 255, 255))
     opaque.save(tmp_path / "opaque.png")
-    x, note = load_user_image(tmp_path / "opaque.png", 1, 2)
+    x, note = read_image(tmp_path / "opaque.png", 1, 2)
     assert (x == 1).all() and note == "RGBA 2x2 -> L 2x2"
 
 
@@ -87,7 +89,7 @@ def test_exif_orientation_is_applied(tmp_path):
     exif = img.getexif()
     exif[0x0112] = 6  # shown turned 90 degrees clockwise: the white half on top
     img.save(tmp_path / "turned.png", exif=exif)
-    x, note = load_user_image(tmp_path / "turned.png", 1, 10)
+    x, note = read_image(tmp_path / "turned.png", 1, 10)
     assert (x[0, 0, :5] == 1).all() and (x[0, 0, 5:] == -1).all()
     assert note == "L 20x10 -> L 10x10, EXIF orientation 6 applied"
     assert upright_size(tmp_path / "turned.png") == (10, 20)
@@ -96,21 +98,21 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_a_large_jpeg_is_decoded_in_draft(tmp_path):
     Image.new("RGB", (4000, 3000), (200, 10, 10)).save(tmp_path / "big.jpg")
     assert decode(open_image(tmp_path / "big.jpg"), 3, 28).size == (500, 375)  # 1/8 scale, still >= 28
-    x, note = load_user_image(tmp_path / "big.jpg", 3, 28)
+    x, note = read_image(tmp_path / "big.jpg", 3, 28)
     assert x.shape == (1, 3, 28, 28) and note.startswith("RGB 4000x3000 -> RGB 28x28")
     assert abs(float(x[0, 0].mean()) - (200 / 127.5 - 1)) < 0.05
 
 
 def test_unreadable_files_are_refused_in_one_line(tmp_path):
-    assert "does not exist" in refusal(load_user_image, tmp_path / "missing.png", 1, 8)
+    assert "does not exist" in refusal(read_image, tmp_path / "missing.png", 1, 8)
     (tmp_path / "notes.png").write_text("just some text\n")
-    message = refusal(load_user_image, tmp_path / "notes.png", 1, 8)
+    message = refusal(read_image, tmp_path / "notes.png", 1, 8)
     assert "notes.png" in message and "cannot read image" in message
     noise = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "whole.png")
     data = (tmp_path / "whole.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    message = refusal(load_user_image, tmp_path / "cut.png", 1, 8)
+    message = refusal(read_image, tmp_path / "cut.png", 1, 8)
     assert "cut.png" in message and "truncated" in message
 
 
@@ -118,7 +120,7 @@ def test_unreadable_files_are_refused_in_one_line(tmp_path):
 def test_decompression_bombs_are_refused_before_decoding(tmp_path, monkeypatch, side):
     Image.new("L", (side, side)).save(tmp_path / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    message = refusal(load_user_image, tmp_path / "bomb.png", 1, 8)
+    message = refusal(read_image, tmp_path / "bomb.png", 1, 8)
     assert "bomb.png" in message and str(side * side) in message and "1000" in message
     # In a training folder the same image is skipped with its reason, not decoded.
     item = FileImages([tmp_path / "bomb.png"], torch.zeros(1, dtype=torch.int64), 1, 8)[0]
@@ -146,28 +148,31 @@ def test_mask_checks(tmp_path):
     Image.new("L", (30, 20), 128).save(tmp_path / "img.png")
     image = tmp_path / "img.png"
     good = _mask(tmp_path / "good.png", (30, 20), 0, (0, 0, 30, 10))  # top half white: keep it
-    m = keep_mask(8, "top", 0.5, good, image)
+    m = keep_mask(good, 8, 0.5, image)
     assert m[:4].all() and not m[4:].any()
-    message = refusal(keep_mask, 8, "top", 0.5, _mask(tmp_path / "small.png", (15, 10), 0, (0, 0, 15, 5)), image)
+    message = refusal(keep_mask, _mask(tmp_path / "small.png", (15, 10), 0, (0, 0, 15, 5)), 8, 0.5, image)
     assert "small.png" in message and "15x10" in message and "30x20" in message
-    message = refusal(keep_mask, 8, "top", 0.5, _mask(tmp_path / "black.png", (30, 20), 0), image)
+    message = refusal(keep_mask, _mask(tmp_path / "black.png", (30, 20), 0), 8, 0.5, image)
     assert "black.png" in message and "keeps nothing" in message and "vq sample" in message
-    message = refusal(keep_mask, 8, "top", 0.5, _mask(tmp_path / "white.png", (30, 20), 255), image)
+    message = refusal(keep_mask, _mask(tmp_path / "white.png", (30, 20), 255), 8, 0.5, image)
     assert "white.png" in message and "nothing to complete" in message
-    assert "keeps nothing" in refusal(keep_mask, 28, "top", 0.01)
-    assert "fraction" in refusal(keep_mask, 28, "top", 1.0)
+    assert "keeps nothing" in refusal(keep_mask, "top", 28, 0.01)
+    assert "fraction" in refusal(keep_mask, "top", 28, 1.0)
 
 
 def test_complete_refuses_a_bad_mask_before_loading_any_model(tmp_path, monkeypatch):
     Image.new("L", (30, 20), 128).save(tmp_path / "img.png")
     black = _mask(tmp_path / "black.png", (30, 20), 0)
-    info = {"model": "vqvae", "class_names": ["a", "b"], "config": {"channels": 1, "image_size": 8}}
-    monkeypatch.setattr(generate, "read_info", lambda *a: info)
+    tok = TokenizerInfo(tmp_path / "tok", "vqvae", "f", ["a", "b"], 8, 1, True, False, (2, 2), 16, {}, {})
+    prior = PriorInfo(tmp_path / "prior", "transformer", "p", ["a", "b"], "f", frozenset({"class"}), True, False,
+                      (2, 2), 16, None, {}, {})
+    monkeypatch.setattr(outputs, "records", lambda *a: (tok, prior))
 
-    def load_pair(*a):
+    def load(*a, **kw):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(generate, "load_pair", load_pair)
+    monkeypatch.setattr(outputs.Pipeline, "from_pretrained", load)
     out = tmp_path / "out"
-    message = refusal(generate.complete, tmp_path / "img.png", tmp_path / "tok", tmp_path / "prior", mask_path=black, out=out)
+    message = refusal(outputs.complete_to_folder, tmp_path / "img.png", tmp_path / "tok", tmp_path / "prior",
+                      mask_path=black, out=out, opts=SamplingOptions())
     assert "keeps nothing" in message and not out.exists()

@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -154,3 +155,18 @@ def test_eval_writes_a_complete_report(chain, tmp_path):
         assert set(rep[key]["per_class"]) == set(json.loads((chain / "codes" / "meta.json").read_text())["class_names"])
     assert rep["completion"]["n"] == 6 and 0 <= rep["completion"]["acc_with_class"] <= 1
     assert "class acc" in r.stdout and "floor" in r.stdout
+
+
+@needs_fashion_mnist
+def test_wandb_offline_logs_guided_samples_beside_real_images(chain, tmp_path):
+    r = vq("fit-prior", "--tokenizer", chain / "tokenizer", "--codes", chain / "codes", "--config", chain / "prior.toml",
+           "--steps", "4", "--eval-every", "2", "--out", tmp_path / "prior", "--wandb")
+    assert r.returncode == 0, r.stderr
+    runs = list((tmp_path / "prior" / "wandb").glob("offline-run-*"))
+    previews = sorted(runs[0].glob("files/media/images/val/preview_*.png"))
+    assert len(runs) == 1 and len(previews) == 2  # evaluations at steps 2 and 4
+    grid = np.asarray(Image.open(previews[-1]))
+    # One row per class: 6 real test images of the class, then 6 guided samples of it (28 px, 2 px gaps).
+    assert grid.shape[:2] == (10 * 30 + 2, 12 * 30 + 2)
+    first_real, first_sample = grid[2:30, 2:30], grid[2:30, 6 * 30 + 2 : 6 * 30 + 30]
+    assert first_real.std() > 0 and first_sample.std() > 0

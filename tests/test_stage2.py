@@ -172,7 +172,7 @@ def test_a_prior_saved_before_the_new_config_keys_resumes():
     from vq.pipeline.configs import to_dict
     from vq.pipeline.presets import PRIOR_PRESETS
     from vq.pipeline.prior import PriorJob
-    from vq.pipeline.tokenizer import job_configs
+    from vq.pipeline.jobs import job_configs
     from vq.pipeline.trainer import TrainConfig
 
     old = {k: v for k, v in to_dict(PriorConfig()).items() if k not in ("kv_heads", "condition", "sketch_size", "sketch_dropout")}
