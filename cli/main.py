@@ -237,6 +237,8 @@ def fit_tokenizer(
 
 TokenizerDirOpt = typer.Option(Path("runs/tokenizer"), "--tokenizer", "-t", help="Tokenizer run directory.")
 PriorDirOpt = typer.Option(Path("runs/prior"), "--prior", help="Prior run directory (VQ-VAE tokenizers only).")
+PipelineOpt = typer.Option(None, "--pipeline", help="A saved pipeline (a folder written by `vq save`) or a Hugging Face Hub id (user/name); stands for --tokenizer and --prior.")
+RevisionOpt = typer.Option(None, "--revision", help="With a Hub id: the branch, tag or commit to load (default: main).")
 CODES_HELP = "Directory of exported code maps (default: TOKENIZER/codes, so each tokenizer keeps its own)."
 GuidanceOpt = typer.Option(2.0, "--guidance", "-g", min=0, help="Classifier-free guidance scale: 1 = none; higher = more typical of the class, less varied.")
 TempOpt = typer.Option(1.0, "--temperature", min=0, help="Sampling temperature (0 = greedy).")
@@ -347,6 +349,7 @@ def sample(
     seed: Optional[int] = SampleSeedOpt,
     tokenizer: Path = TokenizerDirOpt,
     prior: Path = PriorDirOpt,
+    pipeline: Optional[str] = PipelineOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: a new runs/samples/NNN)."),
     device: Optional[str] = DeviceOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite same-named files in --out."),
@@ -360,7 +363,7 @@ def sample(
 
     seed = fresh_seed(seed)
     result = sample_to_folder(tokenizer, prior, class_, n, SamplingOptions(guidance, temperature, top_k, top_p, seed), out,
-                              device=device or "auto", force=force, sketch_path=sketch)
+                              device=device or "auto", force=force, sketch_path=sketch, pipeline=pipeline)
     if "sketch_note" in result:
         err.print(f"{sketch}: {result['sketch_note']}", highlight=False)
     err.print(f"seed {seed} (repeat with --seed {seed})", highlight=False)
@@ -385,6 +388,7 @@ def complete(
     seed: Optional[int] = SampleSeedOpt,
     tokenizer: Path = TokenizerDirOpt,
     prior: Path = PriorDirOpt,
+    pipeline: Optional[str] = PipelineOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: a new runs/completions/NNN)."),
     device: Optional[str] = DeviceOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite same-named files in --out."),
@@ -398,12 +402,57 @@ def complete(
     seed = fresh_seed(seed)
     result = complete_to_folder(image, tokenizer, prior, keep=keep.value, fraction=fraction, mask_path=mask, class_value=class_,
                                 n=n, opts=SamplingOptions(guidance, temperature, top_k, top_p, seed), candidates=candidates,
-                                out=out, device=device or "auto", force=force)
+                                out=out, device=device or "auto", force=force, pipeline=pipeline)
     err.print(f"image: {image} converted {result['converted']}", highlight=False)
     err.print(f"seed {seed} (repeat with --seed {seed})", highlight=False)
     summary(f"completions -> {result['out']}", {"completions": result["completions"],
                                                 "known codes": f"{result['known_codes']}/{result['codes']}",
                                                 "seed": seed, "grid": result["grid"]})
+
+
+@app.command("save")
+@friendly
+def save(
+    out: Path = typer.Argument(..., help="The folder to write (empty, or replaced with --force)."),
+    tokenizer: Path = TokenizerDirOpt,
+    prior: Path = PriorDirOpt,
+    name: Optional[str] = typer.Option(None, "--name", help="The Hub id it will have (user/name), for the model card's examples; default: the folder."),
+    license: str = typer.Option("mit", "--license", help="The license the model card declares (a Hub license id)."),
+    device: Optional[str] = DeviceOpt,
+    force: bool = typer.Option(False, "--force", help="Replace what OUT holds."),
+):
+    """Save two runs as one pipeline folder to share: tokenizer/ and prior/ (config.json +
+    model.safetensors each, no training state), model_index.json, a sample grid, the runs' eval.json
+    when `vq eval` has run, and a model card README.md that the Hugging Face Hub reads."""
+    from vq.pipeline.hub import files_of
+    from vq.pipeline.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(tokenizer, prior, device=device or "auto")  # a VAE takes no prior: ignored
+    folder = pipe.save_pretrained(out, license=license, name=name, force=force)
+    summary(f"pipeline -> {folder}", {"files": ", ".join(files_of(folder)),
+                                       "evaluated": "yes" if (folder / "eval.json").exists() else "no (run `vq eval` first)",
+                                       "load it": f"vq sample --pipeline {name or folder}"})
+
+
+@app.command("push")
+@friendly
+def push(
+    repo_id: str = typer.Argument(..., help="The Hub repo to upload to (user/name); created if missing."),
+    pipeline: Path = typer.Option(..., "--pipeline", help="A saved pipeline folder (`vq save`)."),
+    private: bool = typer.Option(False, "--private", help="Create the repo private."),
+    token: Optional[str] = typer.Option(None, "--token", help="A Hub token with write access (default: the one `hf auth login` stored, or HF_TOKEN)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be uploaded, and upload nothing."),
+):
+    """Upload a saved pipeline folder to the Hugging Face Hub with huggingface_hub (create_repo,
+    upload_folder): only the files vq reads (json, safetensors, png, md)."""
+    from vq.pipeline.hub import push as run
+
+    result = run(pipeline, repo_id, private=private, token=token, dry_run=dry_run)
+    if dry_run:
+        print("\n".join(result["files"]))
+        err.print(f"dry run: these {len(result['files'])} files would go to {repo_id}; nothing was uploaded", highlight=False)
+        return
+    summary(f"pushed -> {result['url']}", {"files": len(result["files"]), "commit": result["commit"]})
 
 
 SWEEP = [(g, t) for t in (1.0, 0.8) for g in (1.0, 1.5, 2.0, 3.0, 5.0)]
@@ -414,6 +463,7 @@ SWEEP = [(g, t) for t in (1.0, 0.8) for g in (1.0, 1.5, 2.0, 3.0, 5.0)]
 def evaluate(
     tokenizer: Path = TokenizerDirOpt,
     prior: Path = PriorDirOpt,
+    pipeline: Optional[str] = PipelineOpt,
     per_class: int = typer.Option(1000, "--per-class", "-n", min=1, help="Images to make (and real images to compare) of each class."),
     complete_images: int = typer.Option(500, "--complete-images", min=0, help="Test images to complete (0 = skip)."),
     sketch_images: int = typer.Option(1000, "--sketch-images", min=0, help="For a sketch prior: test images whose edge maps are drawn from, to score edge agreement (0 = skip)."),
@@ -423,7 +473,7 @@ def evaluate(
     top_p: Optional[float] = TopPOpt,
     seed: int = typer.Option(0, "--seed", help="Seed of the samples, completions and real images drawn: fixed, so an evaluation repeats."),
     sweep: bool = typer.Option(False, "--sweep", help="Also sweep guidance 1, 1.5, 2, 3, 5 at temperatures 1.0 and 0.8."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval.json (default: in the prior's run, or the tokenizer's)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval.json (default: in the prior's run, or the tokenizer's; beside a saved pipeline's parts; runs/eval/USER--NAME.json for a Hub id)."),
     classifier: Path = typer.Option(Path("runs/classifier"), "--classifier", help="Cache of evaluation classifiers."),
     device: Optional[str] = DeviceOpt,
 ):
@@ -435,7 +485,7 @@ def evaluate(
 
     r = evaluate_run(tokenizer, prior, per_class=per_class, opts=SamplingOptions(guidance, temperature, top_k, top_p, seed),
                      completions=complete_images, device=device or "auto", classifier_root=classifier, out=out,
-                     sweep=SWEEP if sweep else None, sketch_images=sketch_images, console=err)
+                     sweep=SWEEP if sweep else None, sketch_images=sketch_images, pipeline=pipeline, console=err)
     print_eval(r)
 
 
@@ -447,7 +497,9 @@ def print_eval(r: dict) -> None:
     stage.add_row("classifier", "test accuracy", f"{r['classifier']['test_acc']:.4f}")
     for k, v in r["tokenizer"].items():
         stage.add_row("tokenizer", f"test {k}", f"{v:.4g}")
-    if "prior" in r:
+    if "prior" in r and "skipped" in r["prior"]:
+        stage.add_row("prior", "test bits / code token", f"skipped: {r['prior']['skipped']}")
+    elif "prior" in r:
         stage.add_row("prior", "test bits / code token", f"{r['prior']['test_bits_per_token']:.4f}")
         stage.add_row("prior", "test bits / pixel dim", f"{r['prior']['test_bits_per_dim']:.4f}")
     if "completion" in r:

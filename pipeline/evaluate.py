@@ -21,13 +21,14 @@ import torch
 from rich.console import Console
 
 from vq.pipeline.classifier import ensure_classifier, predict
-from vq.pipeline.data import stored_data_options, to_float
+from vq.pipeline import hub
+from vq.pipeline.data import Split, stored_data_options, to_float
 from vq.pipeline.generate import SamplingOptions, generate_images
 from vq.pipeline.metrics import accuracy, frechet_distance
 from vq.pipeline.pipeline import Pipeline
 from vq.pipeline.runs import VQError, atomic_write_json
 from vq.pipeline.loader import EvalImages, Skipped, real_images
-from vq.pipeline.stage_scores import evaluate_tokenizer, nll_bits, pixel_dims
+from vq.pipeline.stage_scores import evaluate_tokenizer, nll_bits
 from vq.pipeline.device import resolve_device
 
 
@@ -55,7 +56,8 @@ def judge(classifier, images: torch.Tensor, labels: torch.Tensor | None, test_fe
 def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int = 1000, opts: SamplingOptions | None = None,
                  completions: int = 500, device: str = "auto", classifier_root: Path = Path("runs/classifier"),
                  out: Path | None = None, sweep: list[tuple[float, float]] | None = None,
-                 sketch_images: int = 1000, console: Console | None = None) -> dict:
+                 sketch_images: int = 1000, pipeline: str | None = None, console: Console | None = None) -> dict:
+    """`vq eval` of two runs, or of a saved pipeline (folder or Hub id) given as `pipeline`."""
     console = console or Console(stderr=True)
     opts = opts or SamplingOptions()
     opts.validate()
@@ -64,13 +66,17 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
             raise VQError(f"{what} {path} is a {'folder' if what == '--out' else 'file'}; give a "
                           f"{'file name for eval.json' if what == '--out' else 'folder'}")
     t0 = time.time()
+    if pipeline is not None:
+        tokenizer_dir, prior_dir = hub.parts(pipeline)
     pipe = Pipeline.from_pretrained(tokenizer_dir, prior_dir, device=device)
     tokenizer, prior, tok_info, prior_info = pipe.tokenizer, pipe.prior, pipe.tokenizer_info, pipe.prior_info
     info = tok_info.stored
+    codes = None
     if prior is not None:  # the prior's NLL means something only on this tokenizer's codes: check before any work
         from vq.pipeline.export import check_codes_match, codes_of_run, load_codes
 
         codes_dir = codes_of_run(prior_info.codes_dir, tokenizer_dir)
+    if prior is not None and (pipeline is None or (codes_dir / "meta.json").exists()):
         codes = load_codes(codes_dir)
         check_codes_match(codes.meta, info, codes_dir)
         if "sketch" in prior_info.conditions:
@@ -108,11 +114,8 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     report["reconstructions"] = judge(classifier, recon, real_labels, test_feats, test.labels, names)
 
     if prior is not None:
-        test_codes = codes.splits["test"]
-        bits = nll_bits(prior, test_codes.with_sketches() if "sketch" in prior.conditions else test_codes)
-        h, w = tokenizer.grid_shape
-        report["prior"] = {"dir": str(prior_dir), "test_bits_per_token": bits,
-                           "test_bits_per_dim": bits * h * w / pixel_dims(codes.meta)}
+        report["prior"] = prior_nll(tokenizer, prior, codes, test, dev)
+        report["prior"]["dir"] = str(prior_dir)
     conditional = tok_info.samples_by_class
     labels = torch.arange(num_classes).repeat_interleave(per_class)
     sample_labels = labels if conditional else torch.full((labels.shape[0],), -1)
@@ -136,10 +139,39 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
         report["sketch"] = sketch_agreement(tokenizer, prior, classifier, test, sketch_images, opts, dev,
                                             test_feats, names)
     report["seconds"] = time.time() - t0
-    out = Path(out) if out else Path(prior_dir if prior is not None else tokenizer_dir) / "eval.json"
+    out = Path(out) if out else default_report_path(pipeline, prior_dir if prior is not None else tokenizer_dir)
     atomic_write_json(out, report)
     report["out"] = str(out)
     return report
+
+
+def default_report_path(pipeline: str | None, run_dir: Path) -> Path:
+    """eval.json in the run evaluated; for a saved pipeline, beside its parts (where its model card
+    reads it); for a Hub id, whose files live in the Hub cache, runs/eval/<user>--<name>.json."""
+    if pipeline is None:
+        return Path(run_dir) / "eval.json"
+    if Path(pipeline).is_dir():
+        return Path(pipeline) / "eval.json"
+    return Path("runs/eval") / f"{str(pipeline).replace('/', '--')}.json"
+
+
+@torch.no_grad()
+def prior_nll(tokenizer, prior, codes, test: Split, dev) -> dict:
+    """The prior's test NLL in bits per code token and per pixel dimension: on the exported test
+    codes when there are some (a saved pipeline has none: then on the test images encoded here,
+    except for a sketch prior, which also needs their sketches)."""
+    h, w = tokenizer.grid_shape
+    dims = tokenizer.config.channels * tokenizer.config.image_size ** 2
+    if codes is not None:
+        test_codes = codes.splits["test"]
+        bits = nll_bits(prior, test_codes.with_sketches() if "sketch" in prior.conditions else test_codes)
+    elif "sketch" in prior.conditions:
+        return {"skipped": "a saved sketch prior's NLL needs the exported codes with sketches"}
+    else:
+        encoded = torch.cat([tokenizer.encode_indices(to_float(test.images[i : i + 500]).to(dev)).cpu()
+                             for i in range(0, len(test), 500)])
+        bits = nll_bits(prior, Split(encoded, test.labels))
+    return {"test_bits_per_token": bits, "test_bits_per_dim": bits * h * w / dims}
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from vq.pipeline import hub
 from vq.pipeline.generate import SamplingOptions
 from vq.pipeline.images import save_grid, save_png
 from vq.pipeline.data import to_float
@@ -35,6 +36,11 @@ def new_output_dir(out: Path | None, default_root: Path, names: list[str], force
     return out
 
 
+def run_dirs(tokenizer_dir: Path, prior_dir: Path | None, pipeline: str | None) -> tuple[Path, Path | None]:
+    """--pipeline (a saved folder or a Hub id) stands for --tokenizer and --prior."""
+    return hub.parts(pipeline) if pipeline is not None else (tokenizer_dir, prior_dir)
+
+
 def records(tokenizer_dir: Path, prior_dir: Path | None) -> tuple[TokenizerInfo, PriorInfo | None]:
     """The runs' records, checked to belong together (a VAE takes no prior)."""
     tok = TokenizerInfo.read(tokenizer_dir)
@@ -46,9 +52,11 @@ def records(tokenizer_dir: Path, prior_dir: Path | None) -> tuple[TokenizerInfo,
 
 
 def sample_to_folder(tokenizer_dir: Path, prior_dir: Path, class_value: str | None, n: int, opts: SamplingOptions,
-                     out: Path | None, *, device: str = "auto", force: bool = False, sketch_path: Path | None = None) -> dict:
+                     out: Path | None, *, device: str = "auto", force: bool = False, sketch_path: Path | None = None,
+                     pipeline: str | None = None) -> dict:
     """`vq sample`: <class>_<i>.png per image and grid.png (a row per class); with a sketch, also
     sketch.png (the sketch as the prior reads it), which leads the grid's one row."""
+    tokenizer_dir, prior_dir = run_dirs(tokenizer_dir, prior_dir, pipeline)
     tok, prior = records(tokenizer_dir, prior_dir)
     request = plan_samples(tok, prior, class_value, n, sketch=sketch_path, options=opts)
     names = tok.class_names
@@ -76,9 +84,10 @@ def sample_to_folder(tokenizer_dir: Path, prior_dir: Path, class_value: str | No
 def complete_to_folder(image: Path, tokenizer_dir: Path, prior_dir: Path, *, keep: str = "top", fraction: float = 0.5,
                        mask_path: Path | None = None, class_value: str | None = None, n: int = 8,
                        opts: SamplingOptions, candidates: int = 8, out: Path | None = None, device: str = "auto",
-                       force: bool = False) -> dict:
+                       force: bool = False, pipeline: str | None = None) -> dict:
     """`vq complete`: completion_<i>.png, masked.png (what the prior is given) and grid.png
     (original | masked | completions)."""
+    tokenizer_dir, prior_dir = run_dirs(tokenizer_dir, prior_dir, pipeline)
     tok, prior = records(tokenizer_dir, prior_dir)
     request = plan_completion(tok, prior, image, mask_path if mask_path is not None else keep, fraction=fraction, n=n,
                               classes=class_value, options=opts, candidates=candidates)

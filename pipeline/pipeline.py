@@ -11,20 +11,24 @@ needs only the runs' records, not the models: the command line refuses a bad inp
 before it loads anything. Calls on one Pipeline are serialised by a lock: the fast sampler's
 static buffers belong to the model, so two threads may share one Pipeline."""
 
+import json
 import numbers
 import secrets
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from vq.pipeline import hub
 from vq.pipeline.checkpoint import load_checkpoint
 from vq.pipeline.data import to_uint8
 from vq.pipeline.device import resolve_device
 from vq.pipeline.generate import SamplingOptions, complete_codes, generate_images, resolve_class
 from vq.pipeline.records import PriorInfo, TokenizerInfo
-from vq.pipeline.runs import VQError
+from vq.pipeline.images import image_grid
+from vq.pipeline.runs import VQError, atomic_write_json
 from vq.pipeline.user_images import code_mask, keep_mask, read_drawing, read_image, read_images
 from vq.stage1_vqvae import TOKENIZERS
 from vq.stage2_prior import PRIORS
@@ -194,10 +198,15 @@ class Pipeline:
         self._lock = threading.RLock()
 
     @classmethod
-    def from_pretrained(cls, tokenizer: str | Path, prior: str | Path | None = None, *, device: str = "auto") -> "Pipeline":
-        """Load a tokenizer run and, when it makes discrete codes, its prior run (a VAE samples
-        from its own latent prior and takes none). A prior of another tokenizer is refused
-        before any weights are read."""
+    def from_pretrained(cls, tokenizer: str | Path, prior: str | Path | None = None, *, revision: str | None = None,
+                        device: str = "auto", cache_dir: str | Path | None = None) -> "Pipeline":
+        """Load a saved pipeline (a folder written by `save_pretrained`, or a Hub repo id such as
+        "user/name" at an optional `revision`, fetched into the Hugging Face cache), or a
+        tokenizer run and, when it makes discrete codes, its prior run (a VAE samples from its own
+        latent prior and takes none). A prior of another tokenizer is refused before any weights
+        are read."""
+        if prior is None and hub.is_pipeline_source(tokenizer):
+            tokenizer, prior = hub.parts(tokenizer, revision, cache_dir)
         tok = TokenizerInfo.read(tokenizer)
         prior_info = None
         if tok.discrete:
@@ -210,6 +219,56 @@ class Pipeline:
         tok_model, _ = load_checkpoint(tok.run_dir, "tokenizer", TOKENIZERS, dev)
         prior_model = load_checkpoint(prior_info.run_dir, "prior", PRIORS, dev)[0] if prior_info else None
         return cls(tok_model, tok, prior_model, prior_info)
+
+    def save_pretrained(self, out: str | Path, *, license: str = "mit", name: str | None = None, force: bool = False) -> Path:
+        """Write this pipeline as one folder the Hub understands (see `hub`): each part's config
+        and safetensors weights, an index, a sample grid, the runs' `vq eval` report when there is
+        one, and a model card README.md. `name` is how the card tells readers to load it (the Hub
+        id it will have; default: the folder). Never the training state."""
+        out = Path(out)
+        hub.check_out(out, force)
+        if force and out.exists():
+            shutil.rmtree(out)
+        tok, prior = self.tokenizer_info, self.prior_info
+        hub.save_part(tok.run_dir, tok.stored, out / "tokenizer")
+        if prior is not None:
+            hub.save_part(prior.run_dir, prior.stored, out / "prior")
+        hub.write_index(out, prior is not None, self.class_names)
+        report = self.eval_report()
+        if report is not None:
+            atomic_write_json(out / "eval.json", report)
+        per_class = 8
+        by_class = self.conditions >= {"class"}
+        images = self.sample(n=per_class, seed=0)  # every class, or unconditional draws
+        image_grid(images, rows=len(self.class_names) if by_class else None).save(out / "samples.png")
+        note = (f"One row per class ({', '.join(self.class_names)}), {per_class} samples each" if by_class
+                else f"{per_class} samples") + " (guidance 2, seed 0), drawn when the pipeline was saved."
+        (out / "README.md").write_text(hub.model_card(hub.portable(tok.stored), prior and hub.portable(prior.stored), report,
+                                                      license=license, grid_note=note, name=name or str(out)))
+        return out
+
+    def eval_report(self) -> dict | None:
+        """The latest `vq eval` report of these runs (eval.json in the prior's run, or in the
+        tokenizer's for a VAE; in a saved pipeline, beside its parts), or None."""
+        run = (self.prior_info or self.tokenizer_info).run_dir
+        saved = (run.parent / hub.INDEX).is_file()
+        for path in [run / "eval.json"] + ([run.parent / "eval.json"] if saved else []):
+            if path.is_file():
+                try:
+                    return json.loads(path.read_text())
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    return None
+        return None
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None, license: str = "mit",
+                    dry_run: bool = False) -> dict:
+        """Save this pipeline into a temporary folder and upload it to the Hub repo `repo_id`
+        (created if missing) with `huggingface_hub`; with dry_run, only list what would go up."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "pipeline", license=license, name=repo_id)
+            return hub.push(folder, repo_id, private=private, token=token, dry_run=dry_run)
 
     def __repr__(self) -> str:
         prior = f", prior={self.prior_info.model} {sorted(self.conditions)}" if self.prior_info else ""

@@ -1,0 +1,147 @@
+"""Sharing: a pipeline saved as one folder, loaded back from it or by Hub id from a Hugging Face
+cache laid out as `snapshot_download` leaves it (the Hub itself is unreachable here, and
+HF_HUB_OFFLINE=1), its model card, the push's dry run, and pickles refused where weights belong."""
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vq.pipeline import Pipeline
+from test_cli import assert_one_line_error, vq
+from test_images import refusal
+from test_pipeline import needs_fashion_mnist
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(scope="module")
+def saved(chain, tmp_path_factory):
+    out = tmp_path_factory.mktemp("saved") / "fashion"
+    r = vq("save", out, "--tokenizer", chain / "tokenizer", "--prior", chain / "prior", "--name", "someone/fashion-vq", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def hub_cache(root: Path, repo: str, folder: Path) -> Path:
+    """A Hugging Face cache holding `folder` as the main revision of model repo `repo`."""
+    repo_dir = root / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, repo_dir / "snapshots" / COMMIT)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(COMMIT)
+    return root
+
+
+@needs_fashion_mnist
+def test_a_saved_pipeline_is_a_shareable_folder(chain, saved):
+    from huggingface_hub import ModelCard
+
+    files = sorted(str(p.relative_to(saved)) for p in saved.rglob("*") if p.is_file())
+    assert files == ["README.md", "model_index.json", "prior/config.json", "prior/model.safetensors", "samples.png",
+                     "tokenizer/config.json", "tokenizer/model.safetensors"]  # never a training state
+    for part in ("tokenizer", "prior"):
+        assert (saved / part / "model.safetensors").read_bytes() == (chain / part / "model.safetensors").read_bytes()
+        config = json.loads((saved / part / "config.json").read_text())
+        assert not {"tokenizer_dir", "codes_dir"} & set(config) and str(chain) not in json.dumps(config)
+    card = ModelCard.load(saved / "README.md")
+    assert card.data.library_name == "vq" and "vqvae" in card.data.tags and card.data.license == "mit"
+    assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
+    assert 'Pipeline.from_pretrained("someone/fashion-vq")' in card.text and "![samples](samples.png)" in card.text
+    assert Image.open(saved / "samples.png").size == (8 * 30 + 2, 10 * 30 + 2)  # a row of 8 per class
+
+
+@needs_fashion_mnist
+def test_save_then_load_gives_the_same_images(chain, saved):
+    runs = Pipeline.from_pretrained(chain / "tokenizer", chain / "prior", device="cpu")
+    folder = Pipeline.from_pretrained(saved, device="cpu")
+    a, b = runs.sample("bag", n=3, seed=4), folder.sample("bag", n=3, seed=4)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+    assert folder.class_names == runs.class_names and folder.grid == runs.grid
+
+
+@needs_fashion_mnist
+def test_load_by_hub_id_from_the_cache_offline(chain, saved, tmp_path):
+    cache = hub_cache(tmp_path / "hub", "someone/fashion-vq", saved)
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    pipe = Pipeline.from_pretrained("someone/fashion-vq", cache_dir=cache, device="cpu")
+    expected = Pipeline.from_pretrained(saved, device="cpu").sample("sneaker", n=2, seed=9, output_type="pt")
+    assert np.array_equal(pipe.sample("sneaker", n=2, seed=9, output_type="pt"), expected)
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "vq.cli.main", "sample", "--pipeline", "someone/fashion-vq", "-c", "sneaker",
+                        "-n", "2", "--seed", "9", "--device", "cpu", "--out", tmp_path / "s"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "s" / "sneaker_1.png")), expected[1, 0].numpy())
+    message = refusal(Pipeline.from_pretrained, "someone/elsewhere", cache_dir=cache)
+    assert "not in the Hugging Face cache" in message and "HF_HUB_OFFLINE" in message
+
+
+class Planted:
+    """Unpickling this creates a file: proof that a pickle was executed."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@needs_fashion_mnist
+def test_a_pickle_where_weights_belong_is_refused_unread(saved, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(saved, repo)
+    marker = tmp_path / "executed"
+    (repo / "prior" / "model.safetensors").write_bytes(pickle.dumps({"weights": Planted(marker)}))
+    cache = hub_cache(tmp_path / "hub", "someone/evil", repo)
+    assert "model.safetensors is unreadable" in refusal(Pipeline.from_pretrained, "someone/evil", cache_dir=cache)
+    # Weights only as a pickle (.bin): never fetched nor read; the part has no safetensors to load.
+    bin_only = tmp_path / "bin_only"
+    shutil.copytree(saved, bin_only)
+    (bin_only / "tokenizer" / "model.safetensors").unlink()
+    (bin_only / "tokenizer" / "pytorch_model.bin").write_bytes(pickle.dumps(Planted(marker)))
+    assert "has no model.safetensors" in refusal(Pipeline.from_pretrained, bin_only)
+    assert not marker.exists()
+
+
+@needs_fashion_mnist
+def test_push_dry_run_lists_the_folder_and_push_calls_the_hub_with_it(saved, monkeypatch):
+    r = vq("push", "someone/fashion-vq", "--pipeline", saved, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    listed = r.stdout.split()
+    assert listed == sorted(str(p.relative_to(saved)) for p in saved.rglob("*") if p.is_file())
+    assert "nothing was uploaded" in r.stderr
+    # The real upload, up to the Hub's door: huggingface_hub's create_repo and upload_folder, recorded.
+    from huggingface_hub import HfApi
+
+    from vq.pipeline import hub
+
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)) or f"https://hf.co/{repo_id}")
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw["repo_id"], kw)))
+    result = hub.push(saved, "someone/fashion-vq", private=True)
+    assert [c[:2] for c in calls] == [("create", "someone/fashion-vq"), ("upload", "someone/fashion-vq")]
+    assert calls[0][2]["private"] is True and calls[1][2]["folder_path"] == str(saved)
+    assert calls[1][2]["allow_patterns"] == hub.READS and result["files"] == listed
+    assert_one_line_error(vq("push", "not a repo", "--pipeline", saved, "--dry-run"), "no Hub repo id")
+
+
+@needs_fashion_mnist
+def test_eval_of_a_saved_pipeline_reaches_its_card(chain, saved, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(saved, folder)
+    r = vq("eval", "--pipeline", folder, "--per-class", "3", "--complete-images", "4", "--classifier", chain / "classifier")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((folder / "eval.json").read_text())
+    assert report["prior"]["test_bits_per_token"] > 0 and report["samples"]["n"] == 30
+    resaved = tmp_path / "resaved"
+    assert vq("save", resaved, "--tokenizer", folder / "tokenizer", "--prior", folder / "prior").returncode == 0
+    card = (resaved / "README.md").read_text()
+    assert f"| samples: class accuracy, n=30 | {report['samples']['acc']:.4f} |" in card
+    assert json.loads((resaved / "eval.json").read_text()) == report
+    assert_one_line_error(vq("save", resaved, "--tokenizer", folder / "tokenizer", "--prior", folder / "prior"), "not empty")
