@@ -1,10 +1,12 @@
-"""Stage 2: a class-conditional autoregressive transformer prior over code maps."""
+"""Stage 2: class-conditional priors over code maps: autoregressive (a transformer) and masked (MaskGIT)."""
 
 from vq.stage2_prior.config import PriorConfig
 from vq.stage2_prior.model import CodePrior, PriorOutput
 from vq.stage2_prior.fast import sample_codes_fast
+from vq.stage2_prior.masked import MaskedPrior, MaskedPriorConfig, sample_masked, sample_masked_fast
 from vq.stage2_prior.sampling import sample_codes, score_codes
 
-PRIORS = {"transformer": CodePrior}
+PRIORS = {"transformer": CodePrior, "masked": MaskedPrior}
 
-__all__ = ["PRIORS", "CodePrior", "PriorConfig", "PriorOutput", "sample_codes", "sample_codes_fast", "score_codes"]
+__all__ = ["PRIORS", "CodePrior", "MaskedPrior", "MaskedPriorConfig", "PriorConfig", "PriorOutput", "sample_codes",
+           "sample_codes_fast", "sample_masked", "sample_masked_fast", "score_codes"]
