@@ -7,12 +7,12 @@ STAMP := $(VENV)/.installed
 RUNS ?= runs
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test data bench clean
+.PHONY: demo test data browser bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,serve]'
 	touch $@
 
 # Debian's package when we are root and apt is there; otherwise vq fetches the Hugging Face copy.
@@ -30,6 +30,7 @@ demo: $(STAMP) data
 	$(BIN)/vq fit-tokenizer --preset demo --out $(RUNS)/tokenizer $(call resume_if,$(RUNS)/tokenizer)
 	$(BIN)/vq fit-prior --preset demo --tokenizer $(RUNS)/tokenizer --out $(RUNS)/prior $(call resume_if,$(RUNS)/prior)
 	$(BIN)/vq sample -n 10 --tokenizer $(RUNS)/tokenizer --prior $(RUNS)/prior
+	@echo "open the web studio over these runs: $(BIN)/vq serve --tokenizer $(RUNS)/tokenizer --prior $(RUNS)/prior"
 
 # Speed tables: sampling, and training throughput (add --folder DIR to bench/train.py for the
 # 100,000-PNG start-up and memory row; bench/photo_folder.py makes such a folder).
@@ -37,7 +38,15 @@ bench: $(STAMP)
 	$(BIN)/python bench/sampling.py
 	$(BIN)/python bench/train.py --skip-folder
 
-test: $(STAMP) data
+# The browser test drives Debian's chromium (Playwright cannot download a browser here).
+browser:
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "apt could not install chromium; the browser test will be skipped"; \
+	else echo "no chromium: the browser test will be skipped (apt-get install chromium)"; fi
+
+test: $(STAMP) data browser
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -q
 
 clean:

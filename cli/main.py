@@ -548,6 +548,8 @@ def print_eval(r: dict) -> None:
 def serve(
     tokenizer: Path = TokenizerDirOpt,
     prior: Path = PriorDirOpt,
+    pipeline: Optional[str] = PipelineOpt,
+    revision: Optional[str] = RevisionOpt,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on: loopback by default, so only this machine can reach the page; 0.0.0.0 opens it to the network."),
     port: int = typer.Option(7860, "--port", min=1, max=65535, help="Port to listen on."),
     max_n: int = typer.Option(64, "--max-n", min=1, help="Most images one request may ask for of each class (or completions of one image)."),
@@ -561,7 +563,8 @@ def serve(
     def ready(url: str) -> None:
         err.print(f"vq studio on {url} (Ctrl-C to stop)", highlight=False)
 
-    run(tokenizer, prior, host=host, port=port, device=device or "auto", max_n=max_n, on_ready=ready)
+    run(tokenizer, prior, pipeline=pipeline, revision=revision, host=host, port=port, device=device or "auto", max_n=max_n,
+        on_ready=ready)
     err.print("vq studio stopped", highlight=False)
 
 

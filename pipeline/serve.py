@@ -1,0 +1,460 @@
+"""`vq serve`: a web studio over one `Pipeline` — sample by class, draw a sketch, paint the region
+of an image to redraw — in Gradio (as LlamaGen's demo), where every action is also a named API
+endpoint with plain parameters: /sample, /sketch and /complete, each returning a gallery of PNGs.
+
+The page is a thin layer: each handler turns widget values into the Pipeline's own requests
+(`plan_samples`, `plan_completion`), so a seed gives the pixels `vq sample --seed` gives, and a bad
+input is the one line the command line prints, shown in the page while the server serves on.
+Safe to leave running: loopback unless told otherwise, uploads capped in size and read by vq's
+own image reader, one generation at a time behind a bounded queue, n capped, no analytics, and the
+page can read only files vq wrote for it (a private folder, removed when the server stops)."""
+
+import functools
+import json
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vq.pipeline.data import to_uint8
+from vq.pipeline.hub import INDEX
+from vq.pipeline.images import save_png
+from vq.pipeline.outputs import file_stem
+from vq.pipeline.pipeline import Completions, Pipeline, Samples, fresh_seed, plan_completion, plan_samples, sampling_options, to_pil
+from vq.pipeline.runs import VQError
+from vq.pipeline.user_images import SIDES, read_image
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read when gradio is imported and at launch
+try:
+    import gradio as gr
+except ImportError:  # `vq serve` says how to install it
+    gr = None
+
+INSTALL = "the web studio needs Gradio: pip install 'vq[serve]'"
+MAX_UPLOAD = "10mb"  # per file; larger uploads are refused before they reach vq
+QUEUE_SIZE = 16  # requests waiting beyond this are turned away ("the queue is full")
+KEEP_FILES_S = 3600  # written images older than this are deleted
+EVERY_CLASS, NO_CLASS = "every class", "no class"
+CANVAS = 280  # px a side of the drawing and painting canvases
+MODEL_LOCK = "model"  # the concurrency group of every generation: one at a time per model
+CSS = """
+.vq-pixels img, .vq-pixels canvas { image-rendering: pixelated; }
+.vq-big img { width: 100%; height: 100%; object-fit: contain; }
+"""
+
+
+class Studio:
+    """The page's calls over one Pipeline: widget (or API) values in, the Pipeline's results out,
+    and PNG files written for the gallery, named by class as `vq sample` names them."""
+
+    def __init__(self, pipe: Pipeline, max_n: int, folder: Path):
+        self.pipe, self.max_n, self.folder = pipe, max_n, folder
+
+    # --- arguments -----------------------------------------------------------------------------
+
+    def count(self, n) -> int:
+        if n is None or isinstance(n, bool) or float(n) != int(n) or not 1 <= int(n) <= self.max_n:
+            raise VQError(f"n must be a whole number from 1 to {self.max_n} (vq serve --max-n), got {n!r}")
+        return int(n)
+
+    @staticmethod
+    def options(guidance, temperature, top_k, top_p, seed):
+        """Blank seed: a fresh one; top-k 0 and top-p 1 (or blank): no cut."""
+        text = "" if seed is None else str(seed).strip()
+        if text and not text.lstrip("-").isdigit():
+            raise VQError(f"a seed is a whole number (or blank for a fresh one), got {text!r}")
+        return sampling_options(guidance, temperature, int(top_k) if top_k else None,
+                                float(top_p) if top_p and float(top_p) < 1 else None, fresh_seed(int(text) if text else None))
+
+    @staticmethod
+    def classes(name):
+        return None if name is None or str(name).strip().lower() in ("", EVERY_CLASS, NO_CLASS) else str(name)
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    def sample(self, class_name, n, guidance=2.0, temperature=1.0, top_k=None, top_p=None, seed=None, drawing=None) -> Samples:
+        options = self.options(guidance, temperature, top_k, top_p, seed)
+        request = plan_samples(self.pipe.tokenizer_info, self.pipe.prior_info, self.classes(class_name), self.count(n),
+                               sketch=drawing, options=options)
+        return self.pipe.run_samples(request)
+
+    def complete(self, image, mask, keep="top", fraction=0.5, n=4, class_name=None, seed=None, guidance=2.0) -> Completions:
+        """`mask`: a keep-mask (image file or bool array; white / True = keep) or None for `keep` + `fraction`."""
+        if image is None:
+            raise VQError("upload an image to complete")
+        options = self.options(guidance, 1.0, None, None, seed)
+        request = plan_completion(self.pipe.tokenizer_info, self.pipe.prior_info, image, keep if mask is None else mask,
+                                  fraction=float(fraction), n=self.count(n), classes=self.classes(class_name), options=options)
+        return self.pipe.run_completion(request)
+
+    # --- files ---------------------------------------------------------------------------------
+
+    def pngs(self, images: torch.Tensor, stems: list[str]) -> list[str]:
+        """(b, c, H, W) uint8 -> PNG files in a fresh folder (the gallery's downloads keep these
+        names); folders older than KEEP_FILES_S go first."""
+        for old in self.folder.iterdir():
+            if time.time() - old.stat().st_mtime > KEEP_FILES_S:
+                shutil.rmtree(old, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(dir=self.folder))
+        for img, stem in zip(images, stems):
+            save_png(img, folder / f"{stem}.png")
+        return [str(folder / f"{stem}.png") for stem in stems]
+
+    def sample_files(self, samples: Samples) -> list[tuple[str, str]]:
+        names = [self.pipe.class_names[c] if c >= 0 else "sketch" if samples.sketch is not None else "sample"
+                 for c in samples.labels.tolist()]
+        stems = [f"{file_stem(name)}_{i}" for i, name in enumerate(names)]
+        return list(zip(self.pngs(samples.images, stems), names))
+
+    def completion_files(self, done: Completions) -> list[str]:
+        return self.pngs(done.images, [f"completion_{i}" for i in range(len(done.images))])
+
+
+def one_line_errors(fn: Callable) -> Callable:
+    """A VQError (a bad upload, a value out of range) becomes Gradio's error toast with vq's one
+    line, naming an upload by its own name rather than the server's copy; the server keeps serving."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except VQError as e:
+            from gradio.utils import get_upload_folder
+
+            uploads = re.escape(get_upload_folder()) + r"/\w+/"
+            raise gr.Error(re.sub(uploads, "", str(e)), print_exception=False) from None
+
+    return wrapper
+
+
+def sketch_image(lines: torch.Tensor) -> Image.Image:
+    """(1, 1, S, S) bool -> a Pillow image: white lines on black, as `vq sample --sketch` saves it."""
+    return to_pil(lines.to(torch.uint8) * 255)[0]
+
+
+def blank_canvas() -> dict:
+    """White paper to draw on (with it the brush is ready, no tool to pick first)."""
+    return {"background": Image.new("RGB", (CANVAS, CANVAS), "white"), "layers": [], "composite": None}
+
+
+def painted_keep_mask(editor: dict | None) -> np.ndarray | None:
+    """The painting canvas's strokes -> a keep-mask (True = keep, what was not painted), or None
+    when nothing is painted."""
+    layers = [np.asarray(layer) for layer in (editor or {}).get("layers") or [] if layer is not None]
+    painted = [layer[..., 3] > 0 if layer.ndim == 3 and layer.shape[-1] == 4 else layer.any(axis=-1) for layer in layers]
+    if not painted or not any(p.any() for p in painted):
+        return None
+    return ~np.logical_or.reduce(painted)
+
+
+def seed_line(count: int, what: str, seed: int) -> str:
+    return f"{count} {what} · seed **{seed}** (enter it as the seed to repeat them)"
+
+
+# --- the page ------------------------------------------------------------------------------------
+
+def sampling_controls(studio: Studio, tab: str, class_choices: list[str], default_class: str, n: int, full: bool) -> list:
+    """Class, n, guidance, and (when `full`) temperature, top-k, top-p; then the seed."""
+    class_box = gr.Dropdown(class_choices, value=default_class, label="class", elem_id=f"{tab}-class")
+    n_box = gr.Slider(1, studio.max_n, value=n, step=1, label="images per class" if full else "images", elem_id=f"{tab}-n")
+    guidance = gr.Slider(0, 8, value=2.0, step=0.1, label="guidance", info="classifier-free guidance; 1 = none")
+    more = []
+    if full:
+        with gr.Accordion("sampling", open=False):
+            more = [gr.Slider(0, 2, value=1.0, step=0.05, label="temperature", info="0 = always the likeliest code"),
+                    gr.Number(0, precision=0, minimum=0, label="top-k", info="0 = no cut"),
+                    gr.Slider(0.05, 1, value=1.0, step=0.05, label="top-p", info="1 = no cut")]
+    seed = gr.Textbox("", label="seed", placeholder="blank = a fresh one", max_lines=1, elem_id=f"{tab}-seed")
+    return [class_box, n_box, guidance, *more, seed]
+
+
+def sample_tab(studio: Studio) -> None:
+    pipe = studio.pipe
+    by_class = pipe.tokenizer_info.samples_by_class
+    choices = [EVERY_CLASS, *pipe.class_names] if by_class else [NO_CLASS]
+    with gr.Row():
+        with gr.Column(scale=1):
+            inputs = sampling_controls(studio, "sample", choices, pipe.class_names[0] if by_class else NO_CLASS, 8, full=True)
+            go = gr.Button("Generate", variant="primary", elem_id="sample-go")
+        with gr.Column(scale=2):
+            gallery = gr.Gallery(label="samples", columns=8, height="auto", object_fit="contain", format="png",
+                                 elem_id="sample-gallery", elem_classes=["vq-pixels"], buttons=["download", "fullscreen"])
+            status = gr.Markdown(elem_id="sample-status")
+
+    @one_line_errors
+    def run(class_name, n, guidance, temperature, top_k, top_p, seed, progress=gr.Progress()):
+        progress(None, desc="drawing codes")
+        samples = studio.sample(class_name, n, guidance, temperature, top_k, top_p, seed)
+        return studio.sample_files(samples), seed_line(len(samples.images), "images", samples.seed)
+
+    go.click(run, inputs, [gallery, status], api_visibility="private", concurrency_id=MODEL_LOCK)
+
+
+def sketch_tab(studio: Studio) -> None:
+    pipe = studio.pipe
+    with gr.Row():
+        with gr.Column(scale=1):
+            canvas = gr.Sketchpad(blank_canvas(), label="draw here", type="numpy", image_mode="RGBA", canvas_size=(CANVAS, CANVAS),
+                                  fixed_canvas=True, layers=False, transforms=(), elem_id="sketch-canvas",
+                                  brush=gr.Brush(default_size=6, colors=["#000000"], color_mode="fixed"),
+                                  eraser=gr.Eraser(default_size=24))
+            class_box, n_box, guidance, seed = sampling_controls(studio, "sketch", [NO_CLASS, *pipe.class_names], NO_CLASS, 4, full=False)
+            with gr.Row():
+                clear = gr.Button("Clear")
+                go = gr.Button("Generate", variant="primary", elem_id="sketch-go")
+        with gr.Column(scale=2):
+            with gr.Row():
+                read = gr.Image(label="as the prior reads it", format="png", height=180, width=180,
+                                elem_id="sketch-read", elem_classes=["vq-pixels", "vq-big"], interactive=False)
+                gallery = gr.Gallery(label="samples", columns=6, height="auto", object_fit="contain", format="png",
+                                     elem_id="sketch-gallery", elem_classes=["vq-pixels"], scale=3)
+            status = gr.Markdown(elem_id="sketch-status")
+
+    @one_line_errors
+    def run(drawing, class_name, n, guidance, seed, progress=gr.Progress()):
+        composite = (drawing or {}).get("composite")
+        if composite is None:
+            raise VQError("draw a sketch first")
+        progress(None, desc="drawing codes")
+        samples = studio.sample(class_name, n, guidance, seed=seed, drawing=composite)
+        line = seed_line(len(samples.images), "images", samples.seed) + f"  \nsketch: {samples.sketch_note}"
+        return sketch_image(samples.sketch), studio.sample_files(samples), line
+
+    clear.click(lambda: blank_canvas(), None, canvas, api_visibility="private")
+    go.click(run, [canvas, class_box, n_box, guidance, seed], [read, gallery, status], api_visibility="private",
+             concurrency_id=MODEL_LOCK)
+
+
+def complete_tab(studio: Studio) -> None:
+    pipe = studio.pipe
+    with gr.Row():
+        with gr.Column(scale=1):
+            upload = gr.File(label="image to complete (PNG, JPEG, ...)", file_types=["image"], type="filepath",
+                             elem_id="complete-upload")
+            editor = gr.ImageEditor(label="paint what to redraw", type="numpy", image_mode="RGBA", sources=(),
+                                    canvas_size=(CANVAS, CANVAS), fixed_canvas=True, layers=False, transforms=(),
+                                    brush=gr.Brush(default_size=28, colors=[("#ff3030", 0.6)], color_mode="fixed"),
+                                    eraser=gr.Eraser(default_size=28), elem_id="complete-editor", elem_classes=["vq-pixels"])
+            keep = gr.Radio(list(SIDES), value="top", label="nothing painted? keep this side")
+            fraction = gr.Slider(0.1, 0.9, value=0.5, step=0.05, label="fraction kept")
+            class_box, n_box, guidance, seed = sampling_controls(studio, "complete", [NO_CLASS, *pipe.class_names], NO_CLASS, 8, full=False)
+            go = gr.Button("Complete", variant="primary", elem_id="complete-go")
+        with gr.Column(scale=2):
+            with gr.Row():
+                original = gr.Image(label="original", format="png", height=180, width=180, interactive=False,
+                                    elem_id="complete-original", elem_classes=["vq-pixels", "vq-big"])
+                masked = gr.Image(label="what the prior sees", format="png", height=180, width=180, interactive=False,
+                                  elem_id="complete-masked", elem_classes=["vq-pixels", "vq-big"])
+            gallery = gr.Gallery(label="completions", columns=8, height="auto", object_fit="contain", format="png",
+                                 elem_id="complete-gallery", elem_classes=["vq-pixels"])
+            status = gr.Markdown(elem_id="complete-status")
+
+    @one_line_errors
+    def show(path):
+        """An upload, read as the tokenizer reads it, becomes the canvas to paint on."""
+        if path is None:
+            return None, ""
+        x, note = read_image(path, pipe.channels, pipe.image_size)
+        big = to_pil(to_uint8(x))[0].convert("RGB").resize((CANVAS, CANVAS), resample=0)
+        return {"background": big, "layers": [], "composite": None}, f"read {note}; paint over what to redraw"
+
+    @one_line_errors
+    def run(path, painting, keep_side, fraction_kept, class_name, n, guidance, seed, progress=gr.Progress()):
+        progress(None, desc="drawing codes")
+        done = studio.complete(path, painted_keep_mask(painting), keep_side, fraction_kept, n, class_name, seed, guidance)
+        line = seed_line(len(done.images), "completions", done.seed) + f"  \n{done.known_codes}/{done.codes} codes kept"
+        return to_pil(done.original)[0], to_pil(done.masked)[0], studio.completion_files(done), line
+
+    upload.upload(show, upload, [editor, status], api_visibility="private")
+    upload.clear(lambda: (None, ""), None, [editor, status], api_visibility="private")
+    go.click(run, [upload, editor, keep, fraction, class_box, n_box, guidance, seed], [original, masked, gallery, status],
+             api_visibility="private", concurrency_id=MODEL_LOCK)
+
+
+def eval_rows(r: dict) -> list[tuple[str, str, str]]:
+    """eval.json (`vq eval`) -> (stage, figure, value) rows, as `vq eval` prints them."""
+    rows = [("classifier", "test accuracy", f"{r['classifier']['test_acc']:.4f}")] if "classifier" in r else []
+    rows += [("tokenizer", f"test {k}", f"{v:.4g}") for k, v in r.get("tokenizer", {}).items()]
+    if "prior" in r:
+        rows.append(("prior", "test bits / code token", f"{r['prior']['test_bits_per_token']:.4f}"))
+    if "completion" in r:
+        c = r["completion"]
+        rows.append(("completion", f"true class kept, with class (n={c['n']})", f"{c['acc_with_class']:.4f}"))
+    for name, key in (("real train images (floor)", "real_train"), ("reconstructions", "reconstructions"), ("samples", "samples")):
+        if key in r:
+            j = r[key]
+            acc = f"class acc {j['acc']:.4f}, " if "acc" in j else ""
+            rows.append(("sampling" if key == "samples" else "reference", f"{name} (n={j['n']})", f"{acc}Fréchet dist. {j['fd']:.3f}"))
+    if r.get("sketch"):
+        rows.append(("sketch", "edge F1, sketch + class", f"{r['sketch']['sketch_and_class']['edge_f1']:.4f}"))
+    return rows
+
+
+def eval_report(pipe: Pipeline) -> Path | None:
+    """The `vq eval` report of what is loaded: in the prior's run (or a VAE's), or beside the parts
+    of a saved pipeline."""
+    runs = [info.run_dir for info in (pipe.prior_info, pipe.tokenizer_info) if info is not None]
+    saved = [d.parent for d in runs if (d.parent / INDEX).is_file()]
+    return next((d / "eval.json" for d in runs + saved if (d / "eval.json").is_file()), None)
+
+
+def model_tab(studio: Studio) -> None:
+    pipe = studio.pipe
+    tok, prior = pipe.tokenizer_info, pipe.prior_info
+    facts = [("tokenizer", f"{tok.model} ({tok.run_dir})"),
+             ("prior", f"{prior.model}, conditions: {', '.join(sorted(prior.conditions))} ({prior.run_dir})" if prior else "none"),
+             ("images", f"{pipe.image_size}x{pipe.image_size}, {'grey' if pipe.channels == 1 else 'RGB'}"),
+             ("code grid", f"{pipe.grid[0]}x{pipe.grid[1]}" if pipe.grid else "none (a continuous latent)"),
+             ("codebook size", str(pipe.codebook_size or "-")),
+             ("classes", ", ".join(pipe.class_names)),
+             ("device", str(pipe.device)),
+             *[(f"tokenizer test {k}", f"{v:.4g}") for k, v in tok.stored.get("metrics", {}).items()]]
+    gr.Markdown("| loaded | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in facts), elem_id="model-facts")
+    recon = tok.run_dir / "reconstructions.png"
+    if recon.is_file():
+        with Image.open(recon) as img:
+            gr.Image(img.copy(), label="reconstructions: rows of test images, each above the tokenizer's", format="png",
+                     height=300, interactive=False, elem_id="model-recon", elem_classes=["vq-pixels"], buttons=["download"])
+    eval_file = eval_report(pipe)
+    if eval_file is not None:
+        rows = eval_rows(json.loads(eval_file.read_text()))
+        gr.Markdown(f"**vq eval** ({eval_file})\n\n| stage | figure | value |\n|---|---|---|\n"
+                    + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows), elem_id="model-eval")
+
+
+def api_endpoints(studio: Studio) -> None:
+    """/sample, /sketch, /complete: plain parameters in, a gallery of PNGs out. Hidden inputs: they
+    exist for the API, not the page (whose own events are private)."""
+    pipe = studio.pipe
+    with gr.Column(visible=False):
+        class_name = gr.Textbox(EVERY_CLASS, label="class_name", info=f"a class name or index; '{EVERY_CLASS}' or blank: all")
+        n = gr.Number(1, precision=0, label="n")
+        guidance = gr.Number(2.0, label="guidance")
+        temperature = gr.Number(1.0, label="temperature")
+        top_k = gr.Number(0, precision=0, label="top_k")
+        top_p = gr.Number(1.0, label="top_p")
+        seed = gr.Number(None, precision=0, label="seed")
+        image = gr.File(label="image", file_types=["image"], type="filepath")
+        mask = gr.File(label="mask", file_types=["image"], type="filepath")
+        keep = gr.Textbox("top", label="keep")
+        fraction = gr.Number(0.5, label="fraction")
+        drawing = gr.File(label="drawing", file_types=["image"], type="filepath")
+        out = gr.Gallery(label="images", format="png")
+        trigger = gr.Button()
+
+    @one_line_errors
+    def sample(class_name=EVERY_CLASS, n=1, guidance=2.0, temperature=1.0, top_k=0, top_p=1.0, seed=None):
+        """n images of each class asked for (blank or 'every class': all); seed blank: fresh."""
+        return studio.sample_files(studio.sample(class_name, n, guidance, temperature, top_k, top_p, seed))
+
+    @one_line_errors
+    def complete(image, mask=None, n=1, seed=None, keep="top", fraction=0.5):
+        """n completions of `image`: the mask image's white is kept (else `keep` side, `fraction`)."""
+        return studio.completion_files(studio.complete(image, mask, keep, fraction, n, None, seed))
+
+    @one_line_errors
+    def sketch(drawing, class_name=NO_CLASS, n=1, guidance=2.0, seed=None):
+        """n images that follow `drawing` (any size and mode), of `class_name` if given."""
+        if drawing is None:
+            raise VQError("give a drawing")
+        return studio.sample_files(studio.sample(class_name, n, guidance, seed=seed, drawing=drawing))
+
+    trigger.click(sample, [class_name, n, guidance, temperature, top_k, top_p, seed], out, api_name="sample",
+                  concurrency_id=MODEL_LOCK)
+    if pipe.prior_info is not None:
+        trigger.click(complete, [image, mask, n, seed, keep, fraction], out, api_name="complete", concurrency_id=MODEL_LOCK)
+    if "sketch" in pipe.conditions:
+        trigger.click(sketch, [drawing, class_name, n, guidance, seed], out, api_name="sketch", concurrency_id=MODEL_LOCK)
+
+
+def build_app(pipe: Pipeline, folder: Path, *, max_n: int = 64):
+    """The studio's Blocks over `pipe`, writing its images under `folder`; tabs as the models allow."""
+    if gr is None:
+        raise VQError(INSTALL)
+    studio = Studio(pipe, max_n, folder)
+    with gr.Blocks(title="vq studio", analytics_enabled=False, delete_cache=(600, KEEP_FILES_S)) as app:
+        gr.Markdown(f"## vq studio\n{pipe.tokenizer_info.model} + "
+                    f"{pipe.prior_info.model if pipe.prior_info else 'its latent prior'}, {pipe.image_size} px, "
+                    f"{len(pipe.class_names)} classes")
+        with gr.Tab("Sample", id="sample"):
+            sample_tab(studio)
+        if "sketch" in pipe.conditions:
+            with gr.Tab("Sketch", id="sketch"):
+                sketch_tab(studio)
+        if pipe.prior_info is not None:
+            with gr.Tab("Complete", id="complete"):
+                complete_tab(studio)
+        with gr.Tab("Model", id="model"):
+            model_tab(studio)
+        api_endpoints(studio)
+    app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    return app
+
+
+@contextmanager
+def private_files():
+    """A folder of this server's own for everything the page can read (Gradio's uploads and
+    outputs too, through GRADIO_TEMP_DIR), removed when the server stops."""
+    folder = Path(tempfile.mkdtemp(prefix="vq-serve-"))
+    saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")}
+    os.environ["GRADIO_TEMP_DIR"] = str(folder / "gradio")
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(folder / "examples")
+    (folder / "images").mkdir()
+    try:
+        yield folder
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def launch(app, host: str, port: int):
+    """Start serving; -> the local URL. No share link, no server-side rendering, no MCP."""
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    try:
+        _, url, _ = app.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
+                               max_file_size=MAX_UPLOAD, allowed_paths=[], show_error=False, quiet=True, ssr_mode=False,
+                               mcp_server=False, pwa=False, footer_links=["api"], theme=theme, css=CSS)
+    except OSError as e:
+        raise VQError(f"cannot serve on {host}:{port}: {e}; pass another --port or --host") from None
+    return url
+
+
+def serve(tokenizer: Path, prior: Path | None, *, pipeline: str | None = None, revision: str | None = None,
+          host: str = "127.0.0.1", port: int = 7860, device: str = "auto", max_n: int = 64,
+          on_ready: Callable[[str], None] | None = None) -> None:
+    """`vq serve`: load the runs (or a saved pipeline, or a Hub id) once, refusing missing or
+    mismatched ones in one line; serve the studio until Ctrl-C or SIGTERM."""
+    if gr is None:
+        raise VQError(INSTALL)
+    pipe = (Pipeline.from_pretrained(pipeline, revision=revision, device=device) if pipeline is not None
+            else Pipeline.from_pretrained(tokenizer, prior, device=device))
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    with private_files() as folder:
+        app = build_app(pipe, folder / "images", max_n=max_n)
+        url = launch(app, host, port)
+        if on_ready is not None:
+            on_ready(url)
+        try:
+            while app.is_running:
+                time.sleep(0.2)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal way to stop a server
+            pass
+        finally:
+            app.close()

@@ -1,0 +1,240 @@
+"""`vq serve`: the web studio served on a free loopback port over the suite's small runs (a sketch
+prior, so every tab is there), driven by a real browser (Debian's chromium through Playwright) and
+by gradio_client through the named API endpoints."""
+
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_cli import ROOT, assert_one_line_error, vq
+from test_sketch import needs_fashion_mnist, sketch_chain  # noqa: F401  (a fixture: the sketch prior beside the chain)
+
+gradio_client = pytest.importorskip("gradio_client", reason="gradio is not installed: pip install 'vq[serve]' (make test installs it)")
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SIZE = 28  # the chain's images
+
+
+def chromium() -> str | None:
+    path = os.environ.get("VQ_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    return path if Path(path).is_file() and os.access(path, os.X_OK) else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def studio(sketch_chain, tmp_path_factory):  # noqa: F811
+    """`vq serve` over the chain's tokenizer and the sketch prior, and its test images: a
+    Fashion-MNIST test image (an ankle boot, 112 px), the same PNG cut in half, a top-half mask."""
+    from vq.pipeline.data import fashion_mnist_dir, load_fashion_mnist_idx
+
+    root = tmp_path_factory.mktemp("serve")
+    boot = load_fashion_mnist_idx(fashion_mnist_dir()).test.images[0][0].numpy()
+    Image.fromarray(boot, "L").resize((112, 112)).save(root / "boot.png")
+    data = (root / "boot.png").read_bytes()
+    (root / "truncated.png").write_bytes(data[: len(data) // 2])
+    mask = np.zeros((112, 112), np.uint8)
+    mask[:56] = 255
+    Image.fromarray(mask, "L").save(root / "mask.png")
+    port = free_port()
+    cmd = [sys.executable, "-m", "vq.cli.main", "serve", "--tokenizer", str(sketch_chain / "tokenizer"),
+           "--prior", str(sketch_chain / "sketch-prior"), "--port", str(port), "--max-n", "16"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    deadline = time.time() + 240
+    while not any("vq studio on" in line for line in lines):
+        assert proc.poll() is None and time.time() < deadline, "".join(lines)
+        time.sleep(0.5)
+    url = f"http://127.0.0.1:{port}/"
+    assert f"vq studio on {url}" in "".join(lines)
+    yield {"url": url, "root": root, "runs": sketch_chain, "log": lines}
+    proc.terminate()  # SIGTERM: the server stops cleanly and removes its private folder
+    assert proc.wait(timeout=60) == 0, "".join(lines)
+    served = set(re.findall(r"(/tmp/vq-serve-\w+)", "".join(lines)))
+    assert not any(Path(d).exists() for d in served)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(data)).size
+
+
+# --- the browser ----------------------------------------------------------------------------------
+
+def gallery(page, elem_id: str) -> list[str]:
+    return page.eval_on_selector_all(f"#{elem_id} img", "els => [...new Set(els.map(e => e.src))]")
+
+
+def wait_gallery(page, elem_id: str, count: int, before: list[str] = ()) -> list[str]:
+    """The gallery's images once it shows `count` of them, none from `before`."""
+    page.wait_for_function("([sel, n, old]) => { const s = [...new Set([...document.querySelectorAll(sel)].map(e => e.src))];"
+                           " return s.length === n && s.every(x => !old.includes(x)); }",
+                           arg=[f"#{elem_id} img", count, list(before)], timeout=120_000)
+    return gallery(page, elem_id)
+
+
+def fetched(page, srcs: list[str]) -> list[Image.Image]:
+    """The images as the server serves them (what a download gives)."""
+    out = []
+    for src in srcs:
+        r = page.request.get(src)
+        assert r.ok, src
+        out.append(Image.open(io.BytesIO(r.body())))
+    return out
+
+
+def stroke(page, selector: str, points: list[tuple[float, float]]) -> None:
+    """Mouse down at the first point, moves through the rest, up: points are fractions of the canvas."""
+    box = page.locator(selector).first.bounding_box()
+    at = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in points]
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    for x, y in at[1:]:
+        page.mouse.move(x, y)  # the brush draws straight segments between points
+    page.mouse.up()
+
+
+@needs_fashion_mnist
+def test_the_page_in_a_browser(studio):
+    if chromium() is None:
+        pytest.skip("no chromium browser (Debian: apt-get install chromium; make test installs it as root)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install -e '.[test]'")
+    hosts = set()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(120_000)  # a loaded 2-core CI machine renders slowly
+        page.on("request", lambda r: hosts.add(r.url.split("/")[2]))
+        page.goto(studio["url"])
+        page.wait_for_selector("#sample-go", timeout=60_000)
+        assert [t.inner_text() for t in page.get_by_role("tab").all()] == ["Sample", "Sketch", "Complete", "Model"]
+
+        # Sample: a class, 8 images of it, each a PNG of the model's size; the seed is shown.
+        page.click("#sample-class input")
+        page.get_by_role("option", name="Sneaker").click()
+        page.click("#sample-go")
+        srcs = wait_gallery(page, "sample-gallery", 8)
+        assert [img.size for img in fetched(page, srcs)] == [(SIZE, SIZE)] * 8
+        assert all(re.search(r"/sneaker_\d\.png$", s) for s in srcs)
+        assert re.search(r"8 images · seed \d+", page.inner_text("#sample-status"))
+
+        # Sketch: strokes drawn with the mouse -> the sketch as the prior reads it, and 4 samples.
+        page.get_by_role("tab", name="Sketch").click()
+        page.wait_for_selector("#sketch-canvas canvas")
+        stroke(page, "#sketch-canvas canvas", [(0.35, 0.15), (0.55, 0.15), (0.55, 0.55), (0.85, 0.65), (0.85, 0.85),
+                                               (0.2, 0.85), (0.25, 0.55), (0.35, 0.15)])
+        page.click("#sketch-go")
+        srcs = wait_gallery(page, "sketch-gallery", 4)
+        assert [img.size for img in fetched(page, srcs)] == [(SIZE, SIZE)] * 4
+        page.wait_for_selector("#sketch-read img")
+        lines = np.asarray(fetched(page, gallery(page, "sketch-read"))[0].convert("L")) > 127
+        assert lines.shape == (SIZE, SIZE) and 20 < lines.sum() < SIZE * SIZE // 3  # thin lines, not a blank or a fill
+        assert "thinned to 1 px at 28x28" in page.inner_text("#sketch-status")
+
+        # Complete: upload, paint the lower part, complete -> original | what the prior sees | 8 completions.
+        page.get_by_role("tab", name="Complete").click()
+        page.set_input_files("#complete-upload input[type=file]", studio["root"] / "boot.png")
+        page.wait_for_selector("#complete-status:has-text('paint over')", timeout=60_000)
+        stroke(page, "#complete-editor canvas", [(0.1, 0.8), (0.5, 0.8), (0.9, 0.8), (0.9, 0.9), (0.1, 0.9)])
+        page.click("#complete-go")
+        srcs = wait_gallery(page, "complete-gallery", 8)
+        assert [img.size for img in fetched(page, srcs)] == [(SIZE, SIZE)] * 8
+        original, masked = (np.asarray(fetched(page, gallery(page, f"complete-{k}"))[0]) for k in ("original", "masked"))
+        kept = int(re.search(r"(\d+)/49 codes kept", page.inner_text("#complete-status")).group(1))
+        assert 25 <= kept < 49  # the painted rows are drawn, the rest is kept
+        assert np.array_equal(masked[:12], original[:12]) and not np.array_equal(masked[-4:], original[-4:])
+
+        # A truncated PNG: one line in the page, naming the file as uploaded; then the studio still works.
+        page.locator("#complete-upload button[aria-label='Clear']").click()
+        page.set_input_files("#complete-upload input[type=file]", studio["root"] / "truncated.png")
+        toast = page.wait_for_selector(".toast-body:has-text('truncated')", timeout=60_000)
+        message = toast.inner_text()
+        assert "truncated.png: the file is truncated" in message and "vq-serve-" not in message
+        page.get_by_role("tab", name="Sample").click()
+        before = gallery(page, "sample-gallery")
+        page.click("#sample-go")
+        assert len(wait_gallery(page, "sample-gallery", 8, before)) == 8
+
+        # Model: what is loaded.
+        page.get_by_role("tab", name="Model").click()
+        facts = page.inner_text("#model-facts")
+        assert "7x7" in facts and "Ankle boot" in facts and "sketch" in facts
+        browser.close()
+    assert hosts == {studio["url"].split("/")[2]}  # the page asked nothing of any other host
+
+
+# --- the API --------------------------------------------------------------------------------------
+
+def images(result) -> list[Image.Image]:
+    return [Image.open(item["image"]) for item in result]
+
+
+@needs_fashion_mnist
+def test_the_api_endpoints(studio):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from vq.pipeline import Pipeline
+
+    root, runs = studio["root"], studio["runs"]
+    client = Client(studio["url"], verbose=False)
+    served = images(client.predict(class_name="Bag", n=3, seed=7, api_name="/sample"))
+    assert [(im.size, im.mode) for im in served] == [((SIZE, SIZE), "L")] * 3
+    # The same seed gives the pixels the Python API gives.
+    pipe = Pipeline.from_pretrained(runs / "tokenizer", runs / "sketch-prior", device="cpu")
+    local = pipe.sample("Bag", n=3, seed=7)
+    assert [np.asarray(a).tolist() for a in served] == [np.asarray(b).tolist() for b in local]
+
+    done = images(client.predict(image=handle_file(root / "boot.png"), mask=handle_file(root / "mask.png"), n=2, seed=1,
+                                 api_name="/complete"))
+    assert [im.size for im in done] == [(SIZE, SIZE)] * 2
+    local = pipe.complete(root / "boot.png", mask=root / "mask.png", n=2, seed=1)
+    assert [np.asarray(a).tolist() for a in done] == [np.asarray(b).tolist() for b in local]
+    sides = images(client.predict(image=handle_file(root / "boot.png"), n=2, keep="left", fraction=0.25, api_name="/complete"))
+    assert len(sides) == 2
+
+    drawn = images(client.predict(drawing=handle_file(runs / "boot.jpg"), class_name="ankle boot", n=2, seed=3,
+                                  api_name="/sketch"))
+    assert [im.size for im in drawn] == [(SIZE, SIZE)] * 2
+
+    # Refusals: vq's one line, and the server serves on.
+    for kwargs, words in (({"class_name": "Bag", "n": 17, "api_name": "/sample"}, "from 1 to 16"),
+                          ({"class_name": "spaceship", "api_name": "/sample"}, "unknown class 'spaceship'"),
+                          ({"image": handle_file(root / "truncated.png"), "api_name": "/complete"}, "truncated.png: the file is truncated")):
+        with pytest.raises(AppError, match=re.escape(words)) as e:
+            client.predict(**kwargs)
+        assert "\n" not in str(e.value)
+
+    # Two clients at once: each gets its own images.
+    clients = [Client(studio["url"], verbose=False) for _ in range(2)]
+    jobs = [c.submit(class_name=name, n=4, api_name="/sample") for c, name in zip(clients, ("Trouser", "Sandal"))]
+    results = [job.result(timeout=300) for job in jobs]
+    assert [[Path(item["image"]).name for item in r] for r in results] == [
+        [f"{stem}_{i}.png" for i in range(4)] for stem in ("trouser", "sandal")]
+    assert all(im.size == (SIZE, SIZE) for r in results for im in images(r))
+
+
+def test_serve_refusals_are_one_line(tmp_path):
+    shim = tmp_path / "no-gradio" / "gradio"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError(\"No module named 'gradio'\")\n")
+    env = {**os.environ, "PYTHONPATH": str(shim.parent)}
+    r = subprocess.run([sys.executable, "-m", "vq.cli.main", "serve"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert_one_line_error(r, "pip install 'vq[serve]'")
+    assert_one_line_error(vq("serve", "--tokenizer", tmp_path / "missing"), "no tokenizer at")
