@@ -99,6 +99,7 @@ Precision = choices("Precision", "auto", "bf16", "fp32")
 Keep = choices("Keep", "top", "bottom", "left", "right")
 Quantizer = choices("Quantizer", "ema", "l2", "fsq")  # = vq.stage1_vqvae.config.QUANTIZERS
 Condition = choices("Condition", "class", "sketch")  # = vq.stage2_prior.config.PriorConfig.condition
+PriorKind = choices("PriorKind", "autoregressive", "masked")  # = vq.stage2_prior.PRIOR_KINDS
 
 DataOpt = typer.Option(None, "--data", "-d", help="fashion-mnist (default), cifar10, a folder of class sub-folders, a saved Hugging Face dataset, or a hub id. Folders and datasets too big for memory are decoded on the fly. On --resume: the run's own data.")
 StreamingOpt = typer.Option(False, "--streaming", help="Read a Hugging Face dataset as a stream (hub datasets larger than the disk); shards are split over processes and workers.")
@@ -244,6 +245,7 @@ GuidanceOpt = typer.Option(2.0, "--guidance", "-g", min=0, help="Classifier-free
 TempOpt = typer.Option(1.0, "--temperature", min=0, help="Sampling temperature (0 = greedy).")
 TopKOpt = typer.Option(None, "--top-k", min=1, help="Sample only among the k likeliest codes.")
 TopPOpt = typer.Option(None, "--top-p", callback=check(lambda p: 0 < p <= 1, "in (0, 1]"), help="Sample only within the smallest set of codes holding this probability, in (0, 1].")
+StepsDecodeOpt = typer.Option(None, "--steps", min=1, help="A masked prior's decoding iterations (default: its own, 8); an autoregressive prior draws one code per step and refuses it.")
 SampleSeedOpt = typer.Option(None, "--seed", help="Seed: the same seed gives the same images (default: a fresh one, printed so it can be repeated).")
 
 
@@ -276,6 +278,7 @@ def export_codes(
 @friendly
 def fit_prior(
     tokenizer: Path = TokenizerDirOpt,
+    kind: PriorKind = typer.Option(PriorKind.autoregressive, "--kind", case_sensitive=False, help="autoregressive: one code at a time in raster order, with an exact likelihood; masked: MaskGIT, all codes at once over a few steps, completing any region natively."),
     codes: Optional[Path] = typer.Option(None, "--codes", help=CODES_HELP),
     out: Path = typer.Option(Path("runs/prior"), "--out", "-o", help="Run directory to write."),
     preset: Preset = PresetOpt,
@@ -305,13 +308,14 @@ def fit_prior(
     show_config: bool = PrintConfigOpt,
 ):
     """Train a class-conditional transformer prior over the tokenizer's codes (exporting them
-    first if needed); keeps the checkpoint with the best validation NLL.
+    first if needed), autoregressive or masked; keeps the checkpoint with the best validation
+    score (NLL; for a masked prior, masked-code cross-entropy).
 
     On N GPUs: torchrun --nproc-per-node N --no-python vq fit-prior ..."""
     from vq.pipeline.prior import PriorJob, fit_prior as run
 
     job = PriorJob(
-        tokenizer=tokenizer, codes=codes, out=out, preset=preset.value, config_file=config, resume=resume, force=force,
+        tokenizer=tokenizer, model=kind.value, codes=codes, out=out, preset=preset.value, config_file=config, resume=resume, force=force,
         model_overrides=train_overrides(dim=dim, depth=depth, condition=condition and condition.value, kv_heads=kv_heads),
         train_overrides=train_overrides(device=device, batch_size=batch_size, epochs=epochs, steps=steps, lr=lr,
                                         seed=seed, eval_every=eval_every, precision=precision and precision.value,
@@ -322,7 +326,8 @@ def fit_prior(
         from vq.pipeline.presets import PRIOR_PRESETS
         from vq.pipeline.prior import prior_class
 
-        return print_config(job, "prior", PRIOR_PRESETS, job.model, prior_class(job.model).config_class,
+        cls = prior_class(job.model)
+        return print_config(job, "prior", PRIOR_PRESETS, cls.name, cls.config_class,
                             dict.fromkeys(("codebook_size", "height", "width", "num_classes", "sketch_size")))
     result = run(job, console=err)
     if not result.main:  # under torchrun, rank 0 speaks for all
@@ -347,6 +352,7 @@ def sample(
     top_k: Optional[int] = TopKOpt,
     top_p: Optional[float] = TopPOpt,
     seed: Optional[int] = SampleSeedOpt,
+    steps: Optional[int] = StepsDecodeOpt,
     tokenizer: Path = TokenizerDirOpt,
     prior: Path = PriorDirOpt,
     pipeline: Optional[str] = PipelineOpt,
@@ -362,7 +368,7 @@ def sample(
     from vq.pipeline.pipeline import fresh_seed
 
     seed = fresh_seed(seed)
-    result = sample_to_folder(tokenizer, prior, class_, n, SamplingOptions(guidance, temperature, top_k, top_p, seed), out,
+    result = sample_to_folder(tokenizer, prior, class_, n, SamplingOptions(guidance, temperature, top_k, top_p, seed, steps), out,
                               device=device or "auto", force=force, sketch_path=sketch, pipeline=pipeline)
     if "sketch_note" in result:
         err.print(f"{sketch}: {result['sketch_note']}", highlight=False)
@@ -386,6 +392,7 @@ def complete(
     top_k: Optional[int] = TopKOpt,
     top_p: Optional[float] = TopPOpt,
     seed: Optional[int] = SampleSeedOpt,
+    steps: Optional[int] = StepsDecodeOpt,
     tokenizer: Path = TokenizerDirOpt,
     prior: Path = PriorDirOpt,
     pipeline: Optional[str] = PipelineOpt,
@@ -401,7 +408,7 @@ def complete(
 
     seed = fresh_seed(seed)
     result = complete_to_folder(image, tokenizer, prior, keep=keep.value, fraction=fraction, mask_path=mask, class_value=class_,
-                                n=n, opts=SamplingOptions(guidance, temperature, top_k, top_p, seed), candidates=candidates,
+                                n=n, opts=SamplingOptions(guidance, temperature, top_k, top_p, seed, steps), candidates=candidates,
                                 out=out, device=device or "auto", force=force, pipeline=pipeline)
     err.print(f"image: {image} converted {result['converted']}", highlight=False)
     err.print(f"seed {seed} (repeat with --seed {seed})", highlight=False)
@@ -472,9 +479,12 @@ def evaluate(
     top_k: Optional[int] = TopKOpt,
     top_p: Optional[float] = TopPOpt,
     seed: int = typer.Option(0, "--seed", help="Seed of the samples, completions and real images drawn: fixed, so an evaluation repeats."),
+    steps: Optional[int] = StepsDecodeOpt,
     sweep: bool = typer.Option(False, "--sweep", help="Also sweep guidance 1, 1.5, 2, 3, 5 at temperatures 1.0 and 0.8."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval.json (default: in the prior's run, or the tokenizer's; beside a saved pipeline's parts; runs/eval/USER--NAME.json for a Hub id)."),
     classifier: Path = typer.Option(Path("runs/classifier"), "--classifier", help="Cache of evaluation classifiers."),
+    fid: bool = typer.Option(False, "--fid/--no-fid", help="Also compute FID and Inception Score the way the field does (torch-fidelity's Inception-v3), samples against the test split; skipped, with how to get the weights, when they cannot be had."),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="torch-fidelity's Inception-v3 weights file (weights-inception-2015-12-05-6726825d.pth), for --fid on a machine that cannot download it."),
     device: Optional[str] = DeviceOpt,
 ):
     """Measure every stage: reconstruction (MSE, PSNR, SSIM, codebook use), prior NLL, and how
@@ -483,9 +493,10 @@ def evaluate(
     from vq.pipeline.evaluate import evaluate_run
     from vq.pipeline.generate import SamplingOptions
 
-    r = evaluate_run(tokenizer, prior, per_class=per_class, opts=SamplingOptions(guidance, temperature, top_k, top_p, seed),
+    r = evaluate_run(tokenizer, prior, per_class=per_class, opts=SamplingOptions(guidance, temperature, top_k, top_p, seed, steps),
                      completions=complete_images, device=device or "auto", classifier_root=classifier, out=out,
-                     sweep=SWEEP if sweep else None, sketch_images=sketch_images, pipeline=pipeline, console=err)
+                     sweep=SWEEP if sweep else None, sketch_images=sketch_images, pipeline=pipeline,
+                     fid=fid, inception_weights=inception_weights, console=err)
     print_eval(r)
 
 
@@ -499,6 +510,8 @@ def print_eval(r: dict) -> None:
         stage.add_row("tokenizer", f"test {k}", f"{v:.4g}")
     if "prior" in r and "skipped" in r["prior"]:
         stage.add_row("prior", "test bits / code token", f"skipped: {r['prior']['skipped']}")
+    elif "prior" in r and "test_masked_bits_per_code" in r["prior"]:
+        stage.add_row("prior", "test masked-code cross-entropy, bits (not a likelihood)", f"{r['prior']['test_masked_bits_per_code']:.4f}")
     elif "prior" in r:
         stage.add_row("prior", "test bits / code token", f"{r['prior']['test_bits_per_token']:.4f}")
         stage.add_row("prior", "test bits / pixel dim", f"{r['prior']['test_bits_per_dim']:.4f}")
@@ -506,6 +519,13 @@ def print_eval(r: dict) -> None:
         c = r["completion"]
         stage.add_row("completion", f"true class kept, with class (n={c['n']})", f"{c['acc_with_class']:.4f}")
         stage.add_row("completion", f"true class kept, unconditional (n={c['n']})", f"{c['acc_unconditional']:.4f}")
+    if "fid" in r:
+        f = r["fid"]
+        official = "" if f.get("standard_weights", True) else ", NOT the released weights: compares with nothing"
+        stage.add_row("samples", "FID (Inception-v3)",
+                      f"{f['fid']:.3f} (n={f['n_samples']} vs {f['n_reference']}{official})" if "fid" in f else "skipped")
+        if "inception_score" in f:
+            stage.add_row("samples", "Inception Score", f"{f['inception_score']:.3f} ± {f['inception_score_std']:.3f}")
     console.print(stage)
     s = r["sampling"]
     t = Table(title=f"class accuracy and Fréchet distance to the test split (guidance {s['cfg']}, T {s['temperature']})", title_justify="left")

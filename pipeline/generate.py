@@ -19,6 +19,7 @@ class SamplingOptions:
     top_k: int | None = None
     top_p: float | None = None
     seed: int = 0
+    steps: int | None = None  # a parallel-decoding prior's iterations (None: its default)
 
     def validate(self) -> None:
         if self.cfg < 0:
@@ -29,6 +30,17 @@ class SamplingOptions:
             raise VQError("--top-k must be at least 1")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise VQError("--top-p must lie in (0, 1]")
+        if self.steps is not None and self.steps < 1:
+            raise VQError("--steps must be at least 1")
+
+    def decode_kwargs(self, prior) -> dict:
+        """What a prior's `sample` takes beyond the draw: a parallel-decoding prior's steps; a
+        sequential prior refuses them rather than ignoring them."""
+        if self.steps is None:
+            return {}
+        if not prior.parallel_decoding:
+            raise VQError("--steps is for a masked (parallel-decoding) prior; this prior draws one code at a time")
+        return {"steps": self.steps}
 
 
 def resolve_class(value: str, class_names: list[str]) -> int:
@@ -60,7 +72,7 @@ def generate_images(tokenizer, prior, labels: torch.Tensor, opts: SamplingOption
         if prior is not None:
             sk = sketches[i : i + CHUNK].to(device) if sketches is not None else None
             codes = prior.sample(y, cfg_scale=opts.cfg, temperature=opts.temperature, top_k=opts.top_k,
-                                 top_p=opts.top_p, generator=g, sketch=sk)
+                                 top_p=opts.top_p, generator=g, sketch=sk, **opts.decode_kwargs(prior))
             out.append(tokenizer.decode_indices(codes))
         else:
             out.append(tokenizer.sample(y.shape[0], y if tokenizer.conditional else None, generator=g))
@@ -92,7 +104,7 @@ def complete_codes(prior, codes: torch.Tensor, mask: torch.Tensor, label: int | 
     for i in range(0, draws, CHUNK):
         out.append(prior.sample(labels[i : i + CHUNK], cfg_scale=opts.cfg, temperature=opts.temperature,
                                 top_k=opts.top_k, top_p=opts.top_p, generator=g,
-                                known=known[i : i + CHUNK], known_mask=kmask[i : i + CHUNK]))
+                                known=known[i : i + CHUNK], known_mask=kmask[i : i + CHUNK], **opts.decode_kwargs(prior)))
     drawn = torch.cat(out)
     if draws == n:
         return drawn

@@ -140,6 +140,13 @@ def push(folder: Path, repo_id: str, *, private: bool = False, token: str | None
     return {"repo_id": repo_id, "files": files, "uploaded": True, "url": str(url), "commit": getattr(commit, "oid", None)}
 
 
+def prior_kind(prior: dict) -> str:
+    """What users call a stored prior (`vq fit-prior --kind`)."""
+    from vq.stage2_prior import PRIOR_KINDS
+
+    return next((kind for kind, name in PRIOR_KINDS.items() if name == prior["model"]), prior["model"])
+
+
 def card_metadata(tokenizer: dict, prior: dict | None, report: dict | None, license: str):
     """The YAML block the Hub reads, as huggingface_hub writes it."""
     from huggingface_hub import ModelCardData
@@ -151,8 +158,9 @@ def card_metadata(tokenizer: dict, prior: dict | None, report: dict | None, lice
     datasets = [hub_id] if REPO_ID.match(hub_id) else None  # the Hub links only its own dataset ids
     tags = ["vq", "image-generation", tokenizer["model"]]
     if prior is not None:
-        tags += ["autoregressive-prior", "class-conditional"] + (["sketch-to-image"] if prior["config"].get("condition") == "sketch" else [])
-    metrics = [m for m, present in (("accuracy", report and "samples" in report), ("fid", report and "fid" in report)) if present]
+        tags += [f"{prior_kind(prior)}-prior", "class-conditional"] + (["sketch-to-image"] if prior["config"].get("condition") == "sketch" else [])
+    metrics = [m for m, present in (("accuracy", report and "samples" in report), ("fid", report and "fid" in report.get("fid", {})))
+               if present]
     return ModelCardData(library_name="vq", license=license, tags=tags, datasets=datasets, metrics=metrics or None)
 
 
@@ -164,10 +172,14 @@ def eval_rows(report: dict) -> list[tuple[str, str]]:
             j = report[key]
             rows.append((f"{name}: class accuracy, n={j['n']}", f"{j['acc']:.4f}" if "acc" in j else "n/a"))
             rows.append((f"{name}: Fréchet distance of judge features", f"{j['fd']:.2f}"))
-    if "prior" in report:
+    if "test_bits_per_token" in report.get("prior", {}):
         rows.append(("prior: test bits per code token", f"{report['prior']['test_bits_per_token']:.4f}"))
-    if "fid" in report:
-        rows.append((f"FID (Inception-v3), n={report['fid']['n_samples']}", f"{report['fid']['fid']:.2f}"))
+    if "test_masked_bits_per_code" in report.get("prior", {}):
+        rows.append(("prior: test masked-code cross-entropy, bits (not a likelihood)",
+                     f"{report['prior']['test_masked_bits_per_code']:.4f}"))
+    if "fid" in report.get("fid", {}):
+        f = report["fid"]
+        rows.append((f"FID (Inception-v3), {f['n_samples']} samples against {f['reference']}", f"{f['fid']:.2f}"))
     return rows
 
 
@@ -180,13 +192,14 @@ def model_card(tokenizer: dict, prior: dict | None, report: dict | None, *, lice
     data = (tokenizer.get("dataset") or {}).get("spec") or "its dataset"
     what = (f"A {tokenizer['model']} tokenizer ({t['channels']}x{t['image_size']}x{t['image_size']} images"
             + (f" -> {prior['config']['height']}x{prior['config']['width']} codes from {prior['config']['codebook_size']})"
-               f" and a {prior['model']} prior over its codes, conditioned on "
+               f" and a transformer prior ({prior_kind(prior)}) over its codes, conditioned on "
                f"{' and '.join(['class'] + (['sketch'] if prior['config'].get('condition') == 'sketch' else []))}"
                if prior is not None else ")")
             + f", trained with vq on {data} ({len(names)} classes: {', '.join(names)}).")
     evaluation = ("Not evaluated yet: run `vq eval` on the runs before saving."
                   if not report else "Measured by `vq eval` (its judge is a classifier trained on the dataset):\n\n"
-                  "| measure | value |\n|---|---:|\n" + "".join(f"| {k} | {v} |\n" for k, v in eval_rows(report))) + "\n"
+                  "| measure | value |\n|---|---:|\n" + "".join(f"| {k} | {v} |\n" for k, v in eval_rows(report))
+                  + (f"\nFID protocol: {report['fid']['protocol']}.\n" if "fid" in report.get("fid", {}) else "")) + "\n"
     example = names[min(7, len(names) - 1)]
     body = f"""
 # A vq pipeline

@@ -41,8 +41,9 @@ def fresh_seed(seed: int | None) -> int:
     return secrets.randbelow(2**31) if seed is None else int(seed)
 
 
-def sampling_options(guidance: float, temperature: float, top_k: int | None, top_p: float | None, seed: int) -> SamplingOptions:
-    opts = SamplingOptions(float(guidance), float(temperature), top_k, top_p, seed)
+def sampling_options(guidance: float, temperature: float, top_k: int | None, top_p: float | None, seed: int,
+                     steps: int | None = None) -> SamplingOptions:
+    opts = SamplingOptions(float(guidance), float(temperature), top_k, top_p, seed, steps)
     opts.validate()
     return opts
 
@@ -312,24 +313,26 @@ class Pipeline:
     # --- generation --------------------------------------------------------------------------
 
     def sample(self, classes=None, n: int = 1, *, sketch=None, guidance: float = 2.0, temperature: float = 1.0,
-               top_k: int | None = None, top_p: float | None = None, seed: int | None = None, output_type: str = "pil"):
+               top_k: int | None = None, top_p: float | None = None, seed: int | None = None, steps: int | None = None,
+               output_type: str = "pil"):
         """n images of each class in `classes` (a name, an index, a list of them; None: every
         class, or for a sketch or an unconditional model, n images without a class), following
         `sketch` (a drawing: file, Pillow image or array) when the prior reads sketches.
         guidance: classifier-free guidance scale (1 = none); temperature, top_k, top_p: the
-        draw; seed: the same seed gives the same images. -> Pillow images (or a uint8 tensor
-        (b, c, H, W) with output_type="pt"), grouped by class."""
-        options = sampling_options(guidance, temperature, top_k, top_p, fresh_seed(seed))
+        draw; seed: the same seed gives the same images; steps: a masked prior's decoding
+        iterations. -> Pillow images (or a uint8 tensor (b, c, H, W) with output_type="pt"),
+        grouped by class."""
+        options = sampling_options(guidance, temperature, top_k, top_p, fresh_seed(seed), steps)
         request = plan_samples(self.tokenizer_info, self.prior_info, classes, n, sketch=sketch, options=options)
         return output(self.run_samples(request).images, output_type)
 
     def complete(self, image, mask="top", *, fraction: float = 0.5, n: int = 1, classes=None, seed: int | None = None,
                  guidance: float = 2.0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 candidates: int = 8, output_type: str = "pil"):
+                 candidates: int = 8, steps: int | None = None, output_type: str = "pil"):
         """n completions of `image` (file, Pillow image or array): `mask` keeps `fraction` of it on
         one side ("top", "bottom", "left", "right"), or is a mask image or bool array of any size
         (white / True = keep); the prior draws the rest, as `classes` (one class, or None)."""
-        options = sampling_options(guidance, temperature, top_k, top_p, fresh_seed(seed))
+        options = sampling_options(guidance, temperature, top_k, top_p, fresh_seed(seed), steps)
         request = plan_completion(self.tokenizer_info, self.prior_info, image, mask, fraction=fraction, n=n,
                                   classes=classes, options=options, candidates=candidates)
         return output(self.run_completion(request).images, output_type)

@@ -24,25 +24,27 @@ from vq.pipeline.loader import real_images
 from vq.pipeline.presets import PRIOR_PRESETS
 from vq.pipeline.records import TokenizerInfo
 from vq.pipeline.runs import STATE_FILE, VQError, atomic_write_json, check_run_dir, resolve_stored, run_lock, stored_path
-from vq.pipeline.stage_scores import batch_preparer, nll_bits, pixel_dims
+from vq.pipeline.stage_scores import batch_preparer, held_out_bits, pixel_dims
 from vq.pipeline.trainer import FitResult, fit
 from vq.stage1_vqvae import TOKENIZERS
-from vq.stage2_prior import PRIORS
+from vq.stage2_prior import PRIOR_KINDS, PRIORS
 
 VAL_FRACTION = 0.05
 PREVIEW_PER_CLASS = 6  # --wandb: real images and as many guided samples in each class's row
 PREVIEW_GUIDANCE = 2.0  # as `vq sample`'s default
 
 
-def prior_class(name: str):
+def prior_class(kind: str):
+    """A prior's class by kind (autoregressive, masked) or by the registry name a run stores."""
+    name = PRIOR_KINDS.get(kind, kind)
     if name not in PRIORS:
-        raise VQError(f"unknown prior '{name}'; choose one of {', '.join(PRIORS)}")
+        raise VQError(f"unknown prior kind '{kind}'; choose one of {', '.join(PRIOR_KINDS)}")
     return PRIORS[name]
 
 
 @dataclass
 class PriorJob:
-    model: str = "transformer"  # a name in PRIORS
+    model: str = "autoregressive"  # a kind in PRIOR_KINDS (or a name in PRIORS)
     tokenizer: Path = Path("runs/tokenizer")
     codes: Path | None = None  # None: the tokenizer's own (TOKENIZER/codes), or on --resume the run's
     out: Path = Path("runs/prior")
@@ -105,6 +107,9 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> FitResult:
     saved = None
     if job.resume and (job.out / "config.json").exists():
         saved = read_info(job.out, "prior")
+        if saved.get("model") != cls.name:
+            kind = next((k for k, name in PRIOR_KINDS.items() if name == saved.get("model")), saved.get("model"))
+            raise VQError(f"{job.out} holds a {kind} prior; resume it with --kind {kind}")
         if saved.get("tokenizer_fingerprint") != tok.fingerprint:
             raise VQError(f"{job.out} was trained on another tokenizer's codes; it cannot resume on {job.tokenizer}")
     if job.resume:
@@ -153,30 +158,32 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> FitResult:
     def save(m, metrics):
         save_checkpoint(job.out, m, kind="prior", meta={**ckpt_meta, "metrics": metrics})
 
+    # The validation metric keeps the name older runs resume with; a masked prior's says what it is.
+    val_metric = "val_bits" if model.exact_likelihood else "val_masked_bits"
     with run_lock(job.out) if main else nullcontext():
         result = fit(
             model, train, prepare=batch_preparer(config),
-            evaluate=lambda m: {"val_bits": nll_bits(m, val)}, save=save,
+            evaluate=lambda m: {val_metric: held_out_bits(m, val)[1]}, save=save,
             run_dir=job.out, cfg=train_cfg, resume=job.resume, keep_schedule=not new_length(job),
-            best_metric="val_bits", console=console,
+            best_metric=val_metric, console=console,
             preview=sample_preview(job.tokenizer, device, codeset.class_names) if train_cfg.wandb and main else None,
             run_config={"model": to_dict(config), "train": to_dict(train_cfg), "codes": meta},
         )
         info = {"metrics": {}}
         if main:
             best, info = load_checkpoint(job.out, "prior", PRIORS, str(device))
-            test_bits = nll_bits(best, test)
-            info["metrics"] = {**info.get("metrics", {}), "test_bits_per_token": test_bits,
-                               "test_bits_per_dim": test_bits * h * w / pixel_dims(meta)}
+            name, test_bits = held_out_bits(best, test)
+            info["metrics"] = {**info.get("metrics", {}), f"test_{name}": test_bits,
+                               **({"test_bits_per_dim": test_bits * h * w / pixel_dims(meta)} if best.exact_likelihood else {})}
             atomic_write_json(job.out / "config.json", info)
     result.wall_seconds, result.out, result.parameters = time.time() - t0, str(job.out), params
     result.metrics = info["metrics"]
     result.tokens_per_second = result.samples_per_second * h * w if result.samples_per_second else None
-    result.flops_per_token = flops_per_token(config)
+    result.flops_per_token = flops_per_token(config, causal=not model.parallel_decoding)
     return result
 
 
-def flops_per_token(c) -> float:
+def flops_per_token(c, causal: bool = True) -> float:
     """Training FLOPs per token (forward + backward): 6 x the matmul parameters, plus attention's
     12 x layers x dim x context (Kaplan et al. 2020; nanoGPT's estimate_mfu, averaged over the
     causal context). Grouped-query attention shrinks the key/value projections; a sketch prior's
@@ -187,5 +194,5 @@ def flops_per_token(c) -> float:
     cross = c.condition == "sketch"
     per_layer = attention * (2 if cross else 1) + 2 * c.ff_mult * c.dim * c.dim
     matmul_params = c.depth * per_layer + c.dim * c.codebook_size
-    context = (c.seq_len + 1) / 2 + (c.seq_len if cross else 0)
+    context = (c.seq_len + 1) / (2 if causal else 1) + (c.seq_len if cross else 0)  # a bidirectional prior attends to all
     return 6 * matmul_params + 12 * c.depth * c.dim * context

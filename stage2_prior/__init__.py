@@ -7,6 +7,8 @@ from vq.stage2_prior.masked import MaskedPrior, MaskedPriorConfig, sample_masked
 from vq.stage2_prior.sampling import sample_codes, score_codes
 
 PRIORS = {"transformer": CodePrior, "masked": MaskedPrior}
+# `vq fit-prior --kind`: what users call each kind -> its registry name (runs store the latter).
+PRIOR_KINDS = {"autoregressive": "transformer", "masked": "masked"}
 
-__all__ = ["PRIORS", "CodePrior", "MaskedPrior", "MaskedPriorConfig", "PriorConfig", "PriorOutput", "sample_codes",
+__all__ = ["PRIORS", "PRIOR_KINDS", "CodePrior", "MaskedPrior", "MaskedPriorConfig", "PriorConfig", "PriorOutput", "sample_codes",
            "sample_codes_fast", "sample_masked", "sample_masked_fast", "score_codes"]

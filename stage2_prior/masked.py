@@ -127,6 +127,7 @@ class MaskedPrior(nn.Module):
     # natively (known codes are simply never masked).
     exact_likelihood = False
     any_mask = True
+    parallel_decoding = True  # all codes at once over `steps` iterations
 
     # The conditions are the autoregressive prior's, read the same way: one definition of the
     # class tokens, the null class and the sketch context for both kinds.

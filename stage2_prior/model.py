@@ -61,6 +61,7 @@ class CodePrior(nn.Module):
     # and reranking whole draws (`score`), not natively.
     exact_likelihood = True
     any_mask = False
+    parallel_decoding = False  # one code per step, in raster order
 
     def __init__(self, config: PriorConfig):
         super().__init__()

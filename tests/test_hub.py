@@ -132,12 +132,15 @@ def test_push_dry_run_lists_the_folder_and_push_calls_the_hub_with_it(saved, mon
 
 
 @needs_fashion_mnist
-def test_eval_of_a_saved_pipeline_reaches_its_card(chain, saved, tmp_path):
+def test_eval_of_a_saved_pipeline_reaches_its_card(chain, saved, tmp_path, monkeypatch):
     folder = tmp_path / "copy"
     shutil.copytree(saved, folder)
-    r = vq("eval", "--pipeline", folder, "--per-class", "3", "--complete-images", "4", "--classifier", chain / "classifier")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no Inception weights cached, and offline
+    r = vq("eval", "--pipeline", folder, "--per-class", "3", "--complete-images", "4", "--classifier", chain / "classifier", "--fid")
     assert r.returncode == 0, r.stderr
     report = json.loads((folder / "eval.json").read_text())
+    assert "FID skipped" in report["fid"]["skipped"] and "--inception-weights PATH" in report["fid"]["skipped"]
+    assert "FID skipped" in r.stderr.replace("\n", " ")
     assert report["prior"]["test_bits_per_token"] > 0 and report["samples"]["n"] == 30
     resaved = tmp_path / "resaved"
     assert vq("save", resaved, "--tokenizer", folder / "tokenizer", "--prior", folder / "prior").returncode == 0

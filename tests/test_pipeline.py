@@ -170,3 +170,34 @@ def test_wandb_offline_logs_guided_samples_beside_real_images(chain, tmp_path):
     assert grid.shape[:2] == (10 * 30 + 2, 12 * 30 + 2)
     first_real, first_sample = grid[2:30, 2:30], grid[2:30, 6 * 30 + 2 : 6 * 30 + 30]
     assert first_real.std() > 0 and first_sample.std() > 0
+
+
+@needs_fashion_mnist
+def test_a_masked_prior_through_every_command(chain, tmp_path):
+    base = ("--tokenizer", chain / "tokenizer", "--prior", tmp_path / "masked")
+    r = vq("fit-prior", "--kind", "masked", "--tokenizer", chain / "tokenizer", "--codes", chain / "codes",
+           "--config", chain / "prior.toml", "--out", tmp_path / "masked")
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path / "masked" / "config.json").read_text())
+    assert info["model"] == "masked" and info["metrics"]["test_masked_bits_per_code"] > 0
+    assert "test_bits_per_token" not in info["metrics"]  # no likelihood is claimed
+    r = vq("sample", *base, "-c", "bag", "-n", "3", "--steps", "4", "--seed", "1", "--out", tmp_path / "s")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["bag_0.png", "bag_1.png", "bag_2.png", "grid.png"]
+    mask = np.full((28, 28), 255, np.uint8)
+    mask[8:20, 8:20] = 0  # a hole in the middle: known codes on every side of it
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    r = vq("complete", tmp_path / "s" / "bag_0.png", *base, "--mask", tmp_path / "mask.png", "-n", "2", "--seed", "2",
+           "--out", tmp_path / "c")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"known codes\W+40/49", r.stdout)  # 3x3 cells redrawn, natively
+    r = vq("eval", *base, "--per-class", "2", "--complete-images", "4", "--sketch-images", "0",
+           "--classifier", chain / "classifier", "--out", tmp_path / "eval.json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["prior"]["test_masked_bits_per_code"] > 0 and "test_bits_per_token" not in report["prior"]
+    assert "not a likelihood" in r.stdout and report["samples"]["n"] == 20
+    assert_one_line_error(vq("sample", "--tokenizer", chain / "tokenizer", "--prior", chain / "prior", "--steps", "4",
+                             "-c", "bag", "--out", tmp_path / "ar"), "--steps is for a masked")
+    assert_one_line_error(vq("fit-prior", "--tokenizer", chain / "tokenizer", "--codes", chain / "codes",
+                             "--out", tmp_path / "masked", "--resume"), "resume it with --kind masked")
