@@ -284,8 +284,11 @@ def eval_rows(r: dict) -> list[tuple[str, str, str]]:
     """eval.json (`vq eval`) -> (stage, figure, value) rows, as `vq eval` prints them."""
     rows = [("classifier", "test accuracy", f"{r['classifier']['test_acc']:.4f}")] if "classifier" in r else []
     rows += [("tokenizer", f"test {k}", f"{v:.4g}") for k, v in r.get("tokenizer", {}).items()]
-    if "prior" in r:
-        rows.append(("prior", "test bits / code token", f"{r['prior']['test_bits_per_token']:.4f}"))
+    prior = r.get("prior", {})
+    if "test_bits_per_token" in prior:
+        rows.append(("prior", "test bits / code token", f"{prior['test_bits_per_token']:.4f}"))
+    elif "test_masked_bits_per_code" in prior:
+        rows.append(("prior", "test masked-code cross-entropy, bits", f"{prior['test_masked_bits_per_code']:.4f}"))
     if "completion" in r:
         c = r["completion"]
         rows.append(("completion", f"true class kept, with class (n={c['n']})", f"{c['acc_with_class']:.4f}"))
@@ -293,7 +296,11 @@ def eval_rows(r: dict) -> list[tuple[str, str, str]]:
         if key in r:
             j = r[key]
             acc = f"class acc {j['acc']:.4f}, " if "acc" in j else ""
-            rows.append(("sampling" if key == "samples" else "reference", f"{name} (n={j['n']})", f"{acc}Fréchet dist. {j['fd']:.3f}"))
+            guided = f", guidance {r['sampling']['cfg']}" if key == "samples" and "sampling" in r else ""
+            rows.append(("sampling" if key == "samples" else "reference", f"{name} (n={j['n']}{guided})",
+                         f"{acc}Fréchet dist. {j['fd']:.3f}"))
+    if "fid" in r.get("fid", {}):
+        rows.append(("sampling", f"FID, Inception-v3 (n={r['fid']['n_samples']})", f"{r['fid']['fid']:.3f}"))
     if r.get("sketch"):
         rows.append(("sketch", "edge F1, sketch + class", f"{r['sketch']['sketch_and_class']['edge_f1']:.4f}"))
     return rows

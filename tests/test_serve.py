@@ -52,6 +52,8 @@ def studio(sketch_chain, tmp_path_factory):  # noqa: F811
     mask = np.zeros((112, 112), np.uint8)
     mask[:56] = 255
     Image.fromarray(mask, "L").save(root / "mask.png")
+    # A `vq eval` report in the prior's run (written by hand: the judge classifier takes minutes).
+    (sketch_chain / "sketch-prior" / "eval.json").write_text('{"prior": {"test_bits_per_token": 3.25}}')
     port = free_port()
     cmd = [sys.executable, "-m", "vq.cli.main", "serve", "--tokenizer", str(sketch_chain / "tokenizer"),
            "--prior", str(sketch_chain / "sketch-prior"), "--port", str(port), "--max-n", "16"]
@@ -175,6 +177,8 @@ def test_the_page_in_a_browser(studio):
         page.get_by_role("tab", name="Model").click()
         facts = page.inner_text("#model-facts")
         assert "7x7" in facts and "Ankle boot" in facts and "sketch" in facts
+        assert re.search(r"test bits / code token\s+3\.2500", page.inner_text("#model-eval"))
+        assert fetched(page, gallery(page, "model-recon"))[0].size == Image.open(studio["runs"] / "tokenizer" / "reconstructions.png").size
         browser.close()
     assert hosts == {studio["url"].split("/")[2]}  # the page asked nothing of any other host
 
@@ -220,6 +224,14 @@ def test_the_api_endpoints(studio):
         with pytest.raises(AppError, match=re.escape(words)) as e:
             client.predict(**kwargs)
         assert "\n" not in str(e.value)
+
+    # The page reads no file vq did not write for it, and takes no upload over 10 MB.
+    import httpx
+
+    for path in (runs / "tokenizer" / "reconstructions.png", root / "boot.png", ROOT / "README.md"):
+        assert httpx.get(f"{studio['url']}gradio_api/file={path}").status_code == 403
+    big = httpx.post(f"{studio['url']}gradio_api/upload", files={"files": ("big.png", bytes(11 << 20), "image/png")}, timeout=120)
+    assert big.status_code == 413
 
     # Two clients at once: each gets its own images.
     clients = [Client(studio["url"], verbose=False) for _ in range(2)]
