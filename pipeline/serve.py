@@ -49,6 +49,9 @@ MODEL_LOCK = "model"  # the concurrency group of every generation: one at a time
 CSS = """
 .vq-pixels img, .vq-pixels canvas { image-rendering: pixelated; }
 .vq-big img { width: 100%; height: 100%; object-fit: contain; }
+div.vq-gallery .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(32px, 1fr));
+  grid-template-rows: none; grid-auto-rows: auto; gap: 6px; }
+div.vq-gallery .grid-wrap { max-height: 820px; height: auto; }
 """
 
 
@@ -162,6 +165,16 @@ def seed_line(count: int, what: str, seed: int) -> str:
 
 # --- the page ------------------------------------------------------------------------------------
 
+def image_gallery(label: str, elem_id: str, **kwargs):
+    return gr.Gallery(label=label, columns=8, height="auto", object_fit="contain", format="png", elem_id=elem_id,
+                      elem_classes=["vq-pixels", "vq-gallery"], buttons=["download", "fullscreen"], **kwargs)
+
+
+def shown(files: list, n) -> "gr.Gallery":
+    """Images for a page's gallery: n a row (a class a row when every class is drawn), 4 to 16
+    columns, without the captions the API gives (the file names carry the class)."""
+    return gr.Gallery([f if isinstance(f, str) else f[0] for f in files], columns=min(max(int(n), 4), 16))
+
 def sampling_controls(studio: Studio, tab: str, class_choices: list[str], default_class: str, n: int, full: bool) -> list:
     """Class, n, guidance, and (when `full`) temperature, top-k, top-p; then the seed."""
     class_box = gr.Dropdown(class_choices, value=default_class, label="class", elem_id=f"{tab}-class")
@@ -186,15 +199,14 @@ def sample_tab(studio: Studio) -> None:
             inputs = sampling_controls(studio, "sample", choices, pipe.class_names[0] if by_class else NO_CLASS, 8, full=True)
             go = gr.Button("Generate", variant="primary", elem_id="sample-go")
         with gr.Column(scale=2):
-            gallery = gr.Gallery(label="samples", columns=8, height="auto", object_fit="contain", format="png",
-                                 elem_id="sample-gallery", elem_classes=["vq-pixels"], buttons=["download", "fullscreen"])
+            gallery = image_gallery("samples", "sample-gallery")
             status = gr.Markdown(elem_id="sample-status")
 
     @one_line_errors
     def run(class_name, n, guidance, temperature, top_k, top_p, seed, progress=gr.Progress()):
         progress(None, desc="drawing codes")
         samples = studio.sample(class_name, n, guidance, temperature, top_k, top_p, seed)
-        return studio.sample_files(samples), seed_line(len(samples.images), "images", samples.seed)
+        return shown(studio.sample_files(samples), n), seed_line(len(samples.images), "images", samples.seed)
 
     go.click(run, inputs, [gallery, status], api_visibility="private", concurrency_id=MODEL_LOCK)
 
@@ -213,10 +225,9 @@ def sketch_tab(studio: Studio) -> None:
                 go = gr.Button("Generate", variant="primary", elem_id="sketch-go")
         with gr.Column(scale=2):
             with gr.Row():
-                read = gr.Image(label="as the prior reads it", format="png", height=180, width=180,
+                read = gr.Image(label="the prior reads", format="png", height=180, width=180,
                                 elem_id="sketch-read", elem_classes=["vq-pixels", "vq-big"], interactive=False)
-                gallery = gr.Gallery(label="samples", columns=6, height="auto", object_fit="contain", format="png",
-                                     elem_id="sketch-gallery", elem_classes=["vq-pixels"], scale=3)
+                gallery = image_gallery("samples", "sketch-gallery", scale=3)
             status = gr.Markdown(elem_id="sketch-status")
 
     @one_line_errors
@@ -227,7 +238,7 @@ def sketch_tab(studio: Studio) -> None:
         progress(None, desc="drawing codes")
         samples = studio.sample(class_name, n, guidance, seed=seed, drawing=composite)
         line = seed_line(len(samples.images), "images", samples.seed) + f"  \nsketch: {samples.sketch_note}"
-        return sketch_image(samples.sketch), studio.sample_files(samples), line
+        return sketch_image(samples.sketch), shown(studio.sample_files(samples), n), line
 
     clear.click(lambda: blank_canvas(), None, canvas, api_visibility="private")
     go.click(run, [canvas, class_box, n_box, guidance, seed], [read, gallery, status], api_visibility="private",
@@ -254,8 +265,7 @@ def complete_tab(studio: Studio) -> None:
                                     elem_id="complete-original", elem_classes=["vq-pixels", "vq-big"])
                 masked = gr.Image(label="what the prior sees", format="png", height=180, width=180, interactive=False,
                                   elem_id="complete-masked", elem_classes=["vq-pixels", "vq-big"])
-            gallery = gr.Gallery(label="completions", columns=8, height="auto", object_fit="contain", format="png",
-                                 elem_id="complete-gallery", elem_classes=["vq-pixels"])
+            gallery = image_gallery("completions", "complete-gallery")
             status = gr.Markdown(elem_id="complete-status")
 
     @one_line_errors
@@ -272,7 +282,7 @@ def complete_tab(studio: Studio) -> None:
         progress(None, desc="drawing codes")
         done = studio.complete(path, painted_keep_mask(painting), keep_side, fraction_kept, n, class_name, seed, guidance)
         line = seed_line(len(done.images), "completions", done.seed) + f"  \n{done.known_codes}/{done.codes} codes kept"
-        return to_pil(done.original)[0], to_pil(done.masked)[0], studio.completion_files(done), line
+        return to_pil(done.original)[0], to_pil(done.masked)[0], shown(studio.completion_files(done), n), line
 
     upload.upload(show, upload, [editor, status], api_visibility="private")
     upload.clear(lambda: (None, ""), None, [editor, status], api_visibility="private")
@@ -315,8 +325,11 @@ def eval_report(pipe: Pipeline) -> Path | None:
 
 
 def model_tab(studio: Studio) -> None:
+    """What is loaded; the tokenizer's reconstructions; the `vq eval` table (else the tokenizer's
+    own test figures, from its training)."""
     pipe = studio.pipe
     tok, prior = pipe.tokenizer_info, pipe.prior_info
+    eval_file = eval_report(pipe)
     facts = [("tokenizer", f"{tok.model} ({tok.run_dir})"),
              ("prior", f"{prior.model}, conditions: {', '.join(sorted(prior.conditions))} ({prior.run_dir})" if prior else "none"),
              ("images", f"{pipe.image_size}x{pipe.image_size}, {'grey' if pipe.channels == 1 else 'RGB'}"),
@@ -324,14 +337,15 @@ def model_tab(studio: Studio) -> None:
              ("codebook size", str(pipe.codebook_size or "-")),
              ("classes", ", ".join(pipe.class_names)),
              ("device", str(pipe.device)),
-             *[(f"tokenizer test {k}", f"{v:.4g}") for k, v in tok.stored.get("metrics", {}).items()]]
-    gr.Markdown("| loaded | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in facts), elem_id="model-facts")
-    recon = tok.run_dir / "reconstructions.png"
-    if recon.is_file():
-        with Image.open(recon) as img:
-            gr.Image(img.copy(), label="reconstructions: rows of test images, each above the tokenizer's", format="png",
-                     height=300, interactive=False, elem_id="model-recon", elem_classes=["vq-pixels"], buttons=["download"])
-    eval_file = eval_report(pipe)
+             *([] if eval_file else [(f"tokenizer test {k}", f"{v:.4g}") for k, v in tok.stored.get("metrics", {}).items()])]
+    with gr.Row():
+        gr.Markdown("| loaded | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in facts), elem_id="model-facts")
+        recon = tok.run_dir / "reconstructions.png"
+        if recon.is_file():
+            with Image.open(recon) as img:
+                gr.Image(img.copy(), label="reconstructions: rows of test images, each above the tokenizer's", format="png",
+                         height=300, interactive=False, elem_id="model-recon", elem_classes=["vq-pixels", "vq-big"],
+                         buttons=["download"])
     if eval_file is not None:
         rows = eval_rows(json.loads(eval_file.read_text()))
         gr.Markdown(f"**vq eval** ({eval_file})\n\n| stage | figure | value |\n|---|---|---|\n"
