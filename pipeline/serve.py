@@ -115,7 +115,10 @@ class Studio:
     def sample_files(self, samples: Samples) -> list[tuple[str, str]]:
         names = [self.pipe.class_names[c] if c >= 0 else "sketch" if samples.sketch is not None else "sample"
                  for c in samples.labels.tolist()]
-        stems = [f"{file_stem(name)}_{i}" for i, name in enumerate(names)]
+        stems, seen = [], {}
+        for name in names:  # <class>_<i>.png, i counting within the class, as `vq sample` names them
+            stems.append(f"{file_stem(name)}_{seen.get(name, 0)}")
+            seen[name] = seen.get(name, 0) + 1
         return list(zip(self.pngs(samples.images, stems), names))
 
     def completion_files(self, done: Completions) -> list[str]:

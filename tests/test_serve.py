@@ -235,10 +235,11 @@ def test_the_api_endpoints(studio):
 
     # Two clients at once: each gets its own images.
     clients = [Client(studio["url"], verbose=False) for _ in range(2)]
-    jobs = [c.submit(class_name=name, n=4, api_name="/sample") for c, name in zip(clients, ("Trouser", "Sandal"))]
+    jobs = [c.submit(class_name=name, n=n, api_name="/sample") for c, name, n in zip(clients, ("every class", "Sandal"), (2, 4))]
     results = [job.result(timeout=300) for job in jobs]
-    assert [[Path(item["image"]).name for item in r] for r in results] == [
-        [f"{stem}_{i}.png" for i in range(4)] for stem in ("trouser", "sandal")]
+    named = [[Path(item["image"]).name for item in r] for r in results]
+    assert named[0][:4] == ["t-shirt-top_0.png", "t-shirt-top_1.png", "trouser_0.png", "trouser_1.png"] and len(named[0]) == 20
+    assert named[1] == [f"sandal_{i}.png" for i in range(4)]
     assert all(im.size == (SIZE, SIZE) for r in results for im in images(r))
 
 
