@@ -451,8 +451,9 @@ def launch(app, host: str, port: int):
         _, url, _ = app.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
                                max_file_size=MAX_UPLOAD, allowed_paths=[], show_error=False, quiet=True, ssr_mode=False,
                                mcp_server=False, pwa=False, footer_links=["api"], theme=theme, css=CSS)
-    except OSError as e:
-        raise VQError(f"cannot serve on {host}:{port}: {e}; pass another --port or --host") from None
+    except OSError:  # Gradio's own message speaks of its environment variables and launch()
+        raise VQError(f"cannot serve on {host}:{port}: the port is taken, or the address is not this machine's; "
+                      "pass another --port or --host") from None
     return url
 
 

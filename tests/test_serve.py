@@ -240,6 +240,11 @@ def test_the_api_endpoints(studio):
     named = [[Path(item["image"]).name for item in r] for r in results]
     assert named[0][:4] == ["t-shirt-top_0.png", "t-shirt-top_1.png", "trouser_0.png", "trouser_1.png"] and len(named[0]) == 20
     assert named[1] == [f"sandal_{i}.png" for i in range(4)]
+
+    # A second studio on the same port is refused in one line.
+    port = studio["url"].rsplit(":", 1)[1].strip("/")
+    taken = vq("serve", "--tokenizer", runs / "tokenizer", "--prior", runs / "sketch-prior", "--port", port)
+    assert_one_line_error(taken, f"cannot serve on 127.0.0.1:{port}: the port is taken")
     assert all(im.size == (SIZE, SIZE) for r in results for im in images(r))
 
 
