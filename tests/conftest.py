@@ -80,3 +80,21 @@ def chain(tmp_path_factory):
     r = vq("fit-prior", "--tokenizer", root / "tokenizer", "--codes", root / "codes", "--config", root / "prior.toml", "--out", root / "prior")
     assert r.returncode == 0, r.stderr
     return root
+
+
+@pytest.fixture(scope="session")
+def sketch_chain(chain, tmp_path_factory):
+    """A sketch prior beside the shared chain's class prior, on the chain's tokenizer (its codes
+    exported again, with sketches, into a folder of its own), and a drawing; trained once for the
+    modules that use it (sketches, the studio)."""
+    from test_cli import vq
+    from test_sketch import drawing
+
+    root = tmp_path_factory.mktemp("sketch")
+    r = vq("fit-prior", "--tokenizer", chain / "tokenizer", "--codes", root / "codes", "--condition", "sketch",
+           "--config", chain / "prior.toml", "--out", root / "sketch-prior")
+    assert r.returncode == 0, r.stderr
+    for run in ("tokenizer", "prior"):
+        (root / run).symlink_to(chain / run)
+    drawing("boot", 12, ink=20, paper=240).convert("RGB").save(root / "boot.jpg")
+    return root

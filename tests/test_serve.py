@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from test_cli import ROOT, assert_one_line_error, vq
-from test_sketch import needs_fashion_mnist, sketch_chain  # noqa: F401  (a fixture: the sketch prior beside the chain)
+from test_sketch import needs_fashion_mnist
 
 gradio_client = pytest.importorskip("gradio_client", reason="gradio is not installed: pip install 'vq[serve]' (make test installs it)")
 

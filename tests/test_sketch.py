@@ -73,20 +73,6 @@ def test_edge_f1_tolerates_one_pixel():
     assert abs(float(edge_f1(half, a)) - 2 * (4 / 6) / (1 + 4 / 6)) < 1e-6
 
 
-@pytest.fixture(scope="module")
-def sketch_chain(chain, tmp_path_factory):
-    """A sketch prior beside the shared chain's class prior, on the chain's tokenizer (its codes
-    exported again, with sketches, into a folder of its own), and a drawing."""
-    root = tmp_path_factory.mktemp("sketch")
-    r = vq("fit-prior", "--tokenizer", chain / "tokenizer", "--codes", root / "codes", "--condition", "sketch",
-           "--config", chain / "prior.toml", "--out", root / "sketch-prior")
-    assert r.returncode == 0, r.stderr
-    for run in ("tokenizer", "prior"):
-        (root / run).symlink_to(chain / run)
-    drawing("boot", 12, ink=20, paper=240).convert("RGB").save(root / "boot.jpg")
-    return root
-
-
 @needs_fashion_mnist
 def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
     root = sketch_chain
