@@ -46,7 +46,7 @@ from x_transformers import Encoder, TransformerWrapper
 from vq.stage2_prior.config import PriorConfig
 from vq.stage2_prior.fast import GraphRecordError, compute_dtype, resolve_mode
 from vq.stage2_prior.model import CodePrior, PriorOutput, SketchEncoder
-from vq.stage2_prior.sampling import draw
+from vq.stage2_prior.sampling import condition_rows, draw, guide
 
 STEPS = 8  # decoding iterations by default: MaskGIT's choice for 16x16 tokens, ample for 7x7 to 14x14 grids
 CHOICE_TEMPERATURE = 4.5  # MaskGIT's Gumbel noise scale on the confidences at the first step
@@ -108,13 +108,6 @@ def confidence(logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor,
 def remask(score: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """(b, n) confidences, (b,) counts -> (b, n) bool: each row's `count` least confident positions."""
     return ranks(score) < count[:, None]
-
-
-def guide(logits: torch.Tensor, b: int, cfg_scale: float) -> torch.Tensor:
-    """Classifier-free guidance over a batch of b conditional rows then their b null twins, as
-    the autoregressive sampler mixes them: exactly the conditional logits at scale 1."""
-    cond, null = logits[:b], logits[b:]
-    return cond + (cfg_scale - 1.0) * (cond - null)
 
 
 # --- the model -----------------------------------------------------------------------------------
@@ -301,11 +294,7 @@ def sample_masked(
         codes = torch.where(keep, rearrange(known, "b h w -> b (h w)").to(device).long(), codes)
     unknown = (codes == model.mask_token).sum(-1)
 
-    cls = model.class_tokens(labels, b, device)
-    context = model.context(sketch.to(device) if sketch is not None else None, b)
-    if guided:
-        cls = torch.cat([cls, model.class_tokens(None, b, device)])
-        context = torch.cat([context, model.context(None, b)]) if context is not None else None
+    cls, context = condition_rows(model, labels, sketch, b, device, guided)
     step = (stepper or plain_stepper)(model, cls.shape[0], context)
     for t in range(1, steps + 1):
         masked = codes == model.mask_token

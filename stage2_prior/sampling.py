@@ -139,6 +139,26 @@ def draw(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: flo
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
+def condition_rows(model, labels: torch.Tensor | None, sketch: torch.Tensor | None, b: int, device,
+                   guided: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows a sampler runs: (rows, 1) class tokens and the cross-attention context (None for
+    a class prior); with guidance, the b conditional rows then their b null-class, null-sketch
+    twins, as one batch."""
+    cls = model.class_tokens(labels, b, device)
+    context = model.context(sketch.to(device) if sketch is not None else None, b)
+    if guided:
+        cls = torch.cat([cls, model.class_tokens(None, b, device)])
+        context = torch.cat([context, model.context(None, b)]) if context is not None else None
+    return cls, context
+
+
+def guide(logits: torch.Tensor, b: int, cfg_scale: float) -> torch.Tensor:
+    """Classifier-free guidance over b conditional rows then their b null twins: exactly the
+    conditional logits at scale 1."""
+    cond, null = logits[:b], logits[b:]
+    return cond + (cfg_scale - 1.0) * (cond - null)
+
+
 @torch.no_grad()
 def sample_codes(
     model,
@@ -181,18 +201,14 @@ def sample_codes(
         known = rearrange(known, "b h w -> b (h w)").to(device)
         known_mask = rearrange(known_mask, "b h w -> b (h w)").to(device)
 
-    x = model.class_tokens(labels, b, device)[:, 0]
-    context = model.context(sketch.to(device) if sketch is not None else None, b)
-    if guided:
-        x = torch.cat([x, model.class_tokens(None, b, device)[:, 0]])
-        context = torch.cat([context, model.context(None, b)]) if context is not None else None
+    cls, context = condition_rows(model, labels, sketch, b, device, guided)
+    x = cls[:, 0]
     out = torch.empty(b, n, dtype=torch.long, device=device)
     step = (stepper or incremental_stepper)(model, x.shape[0], context)
     for t in range(n):
         logits = step(x, t).float()
         if guided:
-            cond, null = logits[:b], logits[b:]
-            logits = cond + (cfg_scale - 1.0) * (cond - null)
+            logits = guide(logits, b, cfg_scale)
         token = draw(logits, temperature, top_k, top_p, generator)
         if known is not None:
             token = torch.where(known_mask[:, t], known[:, t], token)
