@@ -99,6 +99,7 @@ Precision = choices("Precision", "auto", "bf16", "fp32")
 Keep = choices("Keep", "top", "bottom", "left", "right")
 Quantizer = choices("Quantizer", "ema", "l2", "fsq")  # = vq.stage1_vqvae.config.QUANTIZERS
 Condition = choices("Condition", "class", "sketch")  # = vq.stage2_prior.config.PriorConfig.condition
+SketchStyles = choices("SketchStyles", "free", "edges")  # = PriorConfig.sketch_styles
 PriorKind = choices("PriorKind", "autoregressive", "masked")  # = vq.stage2_prior.PRIOR_KINDS
 
 DataOpt = typer.Option(None, "--data", "-d", help="fashion-mnist (default), cifar10, a folder of class sub-folders, a saved Hugging Face dataset, or a hub id. Folders and datasets too big for memory are decoded on the fly. On --resume: the run's own data.")
@@ -295,6 +296,7 @@ def fit_prior(
     depth: Optional[int] = typer.Option(None, "--depth", min=1, help="Transformer layers."),
     condition: Optional[Condition] = typer.Option(None, "--condition", case_sensitive=False, help="class (default), or sketch: the prior also reads each image's edge map, so `vq sample --sketch drawing.png` follows a drawing (the codes are exported again with sketches)."),
     kv_heads: Optional[int] = typer.Option(None, "--kv-heads", min=1, help="Key/value heads shared by the query heads (grouped-query attention): a smaller KV cache for faster sampling; default one per head."),
+    sketch_styles: Optional[SketchStyles] = typer.Option(None, "--sketch-styles", case_sensitive=False, help="What a sketch prior trains on: free (the presets' choice: per row, the edge map, the object's outline or a simplified sketch, deformed like a hand's drawing) or edges (the edge maps alone)."),
     workers: Optional[int] = WorkersOpt,
     time_budget: Optional[str] = TimeBudgetOpt,
     save_every: Optional[str] = SaveEveryOpt,
@@ -316,7 +318,8 @@ def fit_prior(
 
     job = PriorJob(
         tokenizer=tokenizer, model=kind.value, codes=codes, out=out, preset=preset.value, config_file=config, resume=resume, force=force,
-        model_overrides=train_overrides(dim=dim, depth=depth, condition=condition and condition.value, kv_heads=kv_heads),
+        model_overrides=train_overrides(dim=dim, depth=depth, condition=condition and condition.value, kv_heads=kv_heads,
+                                        sketch_styles=sketch_styles and sketch_styles.value),
         train_overrides=train_overrides(device=device, batch_size=batch_size, epochs=epochs, steps=steps, lr=lr,
                                         seed=seed, eval_every=eval_every, precision=precision and precision.value,
                                         workers=workers, time_budget=time_budget, save_every=save_every, skip_nonfinite=skip_nonfinite, log_every=log_every,
@@ -474,6 +477,8 @@ def evaluate(
     per_class: int = typer.Option(1000, "--per-class", "-n", min=1, help="Images to make (and real images to compare) of each class."),
     complete_images: int = typer.Option(500, "--complete-images", min=0, help="Test images to complete (0 = skip)."),
     sketch_images: int = typer.Option(1000, "--sketch-images", min=0, help="For a sketch prior: test images whose edge maps are drawn from, to score edge agreement (0 = skip)."),
+    drawings: Optional[Path] = typer.Option(None, "--drawings", help="For a sketch prior: a folder of free-hand drawings, each named after its class (ankle-boot-1.png) or in a folder named so; scores the share of samples of the drawn class and how well they fill the drawn outline."),
+    drawing_samples: int = typer.Option(8, "--drawing-samples", min=1, help="Samples per drawing and mode (sketch alone, sketch + class) for --drawings."),
     guidance: float = GuidanceOpt,
     temperature: float = TempOpt,
     top_k: Optional[int] = TopKOpt,
@@ -496,7 +501,8 @@ def evaluate(
     r = evaluate_run(tokenizer, prior, per_class=per_class, opts=SamplingOptions(guidance, temperature, top_k, top_p, seed, steps),
                      completions=complete_images, device=device or "auto", classifier_root=classifier, out=out,
                      sweep=SWEEP if sweep else None, sketch_images=sketch_images, pipeline=pipeline,
-                     fid=fid, inception_weights=inception_weights, console=err)
+                     fid=fid, inception_weights=inception_weights, drawings=drawings, drawing_samples=drawing_samples,
+                     console=err)
     print_eval(r)
 
 
@@ -554,6 +560,16 @@ def print_eval(r: dict) -> None:
             v = sk[key]
             st.add_row(name, f"{v['edge_f1']:.4f}", f"{v['acc']:.4f}", f"{v['fd']:.3f}")
         console.print(st)
+    if r.get("drawings"):
+        d = r["drawings"]
+        dt = Table(title=f"free-hand drawings: {d['n_drawings']} from {d['dir']}, {d['per_drawing']} samples each "
+                         f"(guidance {d['cfg']})", title_justify="left")
+        for col in ("samples given", "drawn class seen", "inside the drawing", "drawing covered"):
+            dt.add_column(col, justify="right" if col != "samples given" else "left")
+        for name, key in (("the drawing alone", "sketch_only"), ("the drawing + its class", "sketch_and_class")):
+            v = d[key]
+            dt.add_row(name, f"{v['acc']:.4f}", f"{v['inside']:.4f}", f"{v['coverage']:.4f}")
+        console.print(dt)
     if r.get("sweep"):
         sw = Table(title="guidance sweep", title_justify="left")
         for col in ("guidance", "temperature", "n", "class acc", "Fréchet dist."):

@@ -30,7 +30,7 @@ from vq.pipeline.data import Split, StreamImages, image_batch, stored_data_optio
 from vq.pipeline.loader import Skipped, batches, default_workers
 from vq.pipeline.records import TokenizerInfo
 from vq.pipeline.runs import VQError, atomic_write_bytes, atomic_write_json, read_json, run_lock, stored_path
-from vq.pipeline.sketch import SKETCH_DETECTOR, edge_map
+from vq.pipeline.sketch import OUTLINE_VERSION, SKETCH_DETECTOR, edge_map, object_box, outline_map
 from vq.pipeline.device import resolve_device
 from vq.stage1_vqvae import TOKENIZERS
 
@@ -115,16 +115,23 @@ class CodeSet:
 
 
 def split_record(records: torch.Tensor, grid: tuple[int, int], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(b, h*w + packed) records -> ((b, h, w) int64 codes, (b, 1, size, size) bool sketches)."""
+    """(b, h*w + k * packed) records -> ((b, h, w) int64 codes, (b, k, size, size) bool maps):
+    the k maps `SKETCH_MAPS` names (an export of this vq: the edge map, then the outline)."""
     h, w = grid
     codes = records[:, : h * w].long().view(-1, h, w)
-    packed = records[:, h * w :].to(torch.uint8)
+    per_map = -(-size * size // 8)
+    packed = records[:, h * w :].to(torch.uint8).view(records.shape[0], -1, per_map)
     bits = (packed[..., None] >> torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)) & 1  # packbits' order
-    return codes, bits.flatten(1)[:, : size * size].bool().view(-1, 1, size, size)
+    return codes, bits.flatten(2)[..., : size * size].bool().view(records.shape[0], -1, size, size)
+
+
+SKETCH_MAPS = ("edges", "outline")  # the maps each image's record holds, in order
 
 
 def has_sketches(meta: dict | None) -> bool:
-    return bool(meta) and (meta.get("sketch") or {}).get("detector") == SKETCH_DETECTOR
+    """Whether an export holds this vq's sketch maps: the detector's edges and the outlines."""
+    sketch = (meta or {}).get("sketch") or {}
+    return sketch.get("detector") == SKETCH_DETECTOR and sketch.get("outline") == OUTLINE_VERSION
 
 
 def default_codes_dir(tokenizer_dir: Path) -> Path:
@@ -171,13 +178,25 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def packed_sketches(images: torch.Tensor) -> np.ndarray:
-    """(b, C, H, W) images in [-1, 1] -> (b, ceil(H*W / 8)) uint8: their edge maps, bit-packed."""
-    return np.packbits(edge_map(images).flatten(1).numpy(), axis=1)
+    """(b, C, H, W) images in [-1, 1] -> (b, 2 * ceil(H*W / 8)) uint8: their edge maps, then their
+    outlines (`SKETCH_MAPS`), each bit-packed."""
+    return np.concatenate([np.packbits(m.flatten(1).numpy(), axis=1) for m in (edge_map(images), outline_map(images))], 1)
 
 
 def join_packed(parts: list[np.ndarray], size: int) -> np.ndarray:
     """A shard's packed sketches from its batches' (none: an empty (0, bytes) array)."""
-    return np.concatenate(parts) if parts else np.zeros((0, -(-size * size // 8)), np.uint8)
+    return np.concatenate(parts) if parts else np.zeros((0, len(SKETCH_MAPS) * -(-size * size // 8)), np.uint8)
+
+
+BOX_SAMPLE = 10_000  # train outlines measured for the dataset's typical object box
+
+
+def typical_box(out: Path, shards: list[str], size: int) -> float:
+    """The train split's typical object size (`sketch.object_box`) over up to `BOX_SAMPLE` of its outlines."""
+    packed = np.concatenate([np.load(out / f"{s}.sketch.npy", mmap_mode="r")[:BOX_SAMPLE] for s in shards])[:BOX_SAMPLE]
+    per_map, at = -(-size * size // 8), SKETCH_MAPS.index("outline")
+    outlines = np.unpackbits(packed[:, at * per_map : (at + 1) * per_map], axis=1)[:, : size * size]
+    return object_box(torch.from_numpy(outlines.reshape(-1, 1, size, size).astype(bool)))
 
 
 @torch.no_grad()
@@ -241,7 +260,8 @@ def export_codes(
     if meta is not None and not force:  # an older format, or no sketches: export, if it is this tokenizer's
         check_codes_match(meta, info, out)
         if dist.is_main():
-            console.print(f"codes: {out} has no sketches (of detector {SKETCH_DETECTOR}); adding them" if adding else
+            console.print(f"codes: {out} has no sketches of this vq's kind (edges of detector {SKETCH_DETECTOR} and "
+                          f"outlines {OUTLINE_VERSION}); adding them" if adding else
                           f"codes: {out} is in an older format; exporting again")
     if force and has_sketches(meta):
         sketches = True  # a forced export keeps what the previous one had
@@ -331,7 +351,9 @@ def export_codes(
                 "shards": shards,
                 "skipped": skipped_total,  # this session's, over all ranks
                 "dataset": info.get("dataset", {}),
-                **({"sketch": {"detector": SKETCH_DETECTOR, "size": model.config.image_size, "packed": "np.packbits"}}
+                **({"sketch": {"detector": SKETCH_DETECTOR, "outline": OUTLINE_VERSION, "maps": list(SKETCH_MAPS),
+                               "size": model.config.image_size, "packed": "np.packbits",
+                               "box": typical_box(out, shards["train"], model.config.image_size)}}
                    if sketches else {}),
             }
             atomic_write_json(out / "meta.json", meta)

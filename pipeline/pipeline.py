@@ -107,10 +107,10 @@ def plan_samples(tokenizer: TokenizerInfo, prior: PriorInfo | None, classes=None
                      f"{tokenizer.run_dir} holds a {tokenizer.model}, which has no codes; sketches need a VQ-VAE and a "
                      "prior trained with `vq fit-prior --condition sketch`")
             raise VQError(f"{where} to sample from a sketch")
-        from vq.pipeline.sketch import check_detector
+        from vq.pipeline.sketch import check_detector, drawing_box
 
         check_detector(prior.stored, prior.run_dir)
-        lines, note = read_drawing(sketch, tokenizer.image_size)
+        lines, note = read_drawing(sketch, tokenizer.image_size, drawing_box(prior.stored))
     if classes is None:
         groups = list(range(len(names))) if tokenizer.samples_by_class and sketch is None else [-1]
     else:

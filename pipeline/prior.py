@@ -162,7 +162,7 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> FitResult:
     val_metric = "val_bits" if model.exact_likelihood else "val_masked_bits"
     with run_lock(job.out) if main else nullcontext():
         result = fit(
-            model, train, prepare=batch_preparer(config),
+            model, train, prepare=batch_preparer(config, train=True),
             evaluate=lambda m: {val_metric: held_out_bits(m, val)[1]}, save=save,
             run_dir=job.out, cfg=train_cfg, resume=job.resume, keep_schedule=not new_length(job),
             best_metric=val_metric, console=console,

@@ -7,9 +7,10 @@ import math
 import torch
 
 from vq.pipeline.data import Split, image_batch
-from vq.pipeline.export import split_record
+from vq.pipeline.export import SKETCH_MAPS, split_record
 from vq.pipeline.loader import batches
 from vq.pipeline.metrics import psnr, ssim
+from vq.pipeline.sketch_styles import free_hand
 from vq.stage1_vqvae.losses import abs_laplacian
 
 EVAL_PIXELS = 500 * 28 * 28  # images evaluated at once: 500 at 28 px, fewer at larger sizes (flat memory)
@@ -65,15 +66,20 @@ def prepare_batch(batch: tuple, device: torch.device) -> tuple:
     return codes.to(device, non_blocking=True).long(), labels.to(device, non_blocking=True)
 
 
-def batch_preparer(config):
+def batch_preparer(config, train: bool = False):
     """The model's inputs from a batch: (codes, labels), or for a sketch prior, whose batches hold
-    records (`export.CodeMaps.with_sketches`), (codes, labels, sketches)."""
+    records (`export.CodeMaps.with_sketches`), (codes, labels, sketches): the edge maps, or, for
+    training a prior with `sketch_styles = "free"`, sketches in free-hand styles drawn afresh
+    from each record's edges and outline (`pipeline.sketch_styles`)."""
     if "sketch" not in config.conditions:
         return prepare_batch
+    free = train and config.sketch_styles == "free"
 
     def prepare(batch: tuple, device: torch.device) -> tuple:
         records, labels = batch
-        codes, sketch = split_record(records.to(device, non_blocking=True), (config.height, config.width), config.sketch_size)
+        codes, maps = split_record(records.to(device, non_blocking=True), (config.height, config.width), config.sketch_size)
+        edges = maps[:, SKETCH_MAPS.index("edges")][:, None]
+        sketch = free_hand(edges, maps[:, SKETCH_MAPS.index("outline")][:, None]) if free else edges
         return codes, labels.to(device, non_blocking=True), sketch
 
     return prepare

@@ -20,6 +20,10 @@ class PriorConfig:
     condition: str = "class"  # "class", or "sketch": also reads an edge map of the image (cross-attention)
     sketch_size: int = 28  # the edge map's side: the images' (set from the codes)
     sketch_dropout: float = 0.1  # share of training rows whose sketch alone is replaced by the null sketch
+    # What a sketch prior trains on: "edges" (the detector's maps, as runs before free-hand styles
+    # did: a config without the key reads so), or "free": free-hand styles drawn per row from the
+    # edges and outlines (pipeline.sketch_styles; the presets' choice).
+    sketch_styles: str = "edges"
 
     def validate(self) -> None:
         if self.dim % self.heads:
@@ -30,6 +34,8 @@ class PriorConfig:
             raise ValueError(f"kv_heads {self.kv_heads} must divide heads {self.heads}")
         if self.condition not in ("class", "sketch"):
             raise ValueError(f"condition must be 'class' or 'sketch', not {self.condition!r}")
+        if self.sketch_styles not in ("edges", "free"):
+            raise ValueError(f"sketch_styles must be 'edges' or 'free', not {self.sketch_styles!r}")
         if self.condition == "sketch":
             if not 0 <= self.sketch_dropout < 1 or 2 * self.class_dropout + self.sketch_dropout >= 1:
                 raise ValueError("sketch_dropout must lie in [0, 1), with 2 x class_dropout + sketch_dropout below 1")

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from vq.pipeline.data import fashion_mnist_dir, load_fashion_mnist_idx, to_float
 from vq.pipeline.export import load_codes, split_record
-from vq.pipeline.sketch import edge_f1, edge_map, normalise_drawing, thin
+from vq.pipeline.sketch import edge_f1, edge_map, normalise_drawing, outline_map, thin
 from test_cli import assert_one_line_error, digest, vq
 
 needs_fashion_mnist = pytest.mark.skipif(fashion_mnist_dir() is None, reason="Fashion-MNIST idx files not installed (make test installs them)")
@@ -81,18 +81,42 @@ def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
     codes = load_codes(root / "codes")
     assert codes.meta["sketch"]["size"] == 28
     records = codes.splits["test"].with_sketches().to_memory(16)
-    c, s = split_record(records.images[:20], (7, 7), 28)
+    c, maps = split_record(records.images[:20], (7, 7), 28)
     assert torch.equal(c, codes.splits["test"].to_memory(16).images[:20].long())
     data = load_fashion_mnist_idx(fashion_mnist_dir())
-    assert torch.equal(s, edge_map(to_float(data.test.images[:20])))  # the stored sketch is the detector's
+    real = to_float(data.test.images[:20])
+    assert maps.shape == (20, 2, 28, 28)  # the detector's edges and the silhouette's outline, as stored
+    assert torch.equal(maps[:, :1], edge_map(real)) and torch.equal(maps[:, 1:], outline_map(real))
+    assert 0.5 < codes.meta["sketch"]["box"] <= 1  # the dataset's typical object size, measured by the export
+    assert prior["config"]["sketch_styles"] == "free" and prior["sketch"]["box"] == codes.meta["sketch"]["box"]
+    drawn = root / "drawn"
+    (drawn / "Dress").mkdir(parents=True)
+    drawing("boot", 12, ink=20, paper=240).save(drawn / "ankle-boot-1.png")
+    drawing("bag", 4, ink=0, paper=255, size=500).save(drawn / "bag_2.png")
+    drawing("dress", 8, ink=0, paper=255).save(drawn / "Dress" / "mine.png")  # the class from the folder
     r = vq("eval", "--tokenizer", root / "tokenizer", "--prior", root / "sketch-prior", "-n", "2", "--complete-images", "0",
-           "--sketch-images", "12", "--classifier", root / "classifier", "--out", root / "eval.json")
+           "--sketch-images", "12", "--drawings", drawn, "--drawing-samples", "2",
+           "--classifier", root / "classifier", "--out", root / "eval.json")
     assert r.returncode == 0, r.stderr
-    sk = json.loads((root / "eval.json").read_text())["sketch"]
+    report = json.loads((root / "eval.json").read_text())
+    sk = report["sketch"]
     assert sk["n"] == 12
     for key in ("sketch_and_class", "sketch_only", "class_only", "reconstructions"):
         assert 0 <= sk[key]["edge_f1"] <= 1
     assert sk["real"]["edge_f1"] == 1.0  # the sketches are the real images' own edges
+    d = report["drawings"]
+    assert d["n_drawings"] == 3 and d["per_drawing"] == 2 and d["box"] == codes.meta["sketch"]["box"]
+    assert [(x["file"], x["class"]) for x in d["drawings"]] == [("mine.png", "Dress"), ("ankle-boot-1.png", "Ankle boot"),
+                                                                 ("bag_2.png", "Bag")]
+    for mode in ("sketch_only", "sketch_and_class"):
+        assert all(0 <= d[mode][k] <= 1 for k in ("acc", "inside", "coverage"))
+        assert d[mode]["coverage"] > 0  # samples drawn from an outline land on it
+    assert "free-hand drawings: 3" in r.stdout
+    drawing("bag", 4, ink=0, paper=255).save(drawn / "zebra-1.png")
+    r = vq("eval", "--tokenizer", root / "tokenizer", "--prior", root / "sketch-prior", "--drawings", drawn,
+           "--classifier", root / "classifier", "--out", root / "eval2.json")
+    assert_one_line_error(r, "'zebra' names no class")
+    assert not (root / "eval2.json").exists()
 
 
 @needs_fashion_mnist
@@ -109,8 +133,8 @@ def test_sketches_are_added_to_an_export_without_touching_its_codes(chain, tmp_p
     meta = json.loads((codes / "meta.json").read_text())
     assert meta["sketch"]["detector"] >= 1 and sorted(p.name for p in codes.glob("*.sketch.npy")) == ["test-00000.sketch.npy", "train-00000.sketch.npy"]
     data = load_fashion_mnist_idx(fashion_mnist_dir())
-    _, s = split_record(load_codes(codes).splits["train"].with_sketches().to_memory(16).images[:10], (7, 7), 28)
-    assert torch.equal(s, edge_map(to_float(data.train.images[:10])))
+    _, maps = split_record(load_codes(codes).splits["train"].with_sketches().to_memory(16).images[:10], (7, 7), 28)
+    assert torch.equal(maps[:, :1], edge_map(to_float(data.train.images[:10])))
 
 
 @needs_fashion_mnist

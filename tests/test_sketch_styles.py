@@ -1,0 +1,134 @@
+"""Free-hand sketch styles: outlines of silhouettes, the styles and deformations training draws
+(`pipeline.sketch_styles`), and drawings framed to the dataset's object box."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from vq.pipeline.data import fashion_mnist_dir, load_fashion_mnist_idx, to_float
+from vq.pipeline.sketch import (components, component_sizes, edge_f1, edge_map, fill_holes, normalise_drawing,
+                                object_box, outline_map, thin)
+from vq.pipeline.sketch_styles import break_stroke, deform, free_hand, simplified
+
+needs_fashion_mnist = pytest.mark.skipif(fashion_mnist_dir() is None, reason="Fashion-MNIST idx files not installed (make test installs them)")
+
+
+def shapes() -> torch.Tensor:
+    """(4, 1, 28, 28) images in [-1, 1]: filled shapes on black, one touching the border, one with a hole."""
+    out = []
+    for draw in (lambda d: d.ellipse((4, 6, 22, 25), fill=200),
+                 lambda d: d.polygon([(3, 3), (24, 5), (20, 24), (6, 20)], fill=120),
+                 lambda d: d.rectangle((8, 0, 19, 27), fill=255),  # touches the top and bottom
+                 lambda d: (d.ellipse((3, 3, 24, 24), fill=180), d.ellipse((10, 10, 17, 17), fill=0))):
+        img = Image.new("L", (28, 28), 0)
+        draw(ImageDraw.Draw(img))
+        out.append(torch.from_numpy(np.asarray(img, np.float32) / 127.5 - 1))
+    return torch.stack(out)[:, None]
+
+
+def neighbours_on_line(lines: torch.Tensor) -> torch.Tensor:
+    """(b, 1, H, W) bool -> each line pixel's count of 8-neighbours on the line."""
+    k = torch.ones(1, 1, 3, 3)
+    k[0, 0, 1, 1] = 0
+    return torch.nn.functional.conv2d(lines.float(), k, padding=1).long() * lines
+
+
+def test_outlines_of_filled_shapes_are_closed_curves_around_them():
+    images = shapes()
+    filled = images > -0.9
+    outline = outline_map(images)
+    assert outline.dtype == torch.bool and outline.shape == images.shape
+    assert torch.equal(thin(outline), outline)  # one pixel wide
+    for i in range(len(images)):
+        line = outline[i : i + 1]
+        # Closed: a single component, no end points (every pixel has two neighbours on the line) ...
+        labels = components(line)
+        assert labels[line].unique().numel() == 1
+        assert int(neighbours_on_line(line)[line].min()) >= 2
+        # ... that encloses the whole shape, within a pixel (thinning may take a one-pixel spike's
+        # tip), its hole included: an outline has no inner lines.
+        inside = fill_holes(line)
+        near = torch.nn.functional.max_pool2d(inside.float(), 3, 1, 1) > 0
+        assert bool((near | ~filled[i : i + 1]).all())
+        assert int(inside.sum()) > int(line.sum())
+    assert not outline[3, 0, 12:16, 12:16].any()  # no line around the ring's hole
+
+
+def test_components_and_their_sizes():
+    lines = torch.zeros(1, 1, 10, 10, dtype=torch.bool)
+    lines[0, 0, 1, 1:6] = True  # 5 pixels
+    lines[0, 0, 5:8, 8] = True  # 3 pixels
+    lines[0, 0, 8, 7] = True  # touches the second diagonally: 4
+    labels = components(lines)
+    assert labels[~lines].eq(0).all() and labels[lines].unique().numel() == 2
+    sizes = component_sizes(labels)
+    assert sizes[0, 0, 1, 1] == 5 and sizes[0, 0, 8, 7] == 4 and sizes[~lines].eq(0).all()
+
+
+@pytest.fixture(scope="module")
+def maps():
+    if fashion_mnist_dir() is None:
+        pytest.skip("Fashion-MNIST idx files not installed (make test installs them)")
+    images = to_float(load_fashion_mnist_idx(fashion_mnist_dir()).test.images[:48])
+    return edge_map(images), outline_map(images)
+
+
+def assert_sketches(x: torch.Tensor, like: torch.Tensor) -> None:
+    """Binary, on the grid, thinned like the detector's maps (thinning leaves them as they are)
+    and never empty."""
+    assert x.dtype == torch.bool and x.shape == like.shape
+    assert torch.equal(thin(x), x)
+    assert bool(x.flatten(1).any(1).all())
+
+
+def test_every_style_keeps_a_sketch_binary_thin_on_the_grid_and_non_empty(maps):
+    edges, outline = maps
+    torch.manual_seed(0)
+    simple = simplified(edges, outline)
+    assert_sketches(simple, edges)
+    assert bool((simple <= (edges | outline)).all()) and bool((simple >= outline).all())  # the outline and some inner lines
+    assert int(simple.sum()) < int((edges | outline).sum())  # inner lines were dropped
+    moved = deform(edges)
+    assert_sketches(moved, edges)
+    assert not torch.equal(moved, edges)
+    assert float(edge_f1(moved, edges, tolerance=3).mean()) > 0.5  # small deformations: the lines move a little
+    broken = break_stroke(edges)
+    assert bool((broken <= edges).all()) and bool((broken != edges).flatten(1).any(1).all())  # one gap per row
+    for seed in range(3):
+        torch.manual_seed(seed)
+        assert_sketches(free_hand(edges, outline), edges)
+
+
+def test_free_hand_styles_are_drawn_per_row_and_repeat_with_the_generator(maps):
+    edges, outline = maps
+    a = free_hand(edges, outline, torch.Generator().manual_seed(1))
+    b = free_hand(edges, outline, torch.Generator().manual_seed(1))
+    c = free_hand(edges, outline, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    same_as_edges = (a == edges).flatten(1).all(1)
+    assert 0 < int(same_as_edges.sum()) < len(edges)  # some rows keep the edge map as it was, most do not
+
+
+@needs_fashion_mnist
+def test_object_box_of_fashion_mnist_spans_the_image():
+    images = to_float(load_fashion_mnist_idx(fashion_mnist_dir()).train.images[:500])
+    assert object_box(outline_map(images)) >= 0.9  # the dataset's objects fill the image along their longer side
+
+
+def outline_drawing(box: tuple[int, int, int, int], width: int, canvas: int = 400) -> np.ndarray:
+    img = Image.new("L", (canvas, canvas), 255)
+    x0, y0, x1, y1 = box
+    ImageDraw.Draw(img).line([(x0, y0), (x1, y0), (x1, y1), (x0 + (x1 - x0) // 3, y1), (x0, y0)], fill=0, width=width, joint="curve")
+    return np.asarray(img, np.float32) / 255
+
+
+def test_framing_puts_a_drawing_anywhere_on_the_canvas_where_the_dataset_has_its_objects():
+    small_corner, _ = normalise_drawing(outline_drawing((20, 30, 120, 170), 3), 28, box=1.0)
+    large_centre, notes = normalise_drawing(outline_drawing((90, 40, 290, 320), 18), 28, box=1.0)
+    assert any("framed" in n for n in notes)
+    assert float(edge_f1(small_corner, large_centre)) >= 0.9  # the same shape, thin and thick pen
+    rows = large_centre[0, 0].any(1).nonzero().flatten()
+    assert rows.min() <= 1 and rows.max() >= 26  # its longer side spans the image, as the box says
+    unframed, _ = normalise_drawing(outline_drawing((20, 30, 120, 170), 3), 28)
+    assert float(edge_f1(unframed, small_corner)) < 0.5  # without a box it stays small in its corner
