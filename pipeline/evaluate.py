@@ -10,7 +10,10 @@
   pixel, `pipeline.sketch.edge_f1`) of samples drawn from them with and without their class,
   beside samples of the right class without the sketch (the floor), the tokenizer's
   reconstructions of the real images, and the real images (1 by construction: the sketches are
-  their edges); with class accuracy and Fréchet distance of each.
+  their edges); with class accuracy and Fréchet distance of each;
+- drawings (a sketch prior, `--drawings DIR`): free-hand drawings as people make them; the share
+  of samples of the drawn class, with and without the class given, and how well samples stay
+  inside the drawn outline and fill it (`pipeline.drawings`).
 Every Fréchet distance is computed at the stated n against the whole test split."""
 
 import math
@@ -57,7 +60,8 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
                  completions: int = 500, device: str = "auto", classifier_root: Path = Path("runs/classifier"),
                  out: Path | None = None, sweep: list[tuple[float, float]] | None = None,
                  sketch_images: int = 1000, pipeline: str | None = None, fid: bool = False,
-                 inception_weights: Path | None = None, console: Console | None = None) -> dict:
+                 inception_weights: Path | None = None, drawings: Path | None = None, drawing_samples: int = 8,
+                 console: Console | None = None) -> dict:
     """`vq eval` of two runs, or of a saved pipeline (folder or Hub id) given as `pipeline`; with
     `fid`, also the field's FID and Inception Score (`pipeline.fid`) of the samples against the
     test split, when Inception-v3 weights can be had (else the report says it was skipped, and why)."""
@@ -95,6 +99,14 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
             if not has_sketches(codes.meta):
                 raise VQError(f"{codes_dir} holds no sketches for the sketch prior {prior_dir}; add them with "
                               f"`vq export-codes --tokenizer {tokenizer_dir} --out {codes_dir} --sketches`")
+    drawing_set = None
+    if drawings is not None:  # read before any work: a bad folder or name is refused at once
+        if prior is None or "sketch" not in prior_info.conditions:
+            raise VQError("--drawings needs a sketch prior (`vq fit-prior --condition sketch`)")
+        from vq.pipeline.drawings import read_drawing_set
+        from vq.pipeline.sketch import drawing_box
+
+        drawing_set = read_drawing_set(drawings, tok_info.class_names, tok_info.image_size, drawing_box(prior_info.stored))
     dev = resolve_device(device)
     data = stored_data_options(info, tokenizer_dir).load()
     names = data.class_names
@@ -148,6 +160,12 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     if prior is not None and "sketch" in prior.conditions and sketch_images > 0:
         report["sketch"] = sketch_agreement(tokenizer, prior, classifier, test, sketch_images, opts, dev,
                                             test_feats, names)
+    if drawing_set is not None:
+        from vq.pipeline.drawings import drawing_agreement
+
+        report["drawings"] = drawing_agreement(tokenizer, prior, classifier, drawing_set, drawing_samples, opts, names,
+                                               drawing_box(prior_info.stored))
+        report["drawings"]["dir"] = str(drawings)
     report["seconds"] = time.time() - t0
     out = Path(out) if out else default_report_path(pipeline, prior_dir if prior is not None else tokenizer_dir)
     atomic_write_json(out, report)

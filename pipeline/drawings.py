@@ -1,0 +1,94 @@
+"""`vq eval --drawings DIR`: how well a sketch prior follows drawings as people make them.
+
+A folder of drawings (any size and mode, read like `--sketch`) names each one's class by its file
+name (`ankle-boot-3.png`: the name without a trailing `-N`) or by the folder it is in
+(`DIR/Ankle boot/any.png`). For each drawing the prior draws `per_drawing` samples from the
+sketch alone and as many from the sketch and its class, and for each mode:
+
+- **class accuracy**: the share of samples the judge (`vq eval`'s classifier) sees as the drawn class;
+- **inside**: the share of a sample's silhouette (`sketch.silhouette`: the pixels that stand out
+  from its background) that lies within the drawing's filled region (its lines, grown by one
+  pixel of tolerance, with everything they enclose);
+- **coverage**: the share of that region the sample's silhouette covers.
+
+Both are 1 for a sample that fills the drawn outline exactly. A drawing whose outline is left open
+(a gap wider than the tolerance) encloses nothing: its region is only its lines, which lowers
+`inside` and raises `coverage`; the per-drawing figures show it."""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vq.pipeline.classifier import predict
+from vq.pipeline.generate import SamplingOptions, generate_images, resolve_class
+from vq.pipeline.runs import VQError
+from vq.pipeline.sketch import _dilate, fill_holes, load_drawing, silhouette
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class Drawing:
+    path: Path
+    label: int
+    lines: torch.Tensor  # (1, 1, S, S) bool, as the prior reads it
+
+
+def drawing_class(path: Path, folder: Path, class_names: list[str]) -> int:
+    """A drawing's class: its folder's name when it sits in a subfolder, else its file name
+    without a trailing -N; a name that is no class is refused in one line."""
+    name = path.parent.name if path.parent != folder else re.sub(r"[-_ ]\d+$", "", path.stem)
+    try:
+        return resolve_class(name, class_names)
+    except VQError:
+        raise VQError(f"drawing {path}: '{name}' names no class (name a drawing after its class, e.g. "
+                      f"ankle-boot-1.png, or put it in a folder named after it); classes: {', '.join(class_names)}") from None
+
+
+def read_drawing_set(folder: Path, class_names: list[str], size: int, box: float | None) -> list[Drawing]:
+    """Every drawing in `folder` and its subfolders, sorted by path, read like `--sketch`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VQError(f"--drawings {folder} is not a folder of drawings")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise VQError(f"--drawings {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return [Drawing(p, drawing_class(p, folder, class_names), load_drawing(p, size, box)[0]) for p in paths]
+
+
+def drawn_region(lines: torch.Tensor) -> torch.Tensor:
+    """(b, 1, S, S) bool lines -> bool: the lines grown by a pixel, and everything they enclose."""
+    return fill_holes(_dilate(lines))
+
+
+def follows(images: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b, C, H, W) samples in [-1, 1] and (b, 1, H, W) regions -> (inside, coverage), each (b,)."""
+    shape = silhouette(images)
+    both = (shape & region).flatten(1).sum(1).float()
+    inside = both / shape.flatten(1).sum(1).clamp(min=1)
+    coverage = both / region.flatten(1).sum(1).clamp(min=1)
+    return inside, coverage
+
+
+@torch.no_grad()
+def drawing_agreement(tokenizer, prior, classifier, drawings: list[Drawing], per_drawing: int, opts: SamplingOptions,
+                      class_names: list[str], box: float | None) -> dict:
+    """The module's figures, over all drawings and per drawing, for the sketch alone and sketch + class."""
+    lines = torch.cat([d.lines for d in drawings]).repeat_interleave(per_drawing, 0)
+    drawn = torch.tensor([d.label for d in drawings]).repeat_interleave(per_drawing)
+    region = drawn_region(lines)
+    result = {"n_drawings": len(drawings), "per_drawing": per_drawing, "cfg": opts.cfg, "box": box,
+              "drawings": [{"file": d.path.name, "class": class_names[d.label]} for d in drawings]}
+    for mode, labels in (("sketch_only", torch.full_like(drawn, -1)), ("sketch_and_class", drawn)):
+        images = generate_images(tokenizer, prior, labels, opts, lines).cpu()
+        pred, _ = predict(classifier, images)
+        hit = (pred == drawn).float()
+        inside, coverage = follows(images, region)
+        result[mode] = {"acc": float(hit.mean()), "inside": float(inside.mean()), "coverage": float(coverage.mean())}
+        for i, row in enumerate(result["drawings"]):
+            part = slice(i * per_drawing, (i + 1) * per_drawing)
+            row[mode] = {"acc": float(hit[part].mean()), "inside": float(inside[part].mean()),
+                         "coverage": float(coverage[part].mean())}
+    return result
