@@ -340,7 +340,9 @@ def fit_prior(
         "train seconds": round(result.seconds, 1), "wall seconds": round(result.wall_seconds, 1),
         "tokens/s": round(result.tokens_per_second or 0, 1),
         **({"skipped non-finite batches": result.nonfinite_skipped} if result.nonfinite_skipped else {}),
-        "best val bits/token": result.best, **{k.replace("_", " "): v for k, v in result.metrics.items()},
+        # A masked prior's validation figure is its masked-code cross-entropy, not a likelihood.
+        ("best val bits/token" if "test_bits_per_token" in result.metrics else "best val masked bits/code"): result.best,
+        **{k.replace("_", " "): v for k, v in result.metrics.items()},
     })
 
 

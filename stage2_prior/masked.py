@@ -46,7 +46,7 @@ from x_transformers import Encoder, TransformerWrapper
 from vq.stage2_prior.config import PriorConfig
 from vq.stage2_prior.fast import GraphRecordError, compute_dtype, resolve_mode
 from vq.stage2_prior.model import CodePrior, PriorOutput, SketchEncoder
-from vq.stage2_prior.sampling import condition_rows, draw, guide
+from vq.stage2_prior.sampling import condition_rows, draw, guide, is_guided
 
 STEPS = 8  # decoding iterations by default: MaskGIT's choice for 16x16 tokens, ample for 7x7 to 14x14 grids
 CHOICE_TEMPERATURE = 4.5  # MaskGIT's Gumbel noise scale on the confidences at the first step
@@ -286,7 +286,7 @@ def sample_masked(
     if labels is not None:
         labels = labels.to(device)
     n = c.seq_len
-    guided = cfg_scale != 1.0 or force_guidance_batch
+    guided = is_guided(cfg_scale, labels, sketch, force_guidance_batch)
 
     codes = torch.full((b, n), model.mask_token, dtype=torch.long, device=device)
     if known is not None:

@@ -139,6 +139,14 @@ def draw(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: flo
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
+def is_guided(cfg_scale: float, labels: torch.Tensor | None, sketch: torch.Tensor | None, force: bool = False) -> bool:
+    """Whether a sampler runs the null twins: at a guidance scale other than 1, when some row has a
+    condition (a class, or a sketch); rows with neither would mix the null rows with themselves,
+    a no-op at twice the work. `force` runs them anyway (tests check the mixing with it)."""
+    conditioned = sketch is not None or (labels is not None and bool((labels >= 0).any()))
+    return force or (cfg_scale != 1.0 and conditioned)
+
+
 def condition_rows(model, labels: torch.Tensor | None, sketch: torch.Tensor | None, b: int, device,
                    guided: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The rows a sampler runs: (rows, 1) class tokens and the cross-attention context (None for
@@ -196,7 +204,7 @@ def sample_codes(
     if labels is not None:
         labels = labels.to(device)
     n = c.seq_len
-    guided = cfg_scale != 1.0 or force_guidance_batch
+    guided = is_guided(cfg_scale, labels, sketch, force_guidance_batch)
     if known is not None:
         known = rearrange(known, "b h w -> b (h w)").to(device)
         known_mask = rearrange(known_mask, "b h w -> b (h w)").to(device)

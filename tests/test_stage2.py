@@ -202,3 +202,27 @@ def test_sketch_prior_training_drops_class_sketch_or_both():
     assert abs(share(null_class & no_sketch) - 0.2) < 0.015  # both
     assert abs(share(~null_class & no_sketch) - 0.3) < 0.015  # the sketch alone
     assert abs(share(null_class & ~no_sketch) - 0.2) < 0.015  # the class alone
+
+
+def test_rows_without_a_condition_skip_the_null_twins():
+    """Guidance mixes conditional rows with their null twins; rows without class or sketch would mix
+    null rows with themselves, so neither sampler runs the twins for them, and draws the same."""
+    from vq.stage2_prior.masked import MaskedPrior, MaskedPriorConfig, sample_masked, plain_stepper
+    from vq.stage2_prior.sampling import incremental_stepper
+
+    for model, sampler, stepper in ((tiny_prior(), sample_codes, incremental_stepper),
+                                    (MaskedPrior(MaskedPriorConfig(codebook_size=16, height=3, width=3, num_classes=4, dim=32,
+                                                                   depth=1, heads=2)).eval(), sample_masked, plain_stepper)):
+        rows = []
+
+        def counting(model, n, context, stepper=stepper):
+            rows.append(n)
+            return stepper(model, n, context)
+
+        def draw(labels, cfg):
+            return sampler(model, labels, cfg_scale=cfg, generator=torch.Generator().manual_seed(3), stepper=counting)
+
+        none = torch.full((4,), -1)
+        assert torch.equal(draw(none, 3.0), draw(none, 1.0)) and rows == [4, 4]
+        draw(torch.tensor([-1, 2, -1, 0]), 3.0)
+        assert rows[-1] == 8  # a batch with a class in it is guided: its null twins run
