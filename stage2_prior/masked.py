@@ -45,7 +45,7 @@ from x_transformers import Encoder, TransformerWrapper
 
 from vq.stage2_prior.config import PriorConfig
 from vq.stage2_prior.fast import GraphRecordError, compute_dtype, resolve_mode
-from vq.stage2_prior.model import CodePrior, PriorOutput, SketchEncoder
+from vq.stage2_prior.model import CodePrior, PriorOutput, add_sketch_condition, layer_options
 from vq.stage2_prior.sampling import condition_rows, draw, guide, is_guided
 
 STEPS = 8  # decoding iterations by default: MaskGIT's choice for 16x16 tokens, ample for 7x7 to 14x14 grids
@@ -143,17 +143,9 @@ class MaskedPrior(nn.Module):
             # can learn the grid's two dimensions, which a raster-order rotary offset cannot.
             use_abs_pos_emb=True,
             emb_dropout=c.dropout,
-            attn_layers=Encoder(
-                dim=c.dim, depth=c.depth, heads=c.heads, attn_dim_head=c.dim // c.heads,
-                attn_dropout=c.dropout, ff_dropout=c.dropout, ff_mult=c.ff_mult,
-                attn_flash=True,  # F.scaled_dot_product_attention: flash / memory-efficient kernels on GPUs
-                cross_attend=self.sketched,
-                **({"attn_kv_heads": c.kv_heads} if c.kv_heads not in (None, c.heads) else {}),
-            ),
+            attn_layers=Encoder(**layer_options(c)),
         )
-        if self.sketched:
-            self.sketch_encoder = SketchEncoder(c.dim, c.sketch_size, c.height)
-            self.null_sketch = nn.Parameter(torch.randn(1, c.seq_len, c.dim) * 0.02)
+        add_sketch_condition(self)
 
     @property
     def mask_token(self) -> int:

@@ -53,6 +53,26 @@ class PriorOutput:
     metrics: dict[str, torch.Tensor]
 
 
+def layer_options(c: PriorConfig) -> dict:
+    """The x-transformers attention-layer arguments both prior kinds share: size, dropout, SDPA
+    attention, cross-attention for a sketch prior, grouped-query heads."""
+    return dict(
+        dim=c.dim, depth=c.depth, heads=c.heads, attn_dim_head=c.dim // c.heads,
+        attn_dropout=c.dropout, ff_dropout=c.dropout, ff_mult=c.ff_mult,
+        attn_flash=True,  # F.scaled_dot_product_attention: flash / memory-efficient kernels on GPUs
+        cross_attend="sketch" in c.conditions,
+        **({"attn_kv_heads": c.kv_heads} if c.kv_heads not in (None, c.heads) else {}),
+    )
+
+
+def add_sketch_condition(prior: nn.Module) -> None:
+    """A sketch prior's condition modules (either kind): the sketch encoder and the learned null sketch."""
+    c = prior.config
+    if "sketch" in c.conditions:
+        prior.sketch_encoder = SketchEncoder(c.dim, c.sketch_size, c.height)
+        prior.null_sketch = nn.Parameter(torch.randn(1, c.seq_len, c.dim) * 0.02)
+
+
 class CodePrior(nn.Module):
     name = "transformer"
     config_class = PriorConfig
@@ -75,18 +95,10 @@ class CodePrior(nn.Module):
             max_seq_len=c.seq_len + 1,
             use_abs_pos_emb=False,
             emb_dropout=c.dropout,
-            attn_layers=Decoder(
-                dim=c.dim, depth=c.depth, heads=c.heads, attn_dim_head=dim_head, rotary_pos_emb=True,
-                rotary_emb_dim=min(dim_head, max(32, dim_head // 2)),
-                attn_dropout=c.dropout, ff_dropout=c.dropout, ff_mult=c.ff_mult,
-                attn_flash=True,  # F.scaled_dot_product_attention: flash / memory-efficient kernels on GPUs
-                cross_attend=self.sketched,
-                **({"attn_kv_heads": c.kv_heads} if c.kv_heads not in (None, c.heads) else {}),
-            ),
+            attn_layers=Decoder(rotary_pos_emb=True, rotary_emb_dim=min(dim_head, max(32, dim_head // 2)),
+                                **layer_options(c)),
         )
-        if self.sketched:
-            self.sketch_encoder = SketchEncoder(c.dim, c.sketch_size, c.height)
-            self.null_sketch = nn.Parameter(torch.randn(1, c.seq_len, c.dim) * 0.02)
+        add_sketch_condition(self)
 
     @property
     def sketched(self) -> bool:
