@@ -23,10 +23,10 @@ TOKENIZER_PRESETS["cvae"] = TOKENIZER_PRESETS["vae"]
 
 PRIOR_PRESETS = {
     "transformer": {
-        "demo": ({"dim": 192, "depth": 4, "heads": 4, "dropout": 0.1, "sketch_styles": "free"},
+        "demo": ({"dim": 192, "depth": 4, "heads": 4, "dropout": 0.1},
                  {"steps": 800, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "eval_every": 400,
                   "weight_decay": 0.05}),
-        "full": ({"dim": 512, "depth": 8, "heads": 8, "dropout": 0.1, "sketch_styles": "free"},
+        "full": ({"dim": 512, "depth": 8, "heads": 8, "dropout": 0.1},
                  {"steps": 8000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 500, "eval_every": 1000,
                   "weight_decay": 0.05}),
     },

@@ -92,7 +92,7 @@ def sketch_chain(chain, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sketch")
     r = vq("fit-prior", "--tokenizer", chain / "tokenizer", "--codes", root / "codes", "--condition", "sketch",
-           "--config", chain / "prior.toml", "--out", root / "sketch-prior")
+           "--sketch-styles", "free", "--config", chain / "prior.toml", "--out", root / "sketch-prior")
     assert r.returncode == 0, r.stderr
     for run in ("tokenizer", "prior"):
         (root / run).symlink_to(chain / run)

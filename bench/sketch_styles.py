@@ -1,0 +1,190 @@
+"""Sketch priors on drawings as people make them (issue 21): a prior trained on the edge
+detector's maps alone (`--sketch-styles edges`, as vq trained sketch priors before) against one
+trained on free-hand styles (`--sketch-styles free`: edges, outlines and simplified sketches,
+deformed and broken like a hand's; `pipeline.sketch_styles`), both at the demo preset on one
+tokenizer and one export.
+
+Stages (`--stages`, default all):
+- `train`: exports the codes with sketches once (timed), then trains both priors at the same time,
+  one thread each, so both see the same machine (the training-cost figure compares their steps);
+- `eval`: for each prior, `vq eval`'s test-sketch figures (edge F1, class accuracy, Fréchet
+  distance of samples drawn from n test images' edge maps) and the free-hand figures of
+  `pipeline.drawings` on `--drawings` (class seen by the judge, inside / coverage of the drawn
+  outline), each drawing read as today (padded to a square) and framed to the export's object box;
+- `figure`: drawings 1 and 4 of each class as read, beside 3 samples of each prior (a PNG beside --json).
+
+Writes the figures to `--json` after each one and prints a table.
+
+    python bench/sketch_styles.py --tokenizer runs/tokenizer --drawings bench/drawings \\
+        --json bench/results/sketch_styles_cpu_demo.json
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+STYLES = ("edges", "free")
+
+
+def child(*args, threads: int = 1) -> subprocess.Popen:
+    """This script again, in a process of its own with `threads` torch threads."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return subprocess.Popen([sys.executable, __file__, *map(str, args)], env=env)
+
+
+def save(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+
+
+def fit_one(args) -> None:
+    """One prior (the child's work): fit-prior's job, its FitResult written to WORK/STYLE.json."""
+    from vq.pipeline.prior import PriorJob, fit_prior
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    job = PriorJob(tokenizer=args.tokenizer, model="transformer", codes=args.work / "codes", out=args.work / args.fit,
+                   preset="demo", config_file=None, resume=False, force=True,
+                   model_overrides={"condition": "sketch", "sketch_styles": args.fit},
+                   train_overrides={"steps": args.steps, "seed": args.seed, "workers": 0, "wandb": False})
+    r = fit_prior(job)
+    (args.work / f"{args.fit}.json").write_text(json.dumps(
+        {"steps": r.steps, "seconds": r.seconds, "wall_seconds": r.wall_seconds, "metrics": r.metrics,
+         "samples_per_second": r.samples_per_second,
+         "tokens_per_second": r.tokens_per_second}))
+
+
+def train(args, results: dict) -> None:
+    """The export (timed), then both priors at once, one thread each."""
+    from vq.pipeline.export import export_codes
+
+    t0 = time.time()
+    export_codes(args.tokenizer, args.work / "codes", sketches=True, workers=0)
+    results["export_seconds"] = time.time() - t0
+    procs = {style: child("--fit", style, "--tokenizer", args.tokenizer, "--work", args.work, "--steps", args.steps,
+                          "--seed", args.seed) for style in STYLES}
+    for style, proc in procs.items():
+        if proc.wait() != 0:
+            sys.exit(f"training the {style} prior failed (exit {proc.returncode})")
+        results.setdefault("train", {})[style] = json.loads((args.work / f"{style}.json").read_text())
+        save(results, args.json)
+
+
+def evaluate(args, results: dict) -> None:
+    from vq.pipeline.classifier import ensure_classifier, predict
+    from vq.pipeline.data import stored_data_options, to_float
+    from vq.pipeline.drawings import drawing_agreement, read_drawing_set
+    from vq.pipeline.evaluate import sketch_agreement
+    from vq.pipeline.generate import SamplingOptions
+    from vq.pipeline.loader import EvalImages, Skipped
+    from vq.pipeline.pipeline import Pipeline
+    from vq.pipeline.sketch import drawing_box
+
+    opts = SamplingOptions(cfg=args.guidance, seed=args.seed)
+    for style in STYLES:
+        pipe = Pipeline.from_pretrained(args.tokenizer, args.work / style)
+        data = stored_data_options(pipe.tokenizer_info.stored, args.tokenizer).load()
+        test = EvalImages(data.test, None, Skipped()).split
+        classifier, _ = ensure_classifier(data, test, args.classifier, "cpu", Console(stderr=True))
+        classifier.eval()
+        _, test_feats = predict(classifier, to_float(test.images))
+        names, size = data.class_names, pipe.tokenizer_info.image_size
+        row = results.setdefault("eval", {}).setdefault(style, {})
+        t0 = time.time()
+        row["test_sketches"] = sketch_agreement(pipe.tokenizer, pipe.prior, classifier, test, args.sketch_images, opts,
+                                                pipe.device, test_feats, names)
+        row["test_sketches"]["seconds"] = time.time() - t0
+        save(results, args.json)
+        box = drawing_box(pipe.prior_info.stored)
+        for reading, b in (("padded", None), ("framed", box)):
+            drawings = read_drawing_set(args.drawings, names, size, b)
+            row[f"drawings_{reading}"] = drawing_agreement(pipe.tokenizer, pipe.prior, classifier, drawings,
+                                                           args.per_drawing, opts, names, b)
+            save(results, args.json)
+
+
+def figure(args) -> None:
+    """Rows: a drawing as the prior reads it (framed), 3 samples of the edges prior, 3 of the free
+    prior, from the drawing alone; drawings 1 and 4 of every class."""
+    import numpy as np
+    from PIL import Image
+
+    from vq.pipeline.generate import SamplingOptions, generate_images
+    from vq.pipeline.pipeline import Pipeline
+    from vq.pipeline.sketch import drawing_box, load_drawing
+
+    pipes = {style: Pipeline.from_pretrained(args.tokenizer, args.work / style) for style in STYLES}
+    box = drawing_box(pipes["free"].prior_info.stored)
+    rows = []
+    for path in sorted(args.drawings.glob("*-1.png")) + sorted(args.drawings.glob("*-4.png")):
+        lines = load_drawing(path, pipes["free"].tokenizer_info.image_size, box)[0]
+        row = [lines[0, 0].float().numpy() * 2 - 1]
+        for pipe in pipes.values():
+            x = generate_images(pipe.tokenizer, pipe.prior, torch.full((3,), -1), SamplingOptions(cfg=args.guidance, seed=args.seed),
+                                lines.repeat(3, 1, 1, 1))
+            row += [im[0].numpy() for im in x]
+        rows.append(np.concatenate(row, 1))
+    grid = ((np.concatenate(rows, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    out = args.json.with_suffix(".png")
+    Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(out)
+    print(f"figure: {out}")
+
+
+def table(results: dict) -> Table:
+    t = Table(title="sketch priors: edge maps only vs free-hand styles (demo preset, this CPU)", title_justify="left")
+    for col in ("trained on", "drawings read", "drawing alone: class", "+ class: class", "inside", "covered",
+                "test sketches: edge F1", "class acc", "training s (steps)"):
+        t.add_column(col, justify="left" if col in ("trained on", "drawings read") else "right")
+    for style in STYLES:
+        ev, tr = results.get("eval", {}).get(style, {}), results.get("train", {}).get(style, {})
+        ts = ev.get("test_sketches", {}).get("sketch_and_class", {})
+        for reading in ("padded", "framed"):
+            d = ev.get(f"drawings_{reading}")
+            if d is None:
+                continue
+            t.add_row(style, reading, f"{d['sketch_only']['acc']:.3f}", f"{d['sketch_and_class']['acc']:.3f}",
+                      f"{d['sketch_only']['inside']:.3f}", f"{d['sketch_only']['coverage']:.3f}",
+                      f"{ts.get('edge_f1', float('nan')):.3f}", f"{ts.get('acc', float('nan')):.3f}",
+                      f"{tr['seconds']:.0f} ({tr['steps']})" if tr else "")
+    return t
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokenizer", type=Path, default=Path("runs/tokenizer"))
+    p.add_argument("--drawings", type=Path, default=Path("bench/drawings"))
+    p.add_argument("--work", type=Path, default=Path("/tmp/vq_sketch_styles"))
+    p.add_argument("--classifier", type=Path, default=Path("runs/classifier"))
+    p.add_argument("--json", type=Path, default=Path("bench/results/sketch_styles_cpu_demo.json"))
+    p.add_argument("--stages", nargs="+", choices=("train", "eval", "figure"), default=["train", "eval", "figure"])
+    p.add_argument("--steps", type=int, default=800, help="training steps of each prior (the demo preset's 800)")
+    p.add_argument("--sketch-images", type=int, default=1000, help="test images whose edge maps are drawn from")
+    p.add_argument("--per-drawing", type=int, default=8, help="samples per drawing and mode")
+    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fit", choices=STYLES, help=argparse.SUPPRESS)  # a child process: train one prior
+    args = p.parse_args()
+    if args.fit:
+        return fit_one(args)
+    results = json.loads(args.json.read_text()) if args.json.exists() else {}
+    results.update({"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}", "guidance": args.guidance,
+                    "per_drawing": args.per_drawing, "sketch_images": args.sketch_images})
+    if "train" in args.stages:
+        train(args, results)
+    if "eval" in args.stages:
+        evaluate(args, results)
+    if "figure" in args.stages:
+        figure(args)
+    save(results, args.json)
+    Console().print(table(results))
+
+
+if __name__ == "__main__":
+    main()
