@@ -5,13 +5,20 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# One compute thread per process, here and in every `vq` the tests start (they inherit this
+# environment): the suite's models are tiny, and on a 2-core machine shared with a DataLoader
+# worker, a server or another job, a second OpenMP/OpenBLAS thread's spin-waits cost far more
+# than the work (test_fast_sampling ran 12x slower with 2 threads on a loaded machine; numpy's
+# 2048x2048 eigvals in test_fid 7x). Set before numpy and torch load, which read them once.
+for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
 warnings.filterwarnings("ignore", category=FutureWarning, module="x_transformers")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case a plugin imported torch before this file
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -26,17 +33,21 @@ def pattern(cls: int, i: int, size: int, channels: int) -> np.ndarray:
     return img if channels == 1 else np.stack([img, np.roll(img, cls, 0), 255 - img], -1)
 
 
-@pytest.fixture
-def image_folder(tmp_path):
+def write_shapes(root):
     """3 classes x 10 grey 16x16 PNGs in class sub-folders."""
     from PIL import Image
 
-    root = tmp_path / "shapes"
     for c, name in enumerate(["circle", "square", "triangle"]):
         (root / name).mkdir(parents=True)
         for i in range(10):
             Image.fromarray(pattern(c, i, 16, 1), "L").save(root / name / f"{i}.png")
     return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """3 classes x 10 grey 16x16 PNGs in class sub-folders, the test's own to change."""
+    return write_shapes(tmp_path / "shapes")
 
 
 @pytest.fixture
@@ -96,5 +107,24 @@ def sketch_chain(chain, tmp_path_factory):
     assert r.returncode == 0, r.stderr
     for run in ("tokenizer", "prior"):
         (root / run).symlink_to(chain / run)
+    # The evaluation classifier is cached per dataset, and this is the chain's dataset: one cache
+    # for both (`vq eval --classifier`), so the judge is trained once per session, not twice.
+    (chain / "classifier").mkdir(exist_ok=True)
+    (root / "classifier").symlink_to(chain / "classifier", target_is_directory=True)
     drawing("boot", 12, ink=20, paper=240).convert("RGB").save(root / "boot.jpg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def vae_runs(tmp_path_factory):
+    """A VAE and a class-conditional VAE, 3 steps each on the shapes folder, trained once for the
+    modules that sample from them (test_pipeline through the CLI, test_api through Pipeline), which
+    only read them."""
+    from test_cli import vq
+
+    root = tmp_path_factory.mktemp("vae_runs")
+    shapes = write_shapes(root / "shapes")
+    for model in ("vae", "cvae"):
+        r = vq("fit-tokenizer", "--model", model, "--data", shapes, "--steps", "3", "--batch-size", "8", "--out", root / model)
+        assert r.returncode == 0, r.stderr
     return root

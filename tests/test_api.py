@@ -128,17 +128,15 @@ def test_threads_sharing_one_pipeline_get_what_they_would_alone(pipe):
     assert all(torch.equal(x, alone[seed]) for seed, xs in got.items() for x in xs) and len(got) == 4
 
 
-def test_a_vae_pipeline_needs_no_prior(tmp_path, image_folder):
-    for model in ("vae", "cvae"):
-        r = vq("fit-tokenizer", "--model", model, "--data", image_folder, "--steps", "3", "--batch-size", "8", "--out", tmp_path / model)
-        assert r.returncode == 0, r.stderr
-    cvae = Pipeline.from_pretrained(tmp_path / "cvae", device="cpu")
+def test_a_vae_pipeline_needs_no_prior(vae_runs):
+    # vae_runs: `vq fit-tokenizer --model vae / cvae` on the shapes folder (conftest)
+    cvae = Pipeline.from_pretrained(vae_runs / "cvae", device="cpu")
     assert cvae.grid is None and cvae.codebook_size is None and cvae.conditions == {"class"}
     images = cvae.sample(["square", 0], n=2, seed=0)
     assert len(images) == 4 and images[0].size == (16, 16)
     assert len(cvae.reconstruct([images[0]], classes="square")) == 1
     assert "given its class" in refusal(cvae.reconstruct, images[0])
-    vae = Pipeline.from_pretrained(tmp_path / "vae", device="cpu")
+    vae = Pipeline.from_pretrained(vae_runs / "vae", device="cpu")
     assert vae.conditions == frozenset() and len(vae.sample(n=3, seed=0)) == 3
     assert "unconditional VAE" in refusal(vae.sample, "square")
     assert "no discrete codes to encode" in refusal(vae.encode, images[0])

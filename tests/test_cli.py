@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from vq_process import run_vq
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TOML = """
 [model]
@@ -25,9 +27,9 @@ eval_every = 3
 
 
 def vq(*args, cwd=None):
+    """`python -m vq.cli.main ARGS` in a process of its own (forked with torch already imported: vq_process)."""
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "vq.cli.main", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=600)
+    return run_vq(*args, cwd=cwd or ROOT, env=env, timeout=600)
 
 
 def assert_one_line_error(result, pattern):

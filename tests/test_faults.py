@@ -24,11 +24,14 @@ from vq.pipeline.runs import VQError
 from vq.pipeline.trainer import TrainConfig, fit
 from test_cli import assert_one_line_error, digest
 from test_pipeline import PRIOR_TOML
+from vq_process import run_vq
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "COLUMNS": "200",
        "OMP_NUM_THREADS": "1"}
-STEPS = 400
+# Long enough that a kill sent within ~0.6 s of the first save (step 10) lands mid-run with room
+# to spare (~30 ms a step on a loaded 2-core machine, ~15 idle), short enough to run three times.
+STEPS = 200
 TOKENIZER_TOML = f"""
 [model]
 hidden = 16
@@ -38,7 +41,7 @@ codebook_size = 16
 [train]
 steps = {STEPS}
 batch_size = 16
-eval_every = 200
+eval_every = {STEPS // 2}
 save_every = "10"
 seed = 3
 workers = 0
@@ -52,7 +55,7 @@ def vq(*args, cwd=None, popen=False):
     cmd = [sys.executable, "-m", "vq.cli.main", *map(str, args)]
     if popen:
         return subprocess.Popen(cmd, cwd=cwd or ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd or ROOT, env=ENV, timeout=600)
+    return run_vq(*args, cwd=cwd or ROOT, env=ENV, timeout=600)
 
 
 def fit_args(root: Path, out: Path) -> list:
@@ -103,7 +106,7 @@ def test_sigkill_loses_only_the_work_since_the_last_save(runs, tmp_path):
     assert "which is gone; taking the lock over" in r.stderr and f"resuming {out} at step {saved}" in r.stderr
     assert same_weights(runs / "straight" / "model.safetensors", out / "model.safetensors")
     rows = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert rows == [200, 400]
+    assert rows == [STEPS // 2, STEPS]
 
 
 def test_sigterm_saves_the_step_it_stopped_at_and_resumes_exactly(runs, tmp_path):

@@ -127,18 +127,16 @@ def test_refusals_write_nothing(chain, tmp_path):
     assert_one_line_error(vq("sample", *base, "--class", "bag", "-n", "1", "--out", out), "already holds")
 
 
-def test_vae_tokenizers_sample_by_their_latent_prior(tmp_path, image_folder):
-    for model in ("vae", "cvae"):
-        r = vq("fit-tokenizer", "--model", model, "--data", image_folder, "--steps", "3", "--batch-size", "8", "--out", tmp_path / model)
-        assert r.returncode == 0, r.stderr
-    r = vq("sample", "--tokenizer", tmp_path / "cvae", "--class", "square", "-n", "3", "--out", tmp_path / "c")
+def test_vae_tokenizers_sample_by_their_latent_prior(tmp_path, vae_runs):
+    runs = vae_runs  # fit-tokenizer --model vae / cvae on the shapes folder (conftest)
+    r = vq("sample", "--tokenizer", runs / "cvae", "--class", "square", "-n", "3", "--out", tmp_path / "c")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["grid.png", "square_0.png", "square_1.png", "square_2.png"]
-    assert_one_line_error(vq("sample", "--tokenizer", tmp_path / "vae", "--class", "square", "--out", tmp_path / "v"), "unconditional VAE")
-    r = vq("sample", "--tokenizer", tmp_path / "vae", "-n", "2", "--out", tmp_path / "v")
+    assert_one_line_error(vq("sample", "--tokenizer", runs / "vae", "--class", "square", "--out", tmp_path / "v"), "unconditional VAE")
+    r = vq("sample", "--tokenizer", runs / "vae", "-n", "2", "--out", tmp_path / "v")
     assert r.returncode == 0 and (tmp_path / "v" / "sample_1.png").exists()
-    assert_one_line_error(vq("fit-prior", "--tokenizer", tmp_path / "vae", "--out", tmp_path / "p"), "no codes for a prior")
-    assert not Path(tmp_path / "p").exists()
+    assert_one_line_error(vq("fit-prior", "--tokenizer", runs / "vae", "--out", tmp_path / "p"), "no codes for a prior")
+    assert not Path(tmp_path / "p").exists() and not (runs / "vae" / "codes").exists()
 
 
 @needs_fashion_mnist
