@@ -99,14 +99,15 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
             if not has_sketches(codes.meta):
                 raise VQError(f"{codes_dir} holds no sketches for the sketch prior {prior_dir}; add them with "
                               f"`vq export-codes --tokenizer {tokenizer_dir} --out {codes_dir} --sketches`")
-    drawing_set = None
+    drawing_set = box = None
     if drawings is not None:  # read before any work: a bad folder or name is refused at once
         if prior is None or "sketch" not in prior_info.conditions:
             raise VQError("--drawings needs a sketch prior (`vq fit-prior --condition sketch`)")
         from vq.pipeline.drawings import read_drawing_set
         from vq.pipeline.sketch import drawing_box
 
-        drawing_set = read_drawing_set(drawings, tok_info.class_names, tok_info.image_size, drawing_box(prior_info.stored))
+        box = drawing_box(prior_info.stored)
+        drawing_set = read_drawing_set(drawings, tok_info.class_names, tok_info.image_size, box)
     dev = resolve_device(device)
     data = stored_data_options(info, tokenizer_dir).load()
     names = data.class_names
@@ -163,8 +164,7 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     if drawing_set is not None:
         from vq.pipeline.drawings import drawing_agreement
 
-        report["drawings"] = drawing_agreement(tokenizer, prior, classifier, drawing_set, drawing_samples, opts, names,
-                                               drawing_box(prior_info.stored))
+        report["drawings"] = drawing_agreement(tokenizer, prior, classifier, drawing_set, drawing_samples, opts, names, box)
         report["drawings"]["dir"] = str(drawings)
     report["seconds"] = time.time() - t0
     out = Path(out) if out else default_report_path(pipeline, prior_dir if prior is not None else tokenizer_dir)
