@@ -243,6 +243,7 @@ PipelineOpt = typer.Option(None, "--pipeline", help="A saved pipeline (a folder 
 RevisionOpt = typer.Option(None, "--revision", help="With a Hub id: the branch, tag or commit to load (default: main).")
 CODES_HELP = "Directory of exported code maps (default: TOKENIZER/codes, so each tokenizer keeps its own)."
 GuidanceOpt = typer.Option(2.0, "--guidance", "-g", min=0, help="Classifier-free guidance scale: 1 = none; higher = more typical of the class, less varied.")
+ClassGuidanceOpt = typer.Option(None, "--class-guidance", min=0, help="With a sketch and a class: the class's own guidance scale on top of the sketch's (--guidance); higher = more of the class, less tied to the lines (default: both at --guidance).")
 TempOpt = typer.Option(1.0, "--temperature", min=0, help="Sampling temperature (0 = greedy).")
 TopKOpt = typer.Option(None, "--top-k", min=1, help="Sample only among the k likeliest codes.")
 TopPOpt = typer.Option(None, "--top-p", callback=check(lambda p: 0 < p <= 1, "in (0, 1]"), help="Sample only within the smallest set of codes holding this probability, in (0, 1].")
@@ -296,7 +297,7 @@ def fit_prior(
     depth: Optional[int] = typer.Option(None, "--depth", min=1, help="Transformer layers."),
     condition: Optional[Condition] = typer.Option(None, "--condition", case_sensitive=False, help="class (default), or sketch: the prior also reads each image's edge map, so `vq sample --sketch drawing.png` follows a drawing (the codes are exported again with sketches)."),
     kv_heads: Optional[int] = typer.Option(None, "--kv-heads", min=1, help="Key/value heads shared by the query heads (grouped-query attention): a smaller KV cache for faster sampling; default one per head."),
-    sketch_styles: Optional[SketchStyles] = typer.Option(None, "--sketch-styles", case_sensitive=False, help="What a sketch prior trains on: edges (the default: the edge maps) or free (per row, the edge map, the object's outline or a simplified sketch, deformed like a hand's drawing; see the README's measurements before choosing it)."),
+    sketch_styles: Optional[SketchStyles] = typer.Option(None, "--sketch-styles", case_sensitive=False, help="What a sketch prior trains on: free (the default: per row, the exact edge map, or a free-hand sketch made from it: the object's outline or a simplified sketch, deformed like a hand's drawing; drawings are then read as drawings, edge maps as edge maps) or edges (the edge maps alone, as sketch priors before)."),
     workers: Optional[int] = WorkersOpt,
     time_budget: Optional[str] = TimeBudgetOpt,
     save_every: Optional[str] = SaveEveryOpt,
@@ -353,6 +354,7 @@ def sample(
     n: int = typer.Option(16, "--per-class", "-n", min=1, help="Images to make of each class (of --class alone when given, or of --sketch)."),
     sketch: Optional[Path] = typer.Option(None, "--sketch", "-s", help="A drawing to follow (any size and mode, dark lines on light or light on dark), for a prior trained with --condition sketch; with --class, of that class."),
     guidance: float = GuidanceOpt,
+    class_guidance: Optional[float] = ClassGuidanceOpt,
     temperature: float = TempOpt,
     top_k: Optional[int] = TopKOpt,
     top_p: Optional[float] = TopPOpt,
@@ -373,7 +375,7 @@ def sample(
     from vq.pipeline.pipeline import fresh_seed
 
     seed = fresh_seed(seed)
-    result = sample_to_folder(tokenizer, prior, class_, n, SamplingOptions(guidance, temperature, top_k, top_p, seed, steps), out,
+    result = sample_to_folder(tokenizer, prior, class_, n, SamplingOptions(guidance, temperature, top_k, top_p, seed, steps, class_guidance), out,
                               device=device or "auto", force=force, sketch_path=sketch, pipeline=pipeline)
     if "sketch_note" in result:
         err.print(f"{sketch}: {result['sketch_note']}", highlight=False)
@@ -482,6 +484,7 @@ def evaluate(
     drawings: Optional[Path] = typer.Option(None, "--drawings", help="For a sketch prior: a folder of free-hand drawings, each named after its class (ankle-boot-1.png) or in a folder named so; scores the share of samples of the drawn class and how well they fill the drawn outline."),
     drawing_samples: int = typer.Option(8, "--drawing-samples", min=1, help="Samples per drawing and mode (sketch alone, sketch + class) for --drawings."),
     guidance: float = GuidanceOpt,
+    class_guidance: Optional[float] = ClassGuidanceOpt,
     temperature: float = TempOpt,
     top_k: Optional[int] = TopKOpt,
     top_p: Optional[float] = TopPOpt,
@@ -500,7 +503,7 @@ def evaluate(
     from vq.pipeline.evaluate import evaluate_run
     from vq.pipeline.generate import SamplingOptions
 
-    r = evaluate_run(tokenizer, prior, per_class=per_class, opts=SamplingOptions(guidance, temperature, top_k, top_p, seed, steps),
+    r = evaluate_run(tokenizer, prior, per_class=per_class, opts=SamplingOptions(guidance, temperature, top_k, top_p, seed, steps, class_guidance),
                      completions=complete_images, device=device or "auto", classifier_root=classifier, out=out,
                      sweep=SWEEP if sweep else None, sketch_images=sketch_images, pipeline=pipeline,
                      fid=fid, inception_weights=inception_weights, drawings=drawings, drawing_samples=drawing_samples,

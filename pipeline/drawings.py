@@ -24,7 +24,7 @@ import torch
 from vq.pipeline.classifier import predict
 from vq.pipeline.generate import SamplingOptions, generate_images, resolve_class
 from vq.pipeline.runs import VQError
-from vq.pipeline.sketch import _dilate, fill_holes, load_drawing, silhouette
+from vq.pipeline.sketch import as_drawing, dilate, fill_holes, load_drawing, silhouette
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -60,7 +60,7 @@ def read_drawing_set(folder: Path, class_names: list[str], size: int, box: float
 
 def drawn_region(lines: torch.Tensor) -> torch.Tensor:
     """(b, 1, S, S) bool lines -> bool: the lines grown by a pixel, and everything they enclose."""
-    return fill_holes(_dilate(lines))
+    return fill_holes(dilate(lines))
 
 
 def follows(images: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +82,7 @@ def drawing_agreement(tokenizer, prior, classifier, drawings: list[Drawing], per
     result = {"n_drawings": len(drawings), "per_drawing": per_drawing, "cfg": opts.cfg, "box": box,
               "drawings": [{"file": d.path.name, "class": class_names[d.label]} for d in drawings]}
     for mode, labels in (("sketch_only", torch.full_like(drawn, -1)), ("sketch_and_class", drawn)):
-        images = generate_images(tokenizer, prior, labels, opts, lines).cpu()
+        images = generate_images(tokenizer, prior, labels, opts, as_drawing(lines)).cpu()
         pred, _ = predict(classifier, images)
         hit = (pred == drawn).float()
         inside, coverage = follows(images, region)

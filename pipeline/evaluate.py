@@ -99,6 +99,8 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
             if not has_sketches(codes.meta):
                 raise VQError(f"{codes_dir} holds no sketches for the sketch prior {prior_dir}; add them with "
                               f"`vq export-codes --tokenizer {tokenizer_dir} --out {codes_dir} --sketches`")
+    if opts.class_cfg is not None and (prior is None or "sketch" not in prior_info.conditions):
+        raise VQError("--class-guidance weighs a class against a sketch: it needs a sketch prior")
     drawing_set = box = None
     if drawings is not None:  # read before any work: a bad folder or name is refused at once
         if prior is None or "sketch" not in prior_info.conditions:

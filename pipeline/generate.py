@@ -20,6 +20,7 @@ class SamplingOptions:
     top_p: float | None = None
     seed: int = 0
     steps: int | None = None  # a parallel-decoding prior's iterations (None: its default)
+    class_cfg: float | None = None  # a sketch prior's guidance for the class on top of the sketch (None: cfg)
 
     def validate(self) -> None:
         if self.cfg < 0:
@@ -32,6 +33,8 @@ class SamplingOptions:
             raise VQError("--top-p must lie in (0, 1]")
         if self.steps is not None and self.steps < 1:
             raise VQError("--steps must be at least 1")
+        if self.class_cfg is not None and self.class_cfg < 0:
+            raise VQError("--class-guidance must be at least 0")
 
     def decode_kwargs(self, prior) -> dict:
         """What a prior's `sample` takes beyond the draw: a parallel-decoding prior's steps; a
@@ -72,7 +75,8 @@ def generate_images(tokenizer, prior, labels: torch.Tensor, opts: SamplingOption
         if prior is not None:
             sk = sketches[i : i + CHUNK].to(device) if sketches is not None else None
             codes = prior.sample(y, cfg_scale=opts.cfg, temperature=opts.temperature, top_k=opts.top_k,
-                                 top_p=opts.top_p, generator=g, sketch=sk, **opts.decode_kwargs(prior))
+                                 top_p=opts.top_p, generator=g, sketch=sk, **opts.decode_kwargs(prior),
+                                 **({"class_scale": opts.class_cfg} if sk is not None and opts.class_cfg is not None else {}))
             out.append(tokenizer.decode_indices(codes))
         else:
             out.append(tokenizer.sample(y.shape[0], y if tokenizer.conditional else None, generator=g))

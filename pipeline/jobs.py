@@ -13,8 +13,8 @@ def preset(table: dict, model: str, name: str) -> tuple[dict, dict]:
 
 
 def job_configs(job, presets: dict, model_name: str, config_class, saved: dict | None) -> tuple[TrainConfig, tuple[dict, ...]]:
-    """(train config, model config layers) of a fit job. A new run: preset, then the config file,
-    then the flags. A resumed run: what the run saved, then the flags (a new length, device, ...);
+    """(train config, model config layers) of a fit job. A new run: the config class's new-run
+    defaults (`NEW_RUN`), the preset, then the config file, then the flags. A resumed run: what the run saved, then the flags (a new length, device, ...);
     its model is fixed."""
     model_preset, train_preset = preset(presets, model_name, job.preset)
     file_cfg = read_config_file(job.config_file)
@@ -22,7 +22,7 @@ def job_configs(job, presets: dict, model_name: str, config_class, saved: dict |
         if "epochs" in job.train_overrides and "steps" not in job.train_overrides:
             train_preset = {**train_preset, "steps": None}  # an explicit --epochs beats the preset's steps
         train_cfg = build(TrainConfig, train_preset, file_cfg.get("train", {}), job.train_overrides, where="train config")
-        layers = (model_preset, file_cfg.get("model", {}), job.model_overrides)
+        layers = (getattr(config_class, "NEW_RUN", {}), model_preset, file_cfg.get("model", {}), job.model_overrides)
     else:
         asked = to_dict(build(config_class, saved["config"], file_cfg.get("model", {}), job.model_overrides, where="model config"))
         stored = to_dict(build(config_class, saved["config"], where="model config"))  # keys added since: their defaults

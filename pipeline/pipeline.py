@@ -29,6 +29,7 @@ from vq.pipeline.generate import SamplingOptions, complete_codes, generate_image
 from vq.pipeline.records import PriorInfo, TokenizerInfo
 from vq.pipeline.images import image_grid
 from vq.pipeline.runs import VQError, atomic_write_json
+from vq.pipeline.sketch import as_drawing
 from vq.pipeline.user_images import code_mask, keep_mask, read_drawing, read_image, read_images
 from vq.stage1_vqvae import TOKENIZERS
 from vq.stage2_prior import PRIORS
@@ -42,8 +43,9 @@ def fresh_seed(seed: int | None) -> int:
 
 
 def sampling_options(guidance: float, temperature: float, top_k: int | None, top_p: float | None, seed: int,
-                     steps: int | None = None) -> SamplingOptions:
-    opts = SamplingOptions(float(guidance), float(temperature), top_k, top_p, seed, steps)
+                     steps: int | None = None, class_guidance: float | None = None) -> SamplingOptions:
+    opts = SamplingOptions(float(guidance), float(temperature), top_k, top_p, seed, steps,
+                           None if class_guidance is None else float(class_guidance))
     opts.validate()
     return opts
 
@@ -111,6 +113,9 @@ def plan_samples(tokenizer: TokenizerInfo, prior: PriorInfo | None, classes=None
 
         check_detector(prior.stored, prior.run_dir)
         lines, note = read_drawing(sketch, tokenizer.image_size, drawing_box(prior.stored))
+    if options.class_cfg is not None and (sketch is None or classes is None):
+        raise VQError("--class-guidance weighs a class against a sketch: give both a sketch and a class "
+                      "(--guidance alone guides a class or a sketch)")
     if classes is None:
         groups = list(range(len(names))) if tokenizer.samples_by_class and sketch is None else [-1]
     else:
@@ -314,15 +319,16 @@ class Pipeline:
 
     def sample(self, classes=None, n: int = 1, *, sketch=None, guidance: float = 2.0, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None, steps: int | None = None,
-               output_type: str = "pil"):
+               class_guidance: float | None = None, output_type: str = "pil"):
         """n images of each class in `classes` (a name, an index, a list of them; None: every
         class, or for a sketch or an unconditional model, n images without a class), following
         `sketch` (a drawing: file, Pillow image or array) when the prior reads sketches.
         guidance: classifier-free guidance scale (1 = none); temperature, top_k, top_p: the
         draw; seed: the same seed gives the same images; steps: a masked prior's decoding
-        iterations. -> Pillow images (or a uint8 tensor (b, c, H, W) with output_type="pt"),
-        grouped by class."""
-        options = sampling_options(guidance, temperature, top_k, top_p, fresh_seed(seed), steps)
+        iterations; class_guidance: with a sketch and a class, the class's own guidance scale on
+        top of the sketch's (`guidance`; None: both guided together at `guidance`). -> Pillow
+        images (or a uint8 tensor (b, c, H, W) with output_type="pt"), grouped by class."""
+        options = sampling_options(guidance, temperature, top_k, top_p, fresh_seed(seed), steps, class_guidance)
         request = plan_samples(self.tokenizer_info, self.prior_info, classes, n, sketch=sketch, options=options)
         return output(self.run_samples(request).images, output_type)
 
@@ -340,7 +346,7 @@ class Pipeline:
     @torch.no_grad()
     def run_samples(self, request: SampleRequest) -> Samples:
         labels = request.labels
-        sketches = request.sketch.expand(len(labels), -1, -1, -1) if request.sketch is not None else None
+        sketches = as_drawing(request.sketch).expand(len(labels), -1, -1, -1) if request.sketch is not None else None
         with self._lock:
             images = generate_images(self.tokenizer, self.prior, labels, request.options, sketches)
         return Samples(to_uint8(images).cpu(), labels, request.options.seed, request.sketch, request.sketch_note)

@@ -70,13 +70,14 @@ class Studio:
         return int(n)
 
     @staticmethod
-    def options(guidance, temperature, top_k, top_p, seed):
+    def options(guidance, temperature, top_k, top_p, seed, class_guidance=None):
         """Blank seed: a fresh one; top-k 0 and top-p 1 (or blank): no cut."""
         text = "" if seed is None else str(seed).strip()
         if text and not text.lstrip("-").isdigit():
             raise VQError(f"a seed is a whole number (or blank for a fresh one), got {text!r}")
         return sampling_options(guidance, temperature, int(top_k) if top_k else None,
-                                float(top_p) if top_p and float(top_p) < 1 else None, fresh_seed(int(text) if text else None))
+                                float(top_p) if top_p and float(top_p) < 1 else None, fresh_seed(int(text) if text else None),
+                                class_guidance=class_guidance)
 
     @staticmethod
     def classes(name):
@@ -84,8 +85,12 @@ class Studio:
 
     # --- calls ---------------------------------------------------------------------------------
 
-    def sample(self, class_name, n, guidance=2.0, temperature=1.0, top_k=None, top_p=None, seed=None, drawing=None) -> Samples:
-        options = self.options(guidance, temperature, top_k, top_p, seed)
+    def sample(self, class_name, n, guidance=2.0, temperature=1.0, top_k=None, top_p=None, seed=None, drawing=None,
+               class_guidance=None) -> Samples:
+        """`class_guidance` counts only with a drawing and a class (elsewhere there is nothing to weigh it against)."""
+        if drawing is None or self.classes(class_name) is None:
+            class_guidance = None
+        options = self.options(guidance, temperature, top_k, top_p, seed, class_guidance)
         request = plan_samples(self.pipe.tokenizer_info, self.pipe.prior_info, self.classes(class_name), self.count(n),
                                sketch=drawing, options=options)
         return self.pipe.run_samples(request)
@@ -223,6 +228,8 @@ def sketch_tab(studio: Studio) -> None:
                                   brush=gr.Brush(default_size=6, colors=["#000000"], color_mode="fixed"),
                                   eraser=gr.Eraser(default_size=24))
             class_box, n_box, guidance, seed = sampling_controls(studio, "sketch", [NO_CLASS, *pipe.class_names], NO_CLASS, 4, full=False)
+            class_guidance = gr.Slider(0, 8, value=2.0, step=0.1, label="class guidance", elem_id="sketch-class-guidance",
+                                       info="with a class: how strongly it counts beside the drawing (guidance above: the drawing)")
             with gr.Row():
                 clear = gr.Button("Clear")
                 go = gr.Button("Generate", variant="primary", elem_id="sketch-go")
@@ -234,17 +241,17 @@ def sketch_tab(studio: Studio) -> None:
             status = gr.Markdown(elem_id="sketch-status")
 
     @one_line_errors
-    def run(drawing, class_name, n, guidance, seed, progress=gr.Progress()):
+    def run(drawing, class_name, n, guidance, seed, class_guidance, progress=gr.Progress()):
         composite = (drawing or {}).get("composite")
         if composite is None:
             raise VQError("draw a sketch first")
         progress(None, desc="drawing codes")
-        samples = studio.sample(class_name, n, guidance, seed=seed, drawing=composite)
+        samples = studio.sample(class_name, n, guidance, seed=seed, drawing=composite, class_guidance=class_guidance)
         line = seed_line(len(samples.images), "images", samples.seed) + f"  \nsketch: {samples.sketch_note}"
         return sketch_image(samples.sketch), shown(studio.sample_files(samples), n), line
 
     clear.click(lambda: blank_canvas(), None, canvas, api_visibility="private")
-    go.click(run, [canvas, class_box, n_box, guidance, seed], [read, gallery, status], api_visibility="private",
+    go.click(run, [canvas, class_box, n_box, guidance, seed, class_guidance], [read, gallery, status], api_visibility="private",
              concurrency_id=MODEL_LOCK)
 
 
@@ -363,6 +370,7 @@ def api_endpoints(studio: Studio) -> None:
         class_name = gr.Textbox(EVERY_CLASS, label="class_name", info=f"a class name or index; '{EVERY_CLASS}' or blank: all")
         n = gr.Number(1, precision=0, label="n")
         guidance = gr.Number(2.0, label="guidance")
+        class_guidance = gr.Number(None, label="class_guidance", info="with a drawing and a class: the class's own scale (blank: guidance)")
         temperature = gr.Number(1.0, label="temperature")
         top_k = gr.Number(0, precision=0, label="top_k")
         top_p = gr.Number(1.0, label="top_p")
@@ -386,18 +394,21 @@ def api_endpoints(studio: Studio) -> None:
         return studio.completion_files(studio.complete(image, mask, keep, fraction, n, None, seed))
 
     @one_line_errors
-    def sketch(drawing, class_name=NO_CLASS, n=1, guidance=2.0, seed=None):
-        """n images that follow `drawing` (any size and mode), of `class_name` if given."""
+    def sketch(drawing, class_name=NO_CLASS, n=1, guidance=2.0, seed=None, class_guidance=None):
+        """n images that follow `drawing` (any size and mode), of `class_name` if given, its class
+        guided at `class_guidance` (blank: at `guidance`, with the drawing)."""
         if drawing is None:
             raise VQError("give a drawing")
-        return studio.sample_files(studio.sample(class_name, n, guidance, seed=seed, drawing=drawing))
+        return studio.sample_files(studio.sample(class_name, n, guidance, seed=seed, drawing=drawing,
+                                                 class_guidance=class_guidance))
 
     trigger.click(sample, [class_name, n, guidance, temperature, top_k, top_p, seed], out, api_name="sample",
                   concurrency_id=MODEL_LOCK)
     if pipe.prior_info is not None:
         trigger.click(complete, [image, mask, n, seed, keep, fraction], out, api_name="complete", concurrency_id=MODEL_LOCK)
     if "sketch" in pipe.conditions:
-        trigger.click(sketch, [drawing, class_name, n, guidance, seed], out, api_name="sketch", concurrency_id=MODEL_LOCK)
+        trigger.click(sketch, [drawing, class_name, n, guidance, seed, class_guidance], out, api_name="sketch",
+                      concurrency_id=MODEL_LOCK)
 
 
 def build_app(pipe: Pipeline, folder: Path, *, max_n: int = 64):

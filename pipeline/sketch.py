@@ -67,6 +67,13 @@ def drawing_box(prior_info: dict) -> float | None:
     return (prior_info.get("sketch") or {}).get("box")
 
 
+def as_drawing(lines: torch.Tensor) -> torch.Tensor:
+    """(b, 1, S, S) lines of drawings -> (b, 2, S, S): the lines and the drawing flag, a plane of
+    ones (`PriorConfig.drawing_flag`): a flagged free-styles prior reads them as a hand's drawing,
+    not as an exact edge map; every other sketch prior reads the lines alone."""
+    return torch.cat([lines, torch.ones_like(lines)], 1)
+
+
 def luminance(images: torch.Tensor) -> torch.Tensor:
     """(b, c, H, W) in [-1, 1] -> (b, 1, H, W) luminance in [0, 1] (ITU-R 601 weights)."""
     x = (images.float() + 1) / 2
@@ -136,7 +143,7 @@ def max3(x: torch.Tensor, fill: float = 0) -> torch.Tensor:
     return q[..., 0:h, :].maximum(q[..., 1 : 1 + h, :]).maximum(q[..., 2 : 2 + h, :])
 
 
-def _dilate(x: torch.Tensor) -> torch.Tensor:
+def dilate(x: torch.Tensor) -> torch.Tensor:
     """(b, 1, H, W) bool -> bool, grown by one pixel in the 8 directions."""
     return max3(x.to(torch.uint8)) > 0
 
@@ -185,7 +192,7 @@ def edge_map(images: torch.Tensor) -> torch.Tensor:
     strong = (peak >= HIGH * top) & (peak >= FLOOR)
     active = torch.arange(strong.shape[0])
     while active.numel():  # hysteresis: grow the strong lines through weak 8-neighbours
-        grown = weak[active] & _dilate(strong[active])
+        grown = weak[active] & dilate(strong[active])
         changed = (grown != strong[active]).flatten(1).any(1)
         strong[active] = grown
         active = active[changed]
@@ -223,12 +230,16 @@ def fill_holes(mask: torch.Tensor) -> torch.Tensor:
     return ~outside
 
 
+def border_median(x: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) -> (...): the median of each image's border pixels, its background."""
+    return torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1).median(dim=-1).values
+
+
 def silhouette(images: torch.Tensor) -> torch.Tensor:
     """(b, c, H, W) images in [-1, 1] -> (b, 1, H, W) bool: the pixels that stand out from the
     image's background (its border's median), holes filled (`outline_map` says how)."""
     x = luminance(images.cpu())
-    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1)
-    diff = (x - border.median(dim=-1).values[..., None, None]).abs()
+    diff = (x - border_median(x)[..., None, None]).abs()
     level = (OUTLINE_LEVEL * diff.amax(dim=(-2, -1), keepdim=True)).clamp(min=FLOOR)
     return fill_holes(diff > level)
 
@@ -321,8 +332,7 @@ def normalise_drawing(gray: np.ndarray, size: int, box: float | None = None) -> 
     the image's side. Raises ValueError when it holds no lines."""
     x = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))
     notes = []
-    border = torch.cat([x[0], x[-1], x[:, 0], x[:, -1]])
-    background = float(border.median())
+    background = float(border_median(x))
     if background > 0.5:
         x = 1 - x
         background = 1 - background

@@ -10,7 +10,7 @@ from vq.pipeline.data import Split, image_batch
 from vq.pipeline.export import SKETCH_MAPS, split_record
 from vq.pipeline.loader import batches
 from vq.pipeline.metrics import psnr, ssim
-from vq.pipeline.sketch_styles import free_hand
+from vq.pipeline.sketch_styles import training_sketches
 from vq.stage1_vqvae.losses import abs_laplacian
 
 EVAL_PIXELS = 500 * 28 * 28  # images evaluated at once: 500 at 28 px, fewer at larger sizes (flat memory)
@@ -70,7 +70,8 @@ def batch_preparer(config, train: bool = False):
     """The model's inputs from a batch: (codes, labels), or for a sketch prior, whose batches hold
     records (`export.CodeMaps.with_sketches`), (codes, labels, sketches): the edge maps, or, for
     training a prior with `sketch_styles = "free"`, sketches in free-hand styles drawn afresh
-    from each record's edges and outline (`pipeline.sketch_styles`)."""
+    from each record's edges and outline (`pipeline.sketch_styles.training_sketches`, with the
+    drawing flag as a second channel for a flagged prior). Evaluation reads the edge maps, flag 0."""
     if "sketch" not in config.conditions:
         return prepare_batch
     free = train and config.sketch_styles == "free"
@@ -79,7 +80,8 @@ def batch_preparer(config, train: bool = False):
         records, labels = batch
         codes, maps = split_record(records.to(device, non_blocking=True), (config.height, config.width), config.sketch_size)
         edges = maps[:, SKETCH_MAPS.index("edges")][:, None]
-        sketch = free_hand(edges, maps[:, SKETCH_MAPS.index("outline")][:, None]) if free else edges
+        sketch = (training_sketches(edges, maps[:, SKETCH_MAPS.index("outline")][:, None], config.sketch_channels == 2)
+                  if free else edges)
         return codes, labels.to(device, non_blocking=True), sketch
 
     return prepare

@@ -20,11 +20,20 @@ class PriorConfig:
     condition: str = "class"  # "class", or "sketch": also reads an edge map of the image (cross-attention)
     sketch_size: int = 28  # the edge map's side: the images' (set from the codes)
     sketch_dropout: float = 0.1  # share of training rows whose sketch alone is replaced by the null sketch
-    # What a sketch prior trains on: "edges" (the detector's maps; the default, and what runs
-    # before the key existed did), or "free": free-hand styles drawn per row from the edges and
-    # outlines (pipeline.sketch_styles). Measured (README): free costs 11 points of edge F1 on
-    # test sketches for the styles as they are, so it is not the default yet.
+    # What a sketch prior trains on: "free" (new runs, NEW_RUN): free-hand styles drawn per row
+    # from the edges and outlines (pipeline.sketch_styles), or "edges": the detector's maps alone
+    # (what runs before the key existed did, hence the field's default). Measured: the README's
+    # "Free-hand drawings".
     sketch_styles: str = "edges"
+    # A free-styles prior's sketch encoder also reads whether a sketch is a drawing (1) or the
+    # detector's exact edge map (0) as a second channel, so it can follow edge maps exactly and
+    # drawings loosely: training gives the undeformed edge maps 0 and every free-hand style 1;
+    # drawings are read with 1 (`sketch.as_drawing`), edge maps with 0. New runs get True
+    # (NEW_RUN); free runs made before the key existed read one channel (False).
+    drawing_flag: bool = False
+
+    # Keys whose value for a new run differs from what an old run's config, which lacks them, means.
+    NEW_RUN = {"sketch_styles": "free", "drawing_flag": True}
 
     def validate(self) -> None:
         if self.dim % self.heads:
@@ -51,6 +60,11 @@ class PriorConfig:
     def conditions(self) -> frozenset[str]:
         """What a sample can be conditioned on."""
         return frozenset({"class", "sketch"} if self.condition == "sketch" else {"class"})
+
+    @property
+    def sketch_channels(self) -> int:
+        """Channels the sketch encoder reads: the lines, and for a flagged free-styles prior the drawing flag."""
+        return 2 if self.sketch_styles == "free" and self.drawing_flag else 1
 
     @property
     def seq_len(self) -> int:

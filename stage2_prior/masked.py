@@ -46,7 +46,7 @@ from x_transformers import Encoder, TransformerWrapper
 from vq.stage2_prior.config import PriorConfig
 from vq.stage2_prior.fast import GraphRecordError, compute_dtype, resolve_mode
 from vq.stage2_prior.model import CodePrior, PriorOutput, add_sketch_condition, layer_options
-from vq.stage2_prior.sampling import condition_rows, draw, guide, is_guided
+from vq.stage2_prior.sampling import condition_rows, draw, guidance_twins, guide, is_guided
 
 STEPS = 8  # decoding iterations by default: MaskGIT's choice for 16x16 tokens, ample for 7x7 to 14x14 grids
 CHOICE_TEMPERATURE = 4.5  # MaskGIT's Gumbel noise scale on the confidences at the first step
@@ -211,13 +211,13 @@ class MaskedPrior(nn.Module):
     def sample(self, labels: torch.Tensor | None, *, generator: torch.Generator | None = None, cfg_scale: float = 1.0,
                temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None,
-               sketch: torch.Tensor | None = None, steps: int | None = None,
+               sketch: torch.Tensor | None = None, class_scale: float | None = None, steps: int | None = None,
                choice_temperature: float = CHOICE_TEMPERATURE, num: int | None = None) -> torch.Tensor:
         """Draw (b, h, w) code maps: the prior interface every caller uses (see `sample_masked`
         for the arguments), through the fast static-shape path."""
         return sample_masked_fast(self, labels, generator=generator, cfg_scale=cfg_scale, temperature=temperature,
                                   top_k=top_k, top_p=top_p, known=known, known_mask=known_mask, sketch=sketch,
-                                  steps=steps, choice_temperature=choice_temperature, num=num)
+                                  class_scale=class_scale, steps=steps, choice_temperature=choice_temperature, num=num)
 
 
 def masked_code_ce(logits: torch.Tensor, codes: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
@@ -249,13 +249,14 @@ def sample_masked(
     known: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
     sketch: torch.Tensor | None = None,
+    class_scale: float | None = None,
     steps: int | None = None,
     choice_temperature: float = CHOICE_TEMPERATURE,
     force_guidance_batch: bool = False,
     stepper=None,
 ) -> torch.Tensor:
-    """Draw code maps by MaskGIT's parallel decoding. labels, num, sketch, cfg_scale, temperature,
-    top_k, top_p, generator and force_guidance_batch mean what they mean to
+    """Draw code maps by MaskGIT's parallel decoding. labels, num, sketch, cfg_scale, class_scale,
+    temperature, top_k, top_p, generator and force_guidance_batch mean what they mean to
     `sampling.sample_codes`.
 
     known, known_mask: (b, h, w) codes and a bool mask of the positions to keep, a region of any
@@ -279,6 +280,7 @@ def sample_masked(
         labels = labels.to(device)
     n = c.seq_len
     guided = is_guided(cfg_scale, labels, sketch, force_guidance_batch)
+    twins = guidance_twins(guided, class_scale, cfg_scale, labels, sketch)
 
     codes = torch.full((b, n), model.mask_token, dtype=torch.long, device=device)
     if known is not None:
@@ -286,14 +288,14 @@ def sample_masked(
         codes = torch.where(keep, rearrange(known, "b h w -> b (h w)").to(device).long(), codes)
     unknown = (codes == model.mask_token).sum(-1)
 
-    cls, context = condition_rows(model, labels, sketch, b, device, guided)
+    cls, context = condition_rows(model, labels, sketch, b, device, twins)
     step = (stepper or plain_stepper)(model, cls.shape[0], context)
     for t in range(1, steps + 1):
         masked = codes == model.mask_token
-        tokens = torch.cat([cls, codes.repeat(2, 1) if guided else codes], dim=1)
+        tokens = torch.cat([cls, codes.repeat(twins, 1)], dim=1)
         logits = step(tokens).float()
         if guided:
-            logits = guide(logits, b, cfg_scale)
+            logits = guide(logits, b, cfg_scale, class_scale)
         drawn = draw(rearrange(logits, "b n k -> (b n) k"), temperature, top_k, top_p, generator).view(b, n)
         drawn = torch.where(masked, drawn, codes)  # known and decided codes stay as they are
         score = confidence(logits, drawn, masked, choice_temperature * (1 - t / steps), generator)

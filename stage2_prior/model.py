@@ -31,18 +31,25 @@ from vq.stage2_prior.config import PriorConfig
 
 
 class SketchEncoder(nn.Module):
-    """(b, 1, S, S) edge map -> (b, h*w, dim): one condition token per code cell."""
+    """(b, c, S, S) sketch -> (b, h*w, dim): one condition token per code cell. Channel 0 holds
+    the lines; an encoder with `channels` = 2 also reads channel 1, the drawing flag (1: a drawing,
+    0: the detector's edge map), and takes a sketch without it as an edge map; a one-channel
+    encoder reads the lines alone."""
 
-    def __init__(self, dim: int, size: int, grid: int):
+    def __init__(self, dim: int, size: int, grid: int, channels: int = 1):
         super().__init__()
         patch = size // grid
-        self.patch = nn.Conv2d(1, dim, patch, stride=patch)
+        self.channels = channels
+        self.patch = nn.Conv2d(channels, dim, patch, stride=patch)
         self.mix = nn.Conv2d(dim, dim, 3, padding=1)
         self.pos = nn.Parameter(torch.randn(1, grid * grid, dim) * 0.02)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, sketch: torch.Tensor) -> torch.Tensor:
-        x = self.mix(F.gelu(self.patch(sketch.to(self.pos.dtype))))
+        sketch = sketch[:, : self.channels].to(self.pos.dtype)
+        if sketch.shape[1] < self.channels:
+            sketch = F.pad(sketch, (0, 0, 0, 0, 0, self.channels - sketch.shape[1]))  # no flag: an edge map
+        x = self.mix(F.gelu(self.patch(sketch)))
         return self.norm(rearrange(x, "b d h w -> b (h w) d") + self.pos)
 
 
@@ -69,7 +76,7 @@ def add_sketch_condition(prior: nn.Module) -> None:
     """A sketch prior's condition modules (either kind): the sketch encoder and the learned null sketch."""
     c = prior.config
     if "sketch" in c.conditions:
-        prior.sketch_encoder = SketchEncoder(c.dim, c.sketch_size, c.height)
+        prior.sketch_encoder = SketchEncoder(c.dim, c.sketch_size, c.height, c.sketch_channels)
         prior.null_sketch = nn.Parameter(torch.randn(1, c.seq_len, c.dim) * 0.02)
 
 

@@ -147,22 +147,42 @@ def is_guided(cfg_scale: float, labels: torch.Tensor | None, sketch: torch.Tenso
     return force or (cfg_scale != 1.0 and conditioned)
 
 
+def guidance_twins(guided: bool, class_scale: float | None, cfg_scale: float, labels: torch.Tensor | None,
+                   sketch: torch.Tensor | None) -> int:
+    """How many rows a sampler runs per image: 1 unguided; 2 with guidance (the conditional row
+    and its null twin); 3 when a sketch prior's class has a guidance scale of its own (the
+    conditional row, its twin with the sketch alone, the null twin), needed only when some row has
+    both a class and a sketch."""
+    if not guided:
+        return 1
+    both = sketch is not None and labels is not None and bool((labels >= 0).any())
+    return 3 if both and class_scale is not None and class_scale != cfg_scale else 2
+
+
 def condition_rows(model, labels: torch.Tensor | None, sketch: torch.Tensor | None, b: int, device,
-                   guided: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The rows a sampler runs: (rows, 1) class tokens and the cross-attention context (None for
-    a class prior); with guidance, the b conditional rows then their b null-class, null-sketch
-    twins, as one batch."""
+                   twins: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows a sampler runs (`guidance_twins` per image): (rows, 1) class tokens and the
+    cross-attention context (None for a class prior), as one batch: the b conditional rows, then
+    (twins = 3) their b twins with the null class and the same sketch, then (twins >= 2) their b
+    null-class, null-sketch twins."""
     cls = model.class_tokens(labels, b, device)
     context = model.context(sketch.to(device) if sketch is not None else None, b)
-    if guided:
+    if twins == 3:
+        cls, context = torch.cat([cls, model.class_tokens(None, b, device)]), torch.cat([context, context])
+    if twins >= 2:
         cls = torch.cat([cls, model.class_tokens(None, b, device)])
         context = torch.cat([context, model.context(None, b)]) if context is not None else None
     return cls, context
 
 
-def guide(logits: torch.Tensor, b: int, cfg_scale: float) -> torch.Tensor:
-    """Classifier-free guidance over b conditional rows then their b null twins: exactly the
-    conditional logits at scale 1."""
+def guide(logits: torch.Tensor, b: int, cfg_scale: float, class_scale: float | None = None) -> torch.Tensor:
+    """Classifier-free guidance over the rows of `condition_rows`: exactly the conditional logits
+    at scale 1. Two twins: cond + (s - 1)(cond - null). Three (a sketch prior given a class scale
+    c, as InstructPix2Pix guides by image and text): null + s (sketch - null) + c (cond - sketch),
+    the same as two twins when c = s."""
+    if logits.shape[0] == 3 * b:
+        cond, sketch, null = logits[:b], logits[b : 2 * b], logits[2 * b :]
+        return null + cfg_scale * (sketch - null) + class_scale * (cond - sketch)
     cond, null = logits[:b], logits[b:]
     return cond + (cfg_scale - 1.0) * (cond - null)
 
@@ -181,6 +201,7 @@ def sample_codes(
     known: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
     sketch: torch.Tensor | None = None,
+    class_scale: float | None = None,
     force_guidance_batch: bool = False,
     stepper=None,
 ) -> torch.Tensor:
@@ -191,6 +212,8 @@ def sample_codes(
       the rows' class and sketch together with the null class and null sketch.
     known, known_mask: (b, h, w) codes and a bool mask of the positions to keep fixed.
     cfg_scale: 1 is plain conditional sampling; larger trades diversity for class fidelity.
+    class_scale: a sketch prior's guidance for the class on top of the sketch, for rows with both
+      (None: cfg_scale, both conditions guided together); see `guide`.
     force_guidance_batch: run the null rows even at scale 1 (tests use it to check the mixing).
     stepper: (model, rows, context) -> step(tokens, t) -> logits, the decoder to run (default an
       `IncrementalDecoder`; `fast.sample_codes_fast` passes its static-shape one).
@@ -205,23 +228,24 @@ def sample_codes(
         labels = labels.to(device)
     n = c.seq_len
     guided = is_guided(cfg_scale, labels, sketch, force_guidance_batch)
+    twins = guidance_twins(guided, class_scale, cfg_scale, labels, sketch)
     if known is not None:
         known = rearrange(known, "b h w -> b (h w)").to(device)
         known_mask = rearrange(known_mask, "b h w -> b (h w)").to(device)
 
-    cls, context = condition_rows(model, labels, sketch, b, device, guided)
+    cls, context = condition_rows(model, labels, sketch, b, device, twins)
     x = cls[:, 0]
     out = torch.empty(b, n, dtype=torch.long, device=device)
     step = (stepper or incremental_stepper)(model, x.shape[0], context)
     for t in range(n):
         logits = step(x, t).float()
         if guided:
-            logits = guide(logits, b, cfg_scale)
+            logits = guide(logits, b, cfg_scale, class_scale)
         token = draw(logits, temperature, top_k, top_p, generator)
         if known is not None:
             token = torch.where(known_mask[:, t], known[:, t], token)
         out[:, t] = token
-        x = torch.cat([token, token]) if guided else token
+        x = token.repeat(twins)
     return rearrange(out, "b (h w) -> b h w", h=c.height, w=c.width)
 
 

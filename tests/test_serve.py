@@ -216,6 +216,12 @@ def test_the_api_endpoints(studio):
     drawn = images(client.predict(drawing=handle_file(runs / "boot.jpg"), class_name="ankle boot", n=2, seed=3,
                                   api_name="/sketch"))
     assert [im.size for im in drawn] == [(SIZE, SIZE)] * 2
+    # The class's own guidance reaches the prior: the API's pixels, and not those at the shared scale.
+    strong = images(client.predict(drawing=handle_file(runs / "boot.jpg"), class_name="ankle boot", n=2, seed=3,
+                                   class_guidance=6.0, api_name="/sketch"))
+    local = pipe.sample("ankle boot", n=2, seed=3, sketch=runs / "boot.jpg", class_guidance=6.0)
+    assert [np.asarray(a).tolist() for a in strong] == [np.asarray(b).tolist() for b in local]
+    assert [np.asarray(a).tolist() for a in strong] != [np.asarray(b).tolist() for b in drawn]
 
     # Refusals: vq's one line, and the server serves on.
     for kwargs, words in (({"class_name": "Bag", "n": 17, "api_name": "/sample"}, "from 1 to 16"),

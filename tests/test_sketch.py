@@ -89,6 +89,7 @@ def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
     assert torch.equal(maps[:, :1], edge_map(real)) and torch.equal(maps[:, 1:], outline_map(real))
     assert 0.5 < codes.meta["sketch"]["box"] <= 1  # the dataset's typical object size, measured by the export
     assert prior["config"]["sketch_styles"] == "free" and prior["sketch"]["box"] == codes.meta["sketch"]["box"]
+    assert prior["config"]["drawing_flag"] is True  # a new run tells drawings from edge maps
     drawn = root / "drawn"
     (drawn / "Dress").mkdir(parents=True)
     drawing("boot", 12, ink=20, paper=240).save(drawn / "ankle-boot-1.png")
@@ -150,6 +151,9 @@ def test_sample_follows_a_drawing_file(sketch_chain):
     r = vq(*args, "--class", "ankle boot", "--guidance", "2", "--out", root / "s2")
     assert r.returncode == 0, r.stderr
     assert (root / "s2" / "ankle-boot_0.png").exists()
+    r = vq(*args, "--class", "ankle boot", "--guidance", "2", "--class-guidance", "5", "--out", root / "s4")
+    assert r.returncode == 0, r.stderr
+    assert (root / "s4" / "ankle-boot_0.png").read_bytes() != (root / "s2" / "ankle-boot_0.png").read_bytes()
     # The sketch prior still samples by class alone.
     r = vq("sample", "--tokenizer", root / "tokenizer", "--prior", root / "sketch-prior", "-c", "bag", "-n", "2", "--out", root / "s3")
     assert r.returncode == 0, r.stderr
@@ -169,5 +173,8 @@ def test_sketch_refusals_are_one_line_and_write_nothing(sketch_chain, tmp_path):
     r = vq("sample", "--tokenizer", root / "tokenizer", "--prior", root / "sketch-prior", "--sketch", tmp_path / "missing.png",
            "--out", tmp_path / "c")
     assert_one_line_error(r, "does not exist")
-    assert not any((tmp_path / d).exists() for d in "abc")
+    r = vq("sample", "--tokenizer", root / "tokenizer", "--prior", root / "sketch-prior", "--class", "bag",
+           "--class-guidance", "4", "--out", tmp_path / "d")
+    assert_one_line_error(r, "--class-guidance weighs a class against a sketch")
+    assert not any((tmp_path / d).exists() for d in "abcd")
     assert digest(root) == before

@@ -7,9 +7,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from vq.pipeline.data import fashion_mnist_dir, load_fashion_mnist_idx, to_float
-from vq.pipeline.sketch import (components, component_sizes, edge_f1, edge_map, fill_holes, normalise_drawing,
+from vq.pipeline.sketch import (as_drawing, components, component_sizes, edge_f1, edge_map, fill_holes, normalise_drawing,
                                 object_box, outline_map, thin)
-from vq.pipeline.sketch_styles import break_stroke, deform, free_hand, simplified
+from vq.pipeline.sketch_styles import break_stroke, deform, free_hand, simplified, training_sketches
 
 needs_fashion_mnist = pytest.mark.skipif(fashion_mnist_dir() is None, reason="Fashion-MNIST idx files not installed (make test installs them)")
 
@@ -108,6 +108,42 @@ def test_free_hand_styles_are_drawn_per_row_and_repeat_with_the_generator(maps):
     assert torch.equal(a, b) and not torch.equal(a, c)
     same_as_edges = (a == edges).flatten(1).all(1)
     assert 0 < int(same_as_edges.sum()) < len(edges)  # some rows keep the edge map as it was, most do not
+
+
+def test_a_flagged_prior_trains_on_exact_edge_maps_flagged_0_and_free_hand_sketches_flagged_1(maps):
+    edges, outline = maps
+    x = training_sketches(edges, outline, flagged=True, generator=torch.Generator().manual_seed(3))
+    assert x.shape == (len(edges), 2, 28, 28) and x.dtype == torch.bool
+    lines, flag = x[:, :1], x[:, 1:]
+    assert_sketches(lines, edges)
+    drawn = flag.flatten(1).all(1)
+    assert torch.equal(flag.flatten(1).any(1), drawn)  # one flag per row, over the whole plane
+    assert 0 < int(drawn.sum()) < len(edges)  # both kinds in a batch
+    assert torch.equal(lines[~drawn], edges[~drawn])  # flag 0: the exact edge map
+    assert not torch.equal(lines[drawn], edges[drawn])  # flag 1: free-hand styles
+    assert torch.equal(training_sketches(edges, outline, flagged=False, generator=torch.Generator().manual_seed(3)),
+                       free_hand(edges, outline, torch.Generator().manual_seed(3)))  # a free prior of before: lines only
+
+
+def test_the_drawing_flag_reaches_a_flagged_prior_and_no_other():
+    from vq.pipeline.configs import build
+    from vq.stage2_prior.config import PriorConfig
+    from vq.stage2_prior.model import CodePrior
+
+    small = dict(codebook_size=16, dim=32, depth=1, heads=2, condition="sketch", sketch_styles="free")
+    lines = torch.rand(3, 1, 28, 28) > 0.8
+    torch.manual_seed(0)
+    flagged = CodePrior(build(PriorConfig, PriorConfig.NEW_RUN, small)).eval()
+    assert flagged.sketch_encoder.patch.in_channels == 2
+    ctx = flagged.context(lines, 3)
+    assert torch.equal(ctx, flagged.context(torch.cat([lines, torch.zeros_like(lines)], 1), 3))  # no flag: an edge map
+    assert not torch.allclose(ctx, flagged.context(as_drawing(lines), 3))
+    # A free prior saved before the flag existed (its config has no key) reads the lines alone.
+    old = CodePrior(build(PriorConfig, small)).eval()
+    assert old.sketch_encoder.patch.in_channels == 1
+    assert torch.equal(old.context(lines, 3), old.context(as_drawing(lines), 3))
+    # An edge-map prior has nothing to flag, whatever the key says.
+    assert build(PriorConfig, PriorConfig.NEW_RUN, {**small, "sketch_styles": "edges"}).sketch_channels == 1
 
 
 @needs_fashion_mnist

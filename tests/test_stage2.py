@@ -157,6 +157,44 @@ def test_a_sketch_changes_the_samples_and_guidance_uses_the_null_sketch():
     assert torch.equal(model.logits(codes, labels, sketch).argmax(-1), codes.flatten(1))
 
 
+def test_a_class_guidance_of_its_own_mixes_the_sketch_alone_rows_in():
+    """With a sketch and a class, `class_scale` guides the class on top of the sketch: three rows per
+    image (class + sketch, sketch alone, null), null + s (sketch - null) + c (cond - sketch), in both
+    samplers and the fast path; at c = s it is the two-row guidance exactly."""
+    from vq.stage2_prior.masked import MaskedPrior, MaskedPriorConfig, sample_masked, plain_stepper
+    from vq.stage2_prior.sampling import guide, incremental_stepper
+
+    model = sketch_prior()
+    labels = torch.tensor([0, 1, 2, -1])
+    sketch = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(3)) > 0.7
+    g = sample_codes(model, labels, temperature=0, cfg_scale=2.0, class_scale=5.0, sketch=sketch)
+    tokens = torch.cat([model.class_tokens(labels, 4, "cpu")] + [model.class_tokens(None, 4, "cpu")] * 2)
+    ctx = torch.cat([model.context(sketch, 4), model.context(sketch, 4), model.context(None, 4)])
+    cond, alone, null = model.net(tokens, context=ctx)[:, 0].split(4)
+    assert torch.equal(g[:, 0, 0], (null + 2.0 * (alone - null) + 5.0 * (cond - alone)).argmax(-1))
+    assert not torch.equal(g, sample_codes(model, labels, temperature=0, cfg_scale=2.0, sketch=sketch))
+    assert torch.equal(model.sample(labels, temperature=0, cfg_scale=2.0, class_scale=5.0, sketch=sketch), g)  # fast path
+    logits = torch.randn(12, 7)
+    assert torch.allclose(guide(logits, 4, 3.0, 3.0), guide(torch.cat([logits[:4], logits[8:]]), 4, 3.0))
+    masked = MaskedPrior(MaskedPriorConfig(codebook_size=16, height=4, width=4, num_classes=3, dim=32, depth=1, heads=2,
+                                           condition="sketch", sketch_size=16)).eval()
+    for prior, sampler, stepper in ((model, sample_codes, incremental_stepper), (masked, sample_masked, plain_stepper)):
+        rows = []
+
+        def counting(m, n, context, stepper=stepper):
+            rows.append(n)
+            return stepper(m, n, context)
+
+        def draw(y, c):
+            return sampler(prior, y, cfg_scale=2.0, class_scale=c, sketch=sketch, stepper=counting,
+                           generator=torch.Generator().manual_seed(1))
+
+        assert torch.equal(draw(labels, 2.0), draw(labels, None)) and rows == [8, 8]  # c = s: two rows
+        draw(labels, 5.0)
+        draw(torch.full((4,), -1), 5.0)  # no class to weigh: two rows
+        assert rows[2:] == [12, 8]
+
+
 def test_a_class_prior_without_class_dropout_draws_no_random_numbers():
     model = tiny_prior(class_dropout=0.0).train()
     codes, labels = torch.randint(0, K, (4, 3, 4)), torch.tensor([0, 1, 2, 0])
@@ -182,6 +220,27 @@ def test_a_prior_saved_before_the_new_config_keys_resumes():
     with pytest.raises(VQError, match="condition differs"):
         job_configs(PriorJob(resume=True, model_overrides={"condition": "sketch"}), PRIOR_PRESETS, "transformer",
                     PriorConfig, {"config": old, "train": to_dict(TrainConfig())})
+
+
+def test_new_runs_train_on_free_hand_styles_with_the_drawing_flag_and_old_runs_keep_theirs():
+    from vq.pipeline.configs import build, to_dict
+    from vq.pipeline.presets import PRIOR_PRESETS
+    from vq.pipeline.prior import PriorJob
+    from vq.pipeline.jobs import job_configs
+    from vq.pipeline.trainer import TrainConfig
+
+    _, layers = job_configs(PriorJob(model_overrides={"condition": "sketch"}), PRIOR_PRESETS, "transformer", PriorConfig, None)
+    new = build(PriorConfig, *layers)
+    assert (new.sketch_styles, new.drawing_flag, new.sketch_channels) == ("free", True, 2)
+    _, layers = job_configs(PriorJob(model_overrides={"condition": "sketch", "sketch_styles": "edges"}), PRIOR_PRESETS,
+                            "transformer", PriorConfig, None)
+    assert build(PriorConfig, *layers).sketch_channels == 1  # edge maps alone: nothing to flag
+    # A sketch prior saved before either key existed trained on edge maps, one channel: so it resumes.
+    old = {k: v for k, v in to_dict(new).items() if k not in ("sketch_styles", "drawing_flag")}
+    _, layers = job_configs(PriorJob(resume=True), PRIOR_PRESETS, "transformer", PriorConfig,
+                            {"config": old, "train": to_dict(TrainConfig())})
+    resumed = build(PriorConfig, *layers)
+    assert (resumed.sketch_styles, resumed.drawing_flag, resumed.sketch_channels) == ("edges", False, 1)
 
 
 def test_sketch_prior_training_drops_class_sketch_or_both():
