@@ -183,11 +183,16 @@ def shown(files: list, n) -> "gr.Gallery":
     columns, without the captions the API gives (the file names carry the class)."""
     return gr.Gallery([f if isinstance(f, str) else f[0] for f in files], columns=min(max(int(n), 4), 16))
 
-def sampling_controls(studio: Studio, tab: str, class_choices: list[str], default_class: str, n: int, full: bool) -> list:
-    """Class, n, guidance, and (when `full`) temperature, top-k, top-p; then the seed."""
+def sampling_controls(studio: Studio, tab: str, class_choices: list[str], default_class: str, n: int, full: bool,
+                      class_guidance: bool = False) -> list:
+    """Class, n, guidance, (when `class_guidance`) the class's own guidance beside a drawing, and
+    (when `full`) temperature, top-k, top-p; then the seed. Returned in that order, the class
+    guidance last."""
     class_box = gr.Dropdown(class_choices, value=default_class, label="class", elem_id=f"{tab}-class")
     n_box = gr.Slider(1, studio.max_n, value=n, step=1, label="images per class" if full else "images", elem_id=f"{tab}-n")
     guidance = gr.Slider(0, 8, value=2.0, step=0.1, label="guidance", info="classifier-free guidance; 1 = none")
+    extra = [gr.Slider(0, 8, value=2.0, step=0.1, label="class guidance", elem_id=f"{tab}-class-guidance",
+                       info="with a class: how strongly it counts beside the drawing (guidance: the drawing)")] if class_guidance else []
     more = []
     if full:
         with gr.Accordion("sampling", open=False):
@@ -195,7 +200,7 @@ def sampling_controls(studio: Studio, tab: str, class_choices: list[str], defaul
                     gr.Number(0, precision=0, minimum=0, label="top-k", info="0 = no cut"),
                     gr.Slider(0.05, 1, value=1.0, step=0.05, label="top-p", info="1 = no cut")]
     seed = gr.Textbox("", label="seed", placeholder="blank = a fresh one", max_lines=1, elem_id=f"{tab}-seed")
-    return [class_box, n_box, guidance, *more, seed]
+    return [class_box, n_box, guidance, *more, seed, *extra]
 
 
 def sample_tab(studio: Studio) -> None:
@@ -227,9 +232,8 @@ def sketch_tab(studio: Studio) -> None:
                                   fixed_canvas=True, layers=False, transforms=(), elem_id="sketch-canvas",
                                   brush=gr.Brush(default_size=6, colors=["#000000"], color_mode="fixed"),
                                   eraser=gr.Eraser(default_size=24))
-            class_box, n_box, guidance, seed = sampling_controls(studio, "sketch", [NO_CLASS, *pipe.class_names], NO_CLASS, 4, full=False)
-            class_guidance = gr.Slider(0, 8, value=2.0, step=0.1, label="class guidance", elem_id="sketch-class-guidance",
-                                       info="with a class: how strongly it counts beside the drawing (guidance above: the drawing)")
+            class_box, n_box, guidance, seed, class_guidance = sampling_controls(
+                studio, "sketch", [NO_CLASS, *pipe.class_names], NO_CLASS, 4, full=False, class_guidance=True)
             with gr.Row():
                 clear = gr.Button("Clear")
                 go = gr.Button("Generate", variant="primary", elem_id="sketch-go")
