@@ -1,19 +1,25 @@
-"""Sketch priors on drawings as people make them (issue 21): a prior trained on the edge
-detector's maps alone (`--sketch-styles edges`, as vq trained sketch priors before) against one
-trained on free-hand styles (`--sketch-styles free`: edges, outlines and simplified sketches,
-deformed and broken like a hand's; `pipeline.sketch_styles`), both at the demo preset on one
-tokenizer and one export.
+"""Sketch priors on drawings as people make them (issue 21), at the demo preset on one tokenizer
+and one export. Variants (`--variants`):
+- `edges`: trained on the edge detector's maps alone (`--sketch-styles edges`, as vq trained
+  sketch priors before);
+- `free`: trained on free-hand styles (edges, outlines and simplified sketches, deformed and
+  broken like a hand's; `pipeline.sketch_styles`) without the drawing flag, as the first free
+  runs were (`drawing_flag = false`);
+- `free+flag`: `--sketch-styles free` as new runs train it: half the rows the exact edge map
+  (flag 0), half free-hand styles (flag 1); drawings are read with the flag 1, test sketches 0.
 
 Stages (`--stages`, default all):
-- `train`: exports the codes with sketches once (timed), then trains both priors at the same time,
-  one thread each, so both see the same machine (the training-cost figure compares their steps);
+- `train`: exports the codes with sketches once (timed), then trains the variants at the same
+  time, one thread each, so all see the same machine (the training-cost figure compares them);
 - `eval`: for each prior, `vq eval`'s test-sketch figures (edge F1, class accuracy, Fréchet
-  distance of samples drawn from n test images' edge maps) and the free-hand figures of
+  distance of samples drawn from n test images' edge maps), the same images' outlines read as
+  drawings (`outline_ceiling`: what a perfect outline drawing gets) and the free-hand figures of
   `pipeline.drawings` on `--drawings` (class seen by the judge, inside / coverage of the drawn
-  outline), each drawing read as today (padded to a square) and framed to the export's object box;
+  outline), each drawing read as today (padded to a square) and framed to the export's object box,
+  and framed with its class at each `--class-guidance` (the class's own scale);
 - `figure`: drawings 1 and 4 of each class as read, beside 3 samples of each prior (a PNG beside --json).
 
-Writes the figures to `--json` after each one and prints a table.
+Writes the figures to `--json` after each one (keeping other variants' figures there) and prints a table.
 
     python bench/sketch_styles.py --tokenizer runs/tokenizer --drawings bench/drawings \\
         --json bench/results/sketch_styles_cpu_demo.json
@@ -31,7 +37,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-STYLES = ("edges", "free")
+VARIANTS = {  # name -> the model config it trains
+    "edges": {"sketch_styles": "edges"},
+    "free": {"sketch_styles": "free", "drawing_flag": False},
+    "free+flag": {"sketch_styles": "free"},  # new runs get the drawing flag
+}
 
 
 def child(*args, threads: int = 1) -> subprocess.Popen:
@@ -46,13 +56,13 @@ def save(results: dict, path: Path) -> None:
 
 
 def fit_one(args) -> None:
-    """One prior (the child's work): fit-prior's job, its FitResult written to WORK/STYLE.json."""
+    """One prior (the child's work): fit-prior's job, its FitResult written to WORK/VARIANT.json."""
     from vq.pipeline.prior import PriorJob, fit_prior
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     job = PriorJob(tokenizer=args.tokenizer, model="transformer", codes=args.work / "codes", out=args.work / args.fit,
                    preset="demo", config_file=None, resume=False, force=True,
-                   model_overrides={"condition": "sketch", "sketch_styles": args.fit},
+                   model_overrides={"condition": "sketch", **VARIANTS[args.fit]},
                    train_overrides={"steps": args.steps, "seed": args.seed, "workers": 0, "wandb": False})
     r = fit_prior(job)
     (args.work / f"{args.fit}.json").write_text(json.dumps(
@@ -62,19 +72,42 @@ def fit_one(args) -> None:
 
 
 def train(args, results: dict) -> None:
-    """The export (timed), then both priors at once, one thread each."""
+    """The export (timed), then the variants' priors at once, one thread each."""
     from vq.pipeline.export import export_codes
 
     t0 = time.time()
     export_codes(args.tokenizer, args.work / "codes", sketches=True, workers=0)
     results["export_seconds"] = time.time() - t0
     procs = {style: child("--fit", style, "--tokenizer", args.tokenizer, "--work", args.work, "--steps", args.steps,
-                          "--seed", args.seed) for style in STYLES}
+                          "--seed", args.seed) for style in args.variants}
     for style, proc in procs.items():
         if proc.wait() != 0:
             sys.exit(f"training the {style} prior failed (exit {proc.returncode})")
         results.setdefault("train", {})[style] = json.loads((args.work / f"{style}.json").read_text())
         save(results, args.json)
+
+
+@torch.no_grad()
+def outline_ceiling(pipe, classifier, test, n: int, opts) -> dict:
+    """The best a drawn outline can do: n test images' own outlines (`sketch.outline_map`, what a
+    perfect outline drawing of them would be), read as drawings; per mode (outline alone, outline +
+    class), the share of samples the judge sees as the image's class and inside / coverage."""
+    from vq.pipeline.classifier import predict
+    from vq.pipeline.data import to_float
+    from vq.pipeline.drawings import drawn_region, follows
+    from vq.pipeline.generate import generate_images
+    from vq.pipeline.sketch import as_drawing, outline_map
+
+    lines = outline_map(to_float(test.images[:n]))
+    labels = torch.as_tensor(test.labels[:n]).long()
+    region, out = drawn_region(lines), {"n": n}
+    for mode, y in (("sketch_only", torch.full_like(labels, -1)), ("sketch_and_class", labels)):
+        images = generate_images(pipe.tokenizer, pipe.prior, y, opts, as_drawing(lines)).cpu()
+        pred, _ = predict(classifier, images)
+        inside, coverage = follows(images, region)
+        out[mode] = {"acc": float((pred == labels).float().mean()), "inside": float(inside.mean()),
+                     "coverage": float(coverage.mean())}
+    return out
 
 
 def evaluate(args, results: dict) -> None:
@@ -88,7 +121,7 @@ def evaluate(args, results: dict) -> None:
     from vq.pipeline.sketch import drawing_box
 
     opts = SamplingOptions(cfg=args.guidance, seed=args.seed)
-    for style in STYLES:
+    for style in args.variants:
         pipe = Pipeline.from_pretrained(args.tokenizer, args.work / style)
         data = stored_data_options(pipe.tokenizer_info.stored, args.tokenizer).load()
         test = EvalImages(data.test, None, Skipped()).split
@@ -102,33 +135,42 @@ def evaluate(args, results: dict) -> None:
                                                 pipe.device, test_feats, names)
         row["test_sketches"]["seconds"] = time.time() - t0
         save(results, args.json)
+        row["test_outlines"] = outline_ceiling(pipe, classifier, test, args.sketch_images, opts)
+        save(results, args.json)
         box = drawing_box(pipe.prior_info.stored)
         for reading, b in (("padded", None), ("framed", box)):
             drawings = read_drawing_set(args.drawings, names, size, b)
             row[f"drawings_{reading}"] = drawing_agreement(pipe.tokenizer, pipe.prior, classifier, drawings,
                                                            args.per_drawing, opts, names, b)
             save(results, args.json)
+        drawings = read_drawing_set(args.drawings, names, size, box)
+        for c in args.class_guidance:  # the class's own guidance on top of the drawing's (`--class-guidance`)
+            o = SamplingOptions(cfg=args.guidance, seed=args.seed, class_cfg=c)
+            row.setdefault("class_guidance", {})[str(c)] = drawing_agreement(
+                pipe.tokenizer, pipe.prior, classifier, drawings, args.per_drawing, o, names, box)["sketch_and_class"]
+            save(results, args.json)
 
 
 def figure(args) -> None:
-    """Rows: a drawing as the prior reads it (framed), 3 samples of the edges prior, 3 of the free
-    prior, from the drawing alone; drawings 1 and 4 of every class."""
+    """Rows: a drawing as the priors read it (framed), 3 samples of each variant's prior, from the
+    drawing alone; drawings 1 and 4 of every class."""
     import numpy as np
     from PIL import Image
 
     from vq.pipeline.generate import SamplingOptions, generate_images
     from vq.pipeline.pipeline import Pipeline
-    from vq.pipeline.sketch import drawing_box, load_drawing
+    from vq.pipeline.sketch import as_drawing, drawing_box, load_drawing
 
-    pipes = {style: Pipeline.from_pretrained(args.tokenizer, args.work / style) for style in STYLES}
-    box = drawing_box(pipes["free"].prior_info.stored)
+    pipes = {style: Pipeline.from_pretrained(args.tokenizer, args.work / style) for style in args.variants}
+    first = next(iter(pipes.values()))
+    box = drawing_box(first.prior_info.stored)
     rows = []
     for path in sorted(args.drawings.glob("*-1.png")) + sorted(args.drawings.glob("*-4.png")):
-        lines = load_drawing(path, pipes["free"].tokenizer_info.image_size, box)[0]
+        lines = load_drawing(path, first.tokenizer_info.image_size, box)[0]
         row = [lines[0, 0].float().numpy() * 2 - 1]
         for pipe in pipes.values():
             x = generate_images(pipe.tokenizer, pipe.prior, torch.full((3,), -1), SamplingOptions(cfg=args.guidance, seed=args.seed),
-                                lines.repeat(3, 1, 1, 1))
+                                as_drawing(lines).repeat(3, 1, 1, 1))
             row += [im[0].numpy() for im in x]
         rows.append(np.concatenate(row, 1))
     grid = ((np.concatenate(rows, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
@@ -138,15 +180,17 @@ def figure(args) -> None:
 
 
 def table(results: dict) -> Table:
-    t = Table(title="sketch priors: edge maps only vs free-hand styles (demo preset, this CPU)", title_justify="left")
+    t = Table(title="sketch priors: edge maps only vs free-hand styles, without and with the drawing flag (demo preset, this CPU)",
+              title_justify="left")
     for col in ("trained on", "drawings read", "drawing alone: class", "+ class: class", "inside", "covered",
                 "test sketches: edge F1", "class acc", "training s (steps)"):
         t.add_column(col, justify="left" if col in ("trained on", "drawings read") else "right")
-    for style in STYLES:
+    for style in VARIANTS:
         ev, tr = results.get("eval", {}).get(style, {}), results.get("train", {}).get(style, {})
         ts = ev.get("test_sketches", {}).get("sketch_and_class", {})
-        for reading in ("padded", "framed"):
-            d = ev.get(f"drawings_{reading}")
+        for reading, key in (("padded", "drawings_padded"), ("framed", "drawings_framed"),
+                             ("test outlines (perfect drawings)", "test_outlines")):
+            d = ev.get(key)
             if d is None:
                 continue
             t.add_row(style, reading, f"{d['sketch_only']['acc']:.3f}", f"{d['sketch_and_class']['acc']:.3f}",
@@ -163,13 +207,16 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/vq_sketch_styles"))
     p.add_argument("--classifier", type=Path, default=Path("runs/classifier"))
     p.add_argument("--json", type=Path, default=Path("bench/results/sketch_styles_cpu_demo.json"))
+    p.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
     p.add_argument("--stages", nargs="+", choices=("train", "eval", "figure"), default=["train", "eval", "figure"])
     p.add_argument("--steps", type=int, default=800, help="training steps of each prior (the demo preset's 800)")
     p.add_argument("--sketch-images", type=int, default=1000, help="test images whose edge maps are drawn from")
     p.add_argument("--per-drawing", type=int, default=8, help="samples per drawing and mode")
     p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--class-guidance", type=float, nargs="*", default=[3.0, 4.0, 6.0, 8.0],
+                   help="class guidance scales for the framed drawings given with their class (the drawing's stays --guidance)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fit", choices=STYLES, help=argparse.SUPPRESS)  # a child process: train one prior
+    p.add_argument("--fit", choices=tuple(VARIANTS), help=argparse.SUPPRESS)  # a child process: train one prior
     args = p.parse_args()
     if args.fit:
         return fit_one(args)
