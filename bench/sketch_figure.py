@@ -43,7 +43,7 @@ def main() -> None:
     from vq.pipeline.data import to_float
     from vq.pipeline import Pipeline
     from vq.pipeline.generate import SamplingOptions, generate_images
-    from vq.pipeline.sketch import edge_map, load_drawing
+    from vq.pipeline.sketch import as_drawing, edge_map, load_drawing
     from vq.pipeline.data import stored_data_options
     from vq.pipeline.loader import EvalImages
     from vq.pipeline.loader import Skipped
@@ -68,14 +68,15 @@ def main() -> None:
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(test), generator=g)[: args.test_rows]
     sources = [to_float(test.images[idx])]
-    sketches = [edge_map(sources[0])]
+    edges = edge_map(sources[0])
+    sketches = [torch.cat([edges, torch.zeros_like(edges)], 1)]  # edge maps: the drawing flag 0
     args.drawings.mkdir(parents=True, exist_ok=True)
     for name in HAND_DRAWN:
         path = args.drawings / f"{name}.png"
         hand_drawn(name).save(path)
         lines, note = load_drawing(path, size)
         print(f"{path}: {note}")
-        sketches.append(lines)
+        sketches.append(as_drawing(lines))  # a drawing: the flag 1 (read by a flagged prior only)
         small = np.asarray(hand_drawn(name).resize((size, size), Image.Resampling.BOX), np.float32) / 127.5 - 1
         sources.append(torch.from_numpy(small)[None, None].expand(-1, info["config"]["channels"], -1, -1))
     sketches, sources = torch.cat(sketches), torch.cat(sources)
@@ -85,7 +86,7 @@ def main() -> None:
                               SamplingOptions(cfg=args.guidance, seed=args.seed),
                               sketches.repeat_interleave(per_row, 0))
     channels = samples.shape[1]
-    drawn = sketches.float().expand(-1, channels, -1, -1) * 2 - 1
+    drawn = sketches[:, :1].float().expand(-1, channels, -1, -1) * 2 - 1
     grid = []
     for r in range(rows):
         grid += [sources[r].expand(channels, -1, -1), drawn[r]] + list(samples[r * per_row : (r + 1) * per_row])

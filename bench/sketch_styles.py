@@ -5,8 +5,10 @@ and one export. Variants (`--variants`):
 - `free`: trained on free-hand styles (edges, outlines and simplified sketches, deformed and
   broken like a hand's; `pipeline.sketch_styles`) without the drawing flag, as the first free
   runs were (`drawing_flag = false`);
-- `free+flag`: `--sketch-styles free` as new runs train it: half the rows the exact edge map
-  (flag 0), half free-hand styles (flag 1); drawings are read with the flag 1, test sketches 0.
+- `free+flag`: `--sketch-styles free` as new runs train it: 60% of the rows the exact edge map
+  (flag 0), the rest free-hand styles (flag 1); drawings are read with the flag 1, test sketches 0.
+The README's `free` row was trained with the first, larger deformations (P_DEFORM 0.8, the ranges
+4/3 of today's); the script trains every variant with today's `pipeline.sketch_styles`.
 
 Stages (`--stages`, default all):
 - `train`: exports the codes with sketches once (timed), then trains the variants at the same

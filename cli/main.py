@@ -297,7 +297,7 @@ def fit_prior(
     depth: Optional[int] = typer.Option(None, "--depth", min=1, help="Transformer layers."),
     condition: Optional[Condition] = typer.Option(None, "--condition", case_sensitive=False, help="class (default), or sketch: the prior also reads each image's edge map, so `vq sample --sketch drawing.png` follows a drawing (the codes are exported again with sketches)."),
     kv_heads: Optional[int] = typer.Option(None, "--kv-heads", min=1, help="Key/value heads shared by the query heads (grouped-query attention): a smaller KV cache for faster sampling; default one per head."),
-    sketch_styles: Optional[SketchStyles] = typer.Option(None, "--sketch-styles", case_sensitive=False, help="What a sketch prior trains on: free (the default: per row, the exact edge map, or a free-hand sketch made from it: the object's outline or a simplified sketch, deformed like a hand's drawing; drawings are then read as drawings, edge maps as edge maps) or edges (the edge maps alone, as sketch priors before)."),
+    sketch_styles: Optional[SketchStyles] = typer.Option(None, "--sketch-styles", case_sensitive=False, help="What a sketch prior trains on: free (the default: per row, the exact edge map, or a free-hand sketch made from it: the edge map, the object's outline or a simplified sketch, deformed like a hand's drawing; drawings are then read as drawings, edge maps as edge maps) or edges (the edge maps alone, as sketch priors before)."),
     workers: Optional[int] = WorkersOpt,
     time_budget: Optional[str] = TimeBudgetOpt,
     save_every: Optional[str] = SaveEveryOpt,

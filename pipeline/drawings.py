@@ -80,6 +80,7 @@ def drawing_agreement(tokenizer, prior, classifier, drawings: list[Drawing], per
     drawn = torch.tensor([d.label for d in drawings]).repeat_interleave(per_drawing)
     region = drawn_region(lines)
     result = {"n_drawings": len(drawings), "per_drawing": per_drawing, "cfg": opts.cfg, "box": box,
+              **({"class_cfg": opts.class_cfg} if opts.class_cfg is not None else {}),
               "drawings": [{"file": d.path.name, "class": class_names[d.label]} for d in drawings]}
     for mode, labels in (("sketch_only", torch.full_like(drawn, -1)), ("sketch_and_class", drawn)):
         images = generate_images(tokenizer, prior, labels, opts, as_drawing(lines)).cpu()

@@ -101,6 +101,8 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
                               f"`vq export-codes --tokenizer {tokenizer_dir} --out {codes_dir} --sketches`")
     if opts.class_cfg is not None and (prior is None or "sketch" not in prior_info.conditions):
         raise VQError("--class-guidance weighs a class against a sketch: it needs a sketch prior")
+    if opts.class_cfg is not None and not sketch_images and drawings is None:
+        raise VQError("--class-guidance counts for test sketches or --drawings; with --sketch-images 0 give --drawings")
     drawing_set = box = None
     if drawings is not None:  # read before any work: a bad folder or name is refused at once
         if prior is None or "sketch" not in prior_info.conditions:
@@ -121,7 +123,7 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
         "tokenizer_dir": str(tokenizer_dir), "tokenizer_model": tok_info.model, "dataset": data.describe(),
         "classifier": {"test_acc": accuracy(test_pred, test.labels), "dir": str(classifier_root)},
         "sampling": {"cfg": opts.cfg, "temperature": opts.temperature, "top_k": opts.top_k, "top_p": opts.top_p,
-                     "seed": opts.seed, "per_class": per_class},
+                     "seed": opts.seed, "per_class": per_class, **({"class_cfg": opts.class_cfg} if opts.class_cfg is not None else {})},
         "device": str(dev),
     }
     console.print(f"classifier test accuracy: {report['classifier']['test_acc']:.4f}")
@@ -268,7 +270,7 @@ def sketch_agreement(tokenizer, prior, classifier, split, n: int, opts: Sampling
                                       for i in range(0, len(real), 500)]).clamp(-1, 1),
         "real": real,
     }
-    result = {"n": int(len(idx)), "cfg": opts.cfg}
+    result = {"n": int(len(idx)), "cfg": opts.cfg, **({"class_cfg": opts.class_cfg} if opts.class_cfg is not None else {})}
     for key, x in images.items():
         j = judge(classifier, x, labels, test_feats, split.labels, names)
         result[key] = {"edge_f1": float(edge_f1(edge_map(x), sketches).mean()), "acc": j["acc"], "fd": j["fd"]}

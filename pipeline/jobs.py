@@ -22,7 +22,9 @@ def job_configs(job, presets: dict, model_name: str, config_class, saved: dict |
         if "epochs" in job.train_overrides and "steps" not in job.train_overrides:
             train_preset = {**train_preset, "steps": None}  # an explicit --epochs beats the preset's steps
         train_cfg = build(TrainConfig, train_preset, file_cfg.get("train", {}), job.train_overrides, where="train config")
-        layers = (getattr(config_class, "NEW_RUN", {}), model_preset, file_cfg.get("model", {}), job.model_overrides)
+        # The preset layer, with the keys a new run gets beside it: callers put what the data
+        # dictates right after layers[0].
+        layers = ({**getattr(config_class, "NEW_RUN", {}), **model_preset}, file_cfg.get("model", {}), job.model_overrides)
     else:
         asked = to_dict(build(config_class, saved["config"], file_cfg.get("model", {}), job.model_overrides, where="model config"))
         stored = to_dict(build(config_class, saved["config"], where="model config"))  # keys added since: their defaults

@@ -75,7 +75,7 @@ class SampleRequest:
     groups: list[int]  # one class index per group of n images; -1: no class
     n: int
     options: SamplingOptions
-    sketch: torch.Tensor | None = None  # (1, 1, S, S) bool lines, as the sketch prior reads them
+    sketch: torch.Tensor | None = None  # (1, 1, S, S) bool lines, as the sketch prior reads them (beside the drawing flag)
     sketch_note: str | None = None
 
     @property
@@ -155,7 +155,7 @@ class Samples:
     images: torch.Tensor  # (b, c, H, W) uint8, groups in order, n each
     labels: torch.Tensor  # (b,) class index per image, -1 without one
     seed: int
-    sketch: torch.Tensor | None = None  # (1, 1, S, S) bool: the sketch as the prior read it
+    sketch: torch.Tensor | None = None  # (1, 1, S, S) bool: the sketch's lines as the prior read them
     sketch_note: str | None = None
 
 

@@ -27,9 +27,11 @@ class PriorConfig:
     sketch_styles: str = "edges"
     # A free-styles prior's sketch encoder also reads whether a sketch is a drawing (1) or the
     # detector's exact edge map (0) as a second channel, so it can follow edge maps exactly and
-    # drawings loosely: training gives the undeformed edge maps 0 and every free-hand style 1;
+    # drawings loosely: training gives a share of rows their edge map with 0 and the rest a
+    # free-hand style with 1 (one of which, now and then, is the edge map left as it was);
     # drawings are read with 1 (`sketch.as_drawing`), edge maps with 0. New runs get True
-    # (NEW_RUN); free runs made before the key existed read one channel (False).
+    # (NEW_RUN); free runs made before the key existed read one channel (False), and resume
+    # with today's deformations (pipeline.sketch_styles), which the config does not record.
     drawing_flag: bool = False
 
     # Keys whose value for a new run differs from what an old run's config, which lacks them, means.

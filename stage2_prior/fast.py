@@ -29,7 +29,7 @@ Recorded steps and their caches are kept per prior, batch size, dtype and mode, 
 later calls (a CUDA graph replays fixed addresses); moving or replacing the prior's weights
 makes new ones.
 
-Shape legend: b - batch (guided: twice the images), h - query heads, g - query heads per
+Shape legend: b - batch (guided: twice or three times the images), h - query heads, g - query heads per
 key/value head, n - cache slots, d - head dimension, k - codebook size.
 """
 

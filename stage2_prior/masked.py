@@ -28,7 +28,7 @@ cross-entropy at a fixed masking ratio instead.
 step has the same shapes, so on CUDA it is recorded once as a CUDA graph per batch size and
 replayed (`fast.py`'s approach and fallback); on a CPU it runs eager.
 
-Shape legend: b - batch (guided: rows, twice the images), n - codes per map (h * w),
+Shape legend: b - batch (guided: rows, twice or three times the images), n - codes per map (h * w),
 h w - code grid, k - codebook size, s - sketch side.
 """
 
@@ -46,7 +46,7 @@ from x_transformers import Encoder, TransformerWrapper
 from vq.stage2_prior.config import PriorConfig
 from vq.stage2_prior.fast import GraphRecordError, compute_dtype, resolve_mode
 from vq.stage2_prior.model import CodePrior, PriorOutput, add_sketch_condition, layer_options
-from vq.stage2_prior.sampling import condition_rows, draw, guidance_twins, guide, is_guided
+from vq.stage2_prior.sampling import condition_rows, draw, guidance_twins, guide
 
 STEPS = 8  # decoding iterations by default: MaskGIT's choice for 16x16 tokens, ample for 7x7 to 14x14 grids
 CHOICE_TEMPERATURE = 4.5  # MaskGIT's Gumbel noise scale on the confidences at the first step
@@ -279,8 +279,8 @@ def sample_masked(
     if labels is not None:
         labels = labels.to(device)
     n = c.seq_len
-    guided = is_guided(cfg_scale, labels, sketch, force_guidance_batch)
-    twins = guidance_twins(guided, class_scale, cfg_scale, labels, sketch)
+    twins = guidance_twins(cfg_scale, class_scale, labels, sketch, force_guidance_batch)
+    guided = twins > 1
 
     codes = torch.full((b, n), model.mask_token, dtype=torch.long, device=device)
     if known is not None:

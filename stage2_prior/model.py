@@ -131,8 +131,9 @@ class CodePrior(nn.Module):
         return score_codes(self, codes, labels, mask, sketch)
 
     def context(self, sketch: torch.Tensor | None, batch: int, keep: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The cross-attention context of a sketch prior (None for a class prior): (b, 1, S, S)
-        edge maps, or None for the null sketch on every row; `keep` (b,) bool puts the null
+        """The cross-attention context of a sketch prior (None for a class prior): (b, c, S, S)
+        sketches (the lines, and optionally the drawing flag: `SketchEncoder`), or None for the
+        null sketch on every row; `keep` (b,) bool puts the null
         sketch on the rows where it is False."""
         if not self.sketched:
             return None

@@ -147,16 +147,16 @@ def is_guided(cfg_scale: float, labels: torch.Tensor | None, sketch: torch.Tenso
     return force or (cfg_scale != 1.0 and conditioned)
 
 
-def guidance_twins(guided: bool, class_scale: float | None, cfg_scale: float, labels: torch.Tensor | None,
-                   sketch: torch.Tensor | None) -> int:
-    """How many rows a sampler runs per image: 1 unguided; 2 with guidance (the conditional row
-    and its null twin); 3 when a sketch prior's class has a guidance scale of its own (the
-    conditional row, its twin with the sketch alone, the null twin), needed only when some row has
-    both a class and a sketch."""
-    if not guided:
-        return 1
+def guidance_twins(cfg_scale: float, class_scale: float | None, labels: torch.Tensor | None,
+                   sketch: torch.Tensor | None, force: bool = False) -> int:
+    """How many rows a sampler runs per image: 3 when a sketch prior's class has a guidance scale
+    of its own and some row has both a class and a sketch (the conditional row, its twin with the
+    sketch alone, the null twin: the class is guided even at `cfg_scale` 1); else 2 when guided
+    (`is_guided`: the conditional row and its null twin); else 1."""
     both = sketch is not None and labels is not None and bool((labels >= 0).any())
-    return 3 if both and class_scale is not None and class_scale != cfg_scale else 2
+    if both and class_scale is not None and class_scale != cfg_scale:
+        return 3
+    return 2 if is_guided(cfg_scale, labels, sketch, force) else 1
 
 
 def condition_rows(model, labels: torch.Tensor | None, sketch: torch.Tensor | None, b: int, device,
@@ -208,8 +208,9 @@ def sample_codes(
     """Draw code maps from the prior.
 
     labels: (b,) class indices, or None (or -1 entries) for unconditional rows.
-    sketch: (b, 1, S, S) edge maps for a sketch prior (None: the null sketch). Guidance contrasts
-      the rows' class and sketch together with the null class and null sketch.
+    sketch: (b, c, S, S) sketches for a sketch prior (None: the null sketch): the lines, and for a
+      flagged prior optionally the drawing flag (`sketch.as_drawing`). Guidance contrasts the
+      rows' class and sketch together with the null class and null sketch.
     known, known_mask: (b, h, w) codes and a bool mask of the positions to keep fixed.
     cfg_scale: 1 is plain conditional sampling; larger trades diversity for class fidelity.
     class_scale: a sketch prior's guidance for the class on top of the sketch, for rows with both
@@ -227,8 +228,8 @@ def sample_codes(
     if labels is not None:
         labels = labels.to(device)
     n = c.seq_len
-    guided = is_guided(cfg_scale, labels, sketch, force_guidance_batch)
-    twins = guidance_twins(guided, class_scale, cfg_scale, labels, sketch)
+    twins = guidance_twins(cfg_scale, class_scale, labels, sketch, force_guidance_batch)
+    guided = twins > 1
     if known is not None:
         known = rearrange(known, "b h w -> b (h w)").to(device)
         known_mask = rearrange(known_mask, "b h w -> b (h w)").to(device)

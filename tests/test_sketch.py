@@ -90,6 +90,23 @@ def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
     assert 0.5 < codes.meta["sketch"]["box"] <= 1  # the dataset's typical object size, measured by the export
     assert prior["config"]["sketch_styles"] == "free" and prior["sketch"]["box"] == codes.meta["sketch"]["box"]
     assert prior["config"]["drawing_flag"] is True  # a new run tells drawings from edge maps
+    # Training reads the flag with every sketch, evaluation reads edge maps (flag 0) ...
+    from vq.pipeline.stage_scores import batch_preparer
+    from vq.stage2_prior.config import PriorConfig
+
+    config = PriorConfig(**prior["config"])
+    labels = torch.zeros(20, dtype=torch.long)
+    _, _, trained = batch_preparer(config, train=True)((records.images[:20], labels), torch.device("cpu"))
+    _, _, evaluated = batch_preparer(config)((records.images[:20], labels), torch.device("cpu"))
+    assert trained.shape == (20, 2, 28, 28) and torch.equal(evaluated, maps[:, :1])
+    # ... and a drawing reaches the prior with the flag 1, through the Python API.
+    from vq.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(root / "tokenizer", root / "sketch-prior", device="cpu")
+    seen, context = [], pipe.prior.context
+    pipe.prior.context = lambda sketch, b, keep=None: (seen.append(sketch), context(sketch, b, keep))[1]
+    pipe.sample(n=2, sketch=root / "boot.jpg", seed=0)
+    assert seen[0].shape == (2, 2, 28, 28) and bool(seen[0][:, 1].all())
     drawn = root / "drawn"
     (drawn / "Dress").mkdir(parents=True)
     drawing("boot", 12, ink=20, paper=240).save(drawn / "ankle-boot-1.png")

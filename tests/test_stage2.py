@@ -174,6 +174,10 @@ def test_a_class_guidance_of_its_own_mixes_the_sketch_alone_rows_in():
     assert torch.equal(g[:, 0, 0], (null + 2.0 * (alone - null) + 5.0 * (cond - alone)).argmax(-1))
     assert not torch.equal(g, sample_codes(model, labels, temperature=0, cfg_scale=2.0, sketch=sketch))
     assert torch.equal(model.sample(labels, temperature=0, cfg_scale=2.0, class_scale=5.0, sketch=sketch), g)  # fast path
+    # At guidance 1 the class is still guided on top of the sketch: sketch + c (cond - sketch).
+    g1 = sample_codes(model, labels, temperature=0, cfg_scale=1.0, class_scale=5.0, sketch=sketch)
+    assert torch.equal(g1[:, 0, 0], (alone + 5.0 * (cond - alone)).argmax(-1))
+    assert not torch.equal(g1, sample_codes(model, labels, temperature=0, sketch=sketch))
     logits = torch.randn(12, 7)
     assert torch.allclose(guide(logits, 4, 3.0, 3.0), guide(torch.cat([logits[:4], logits[8:]]), 4, 3.0))
     masked = MaskedPrior(MaskedPriorConfig(codebook_size=16, height=4, width=4, num_classes=3, dim=32, depth=1, heads=2,
