@@ -94,21 +94,16 @@ def outline_ceiling(pipe, classifier, test, n: int, opts) -> dict:
     """The best a drawn outline can do: n test images' own outlines (`sketch.outline_map`, what a
     perfect outline drawing of them would be), read as drawings; per mode (outline alone, outline +
     class), the share of samples the judge sees as the image's class and inside / coverage."""
-    from vq.pipeline.classifier import predict
     from vq.pipeline.data import to_float
-    from vq.pipeline.drawings import drawn_region, follows
-    from vq.pipeline.generate import generate_images
-    from vq.pipeline.sketch import as_drawing, outline_map
+    from vq.pipeline.drawings import drawn_region, follow_figures
+    from vq.pipeline.sketch import outline_map
 
     lines = outline_map(to_float(test.images[:n]))
     labels = torch.as_tensor(test.labels[:n]).long()
     region, out = drawn_region(lines), {"n": n}
     for mode, y in (("sketch_only", torch.full_like(labels, -1)), ("sketch_and_class", labels)):
-        images = generate_images(pipe.tokenizer, pipe.prior, y, opts, as_drawing(lines)).cpu()
-        pred, _ = predict(classifier, images)
-        inside, coverage = follows(images, region)
-        out[mode] = {"acc": float((pred == labels).float().mean()), "inside": float(inside.mean()),
-                     "coverage": float(coverage.mean())}
+        hit, inside, coverage = follow_figures(pipe.tokenizer, pipe.prior, classifier, lines, region, labels, y, opts)
+        out[mode] = {"acc": float(hit.mean()), "inside": float(inside.mean()), "coverage": float(coverage.mean())}
     return out
 
 
@@ -145,11 +140,11 @@ def evaluate(args, results: dict) -> None:
             row[f"drawings_{reading}"] = drawing_agreement(pipe.tokenizer, pipe.prior, classifier, drawings,
                                                            args.per_drawing, opts, names, b)
             save(results, args.json)
-        drawings = read_drawing_set(args.drawings, names, size, box)
         for c in args.class_guidance:  # the class's own guidance on top of the drawing's (`--class-guidance`)
             o = SamplingOptions(cfg=args.guidance, seed=args.seed, class_cfg=c)
-            row.setdefault("class_guidance", {})[str(c)] = drawing_agreement(
-                pipe.tokenizer, pipe.prior, classifier, drawings, args.per_drawing, o, names, box)["sketch_and_class"]
+            row.setdefault("class_guidance", {})[str(c)] = drawing_agreement(  # `drawings`: the framed set, read above
+                pipe.tokenizer, pipe.prior, classifier, drawings, args.per_drawing, o, names, box,
+                modes=("sketch_and_class",))["sketch_and_class"]
             save(results, args.json)
 
 

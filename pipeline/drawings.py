@@ -73,20 +73,34 @@ def follows(images: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 @torch.no_grad()
+def follow_figures(tokenizer, prior, classifier, lines: torch.Tensor, region: torch.Tensor, drawn: torch.Tensor,
+                   labels: torch.Tensor, opts: SamplingOptions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One sample per row of (b, 1, S, S) lines read as drawings, given `labels` (-1: no class) ->
+    per sample: 1.0 where the judge sees the drawn class, inside, coverage of `region`
+    (`drawn_region(lines)`)."""
+    images = generate_images(tokenizer, prior, labels, opts, as_drawing(lines)).cpu()
+    pred, _ = predict(classifier, images)
+    inside, coverage = follows(images, region)
+    return (pred == drawn).float(), inside, coverage
+
+
+MODES = ("sketch_only", "sketch_and_class")
+
+
+@torch.no_grad()
 def drawing_agreement(tokenizer, prior, classifier, drawings: list[Drawing], per_drawing: int, opts: SamplingOptions,
-                      class_names: list[str], box: float | None) -> dict:
-    """The module's figures, over all drawings and per drawing, for the sketch alone and sketch + class."""
+                      class_names: list[str], box: float | None, modes: tuple[str, ...] = MODES) -> dict:
+    """The module's figures, over all drawings and per drawing, for the sketch alone and sketch +
+    class (or those of `modes`)."""
     lines = torch.cat([d.lines for d in drawings]).repeat_interleave(per_drawing, 0)
     drawn = torch.tensor([d.label for d in drawings]).repeat_interleave(per_drawing)
     region = drawn_region(lines)
     result = {"n_drawings": len(drawings), "per_drawing": per_drawing, "cfg": opts.cfg, "box": box,
               **({"class_cfg": opts.class_cfg} if opts.class_cfg is not None else {}),
               "drawings": [{"file": d.path.name, "class": class_names[d.label]} for d in drawings]}
-    for mode, labels in (("sketch_only", torch.full_like(drawn, -1)), ("sketch_and_class", drawn)):
-        images = generate_images(tokenizer, prior, labels, opts, as_drawing(lines)).cpu()
-        pred, _ = predict(classifier, images)
-        hit = (pred == drawn).float()
-        inside, coverage = follows(images, region)
+    for mode in modes:
+        labels = drawn if mode == "sketch_and_class" else torch.full_like(drawn, -1)
+        hit, inside, coverage = follow_figures(tokenizer, prior, classifier, lines, region, drawn, labels, opts)
         result[mode] = {"acc": float(hit.mean()), "inside": float(inside.mean()), "coverage": float(coverage.mean())}
         for i, row in enumerate(result["drawings"]):
             part = slice(i * per_drawing, (i + 1) * per_drawing)

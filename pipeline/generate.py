@@ -65,8 +65,8 @@ def resolve_class(value: str, class_names: list[str]) -> int:
 @torch.no_grad()
 def generate_images(tokenizer, prior, labels: torch.Tensor, opts: SamplingOptions,
                     sketches: torch.Tensor | None = None) -> torch.Tensor:
-    """(b,) labels (and for a sketch prior, (b, c, S, S) sketches: lines, and the drawing flag for drawings) -> (b, C, H, W) images in
-    [-1, 1], in chunks, from one seeded generator."""
+    """(b,) labels (and for a sketch prior, (b, c, S, S) sketches: the lines, and for drawings the
+    drawing flag) -> (b, C, H, W) images in [-1, 1], in chunks, from one seeded generator."""
     device = next(tokenizer.parameters()).device
     g = torch.Generator(device=device).manual_seed(opts.seed)
     out = []

@@ -13,9 +13,9 @@ def preset(table: dict, model: str, name: str) -> tuple[dict, dict]:
 
 
 def job_configs(job, presets: dict, model_name: str, config_class, saved: dict | None) -> tuple[TrainConfig, tuple[dict, ...]]:
-    """(train config, model config layers) of a fit job. A new run: the config class's new-run
-    defaults (`NEW_RUN`), the preset, then the config file, then the flags. A resumed run: what the run saved, then the flags (a new length, device, ...);
-    its model is fixed."""
+    """(train config, model config layers) of a fit job. A new run: the preset (with the config
+    class's new-run keys, `NEW_RUN`, beneath it), then the config file, then the flags. A resumed
+    run: what the run saved, then the flags (a new length, device, ...); its model is fixed."""
     model_preset, train_preset = preset(presets, model_name, job.preset)
     file_cfg = read_config_file(job.config_file)
     if saved is None:
