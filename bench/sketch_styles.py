@@ -14,11 +14,13 @@ Stages (`--stages`, default all):
 - `train`: exports the codes with sketches once (timed), then trains the variants at the same
   time, one thread each, so all see the same machine (the training-cost figure compares them);
 - `eval`: for each prior, `vq eval`'s test-sketch figures (edge F1, class accuracy, Fréchet
-  distance of samples drawn from n test images' edge maps), the same images' outlines read as
-  drawings (`outline_ceiling`: what a perfect outline drawing gets) and the free-hand figures of
-  `pipeline.drawings` on `--drawings` (class seen by the judge, inside / coverage of the drawn
-  outline), each drawing read as today (padded to a square) and framed to the export's object box,
-  and framed with its class at each `--class-guidance` (the class's own scale);
+  distance of samples drawn from n test images' edge maps) and the same images' outlines read as
+  drawings (`outline_ceiling`: what a perfect outline drawing gets);
+- `drawings`: the free-hand figures of `pipeline.drawings` on `--drawings` (class seen by the
+  judge, inside / coverage of the drawn outline), each drawing read padded to a square (as before
+  framing), framed to the export's object box, and (as vq reads them now) framed to its class's
+  box when given with it; with the class at the drawing's guidance and at twice it (vq's default
+  for a drawing and its class), and on the class-box reading at each `--class-guidance`;
 - `figure`: drawings 1 and 4 of each class as read, beside 3 samples of each prior (a PNG beside --json).
 
 Writes the figures to `--json` after each one (keeping other variants' figures there) and prints a table.
@@ -107,42 +109,82 @@ def outline_ceiling(pipe, classifier, test, n: int, opts) -> dict:
     return out
 
 
-def evaluate(args, results: dict) -> None:
-    from vq.pipeline.classifier import ensure_classifier, predict
-    from vq.pipeline.data import stored_data_options, to_float
-    from vq.pipeline.drawings import drawing_agreement, read_drawing_set
-    from vq.pipeline.evaluate import sketch_agreement
-    from vq.pipeline.generate import SamplingOptions
+def judged_prior(args, style: str):
+    """A variant's pipeline, the dataset, its test split and `vq eval`'s judge (trained once, cached)."""
+    from vq.pipeline.classifier import ensure_classifier
+    from vq.pipeline.data import stored_data_options
     from vq.pipeline.loader import EvalImages, Skipped
     from vq.pipeline.pipeline import Pipeline
-    from vq.pipeline.sketch import drawing_box
+
+    pipe = Pipeline.from_pretrained(args.tokenizer, args.work / style)
+    data = stored_data_options(pipe.tokenizer_info.stored, args.tokenizer).load()
+    test = EvalImages(data.test, None, Skipped()).split
+    classifier, _ = ensure_classifier(data, test, args.classifier, "cpu", Console(stderr=True))
+    return pipe, data, test, classifier.eval()
+
+
+def evaluate(args, results: dict) -> None:
+    """Per prior: the test-sketch figures and the perfect-outline ceiling (stage `eval`)."""
+    from vq.pipeline.classifier import predict
+    from vq.pipeline.data import to_float
+    from vq.pipeline.evaluate import sketch_agreement
+    from vq.pipeline.generate import SamplingOptions
 
     opts = SamplingOptions(cfg=args.guidance, seed=args.seed)
     for style in args.variants:
-        pipe = Pipeline.from_pretrained(args.tokenizer, args.work / style)
-        data = stored_data_options(pipe.tokenizer_info.stored, args.tokenizer).load()
-        test = EvalImages(data.test, None, Skipped()).split
-        classifier, _ = ensure_classifier(data, test, args.classifier, "cpu", Console(stderr=True))
-        classifier.eval()
+        pipe, data, test, classifier = judged_prior(args, style)
         _, test_feats = predict(classifier, to_float(test.images))
-        names, size = data.class_names, pipe.tokenizer_info.image_size
         row = results.setdefault("eval", {}).setdefault(style, {})
         t0 = time.time()
         row["test_sketches"] = sketch_agreement(pipe.tokenizer, pipe.prior, classifier, test, args.sketch_images, opts,
-                                                pipe.device, test_feats, names)
+                                                pipe.device, test_feats, data.class_names)
         row["test_sketches"]["seconds"] = time.time() - t0
         save(results, args.json)
         row["test_outlines"] = outline_ceiling(pipe, classifier, test, args.sketch_images, opts)
         save(results, args.json)
-        box = drawing_box(pipe.prior_info.stored)
-        for reading, b in (("padded", None), ("framed", box)):
-            drawings = read_drawing_set(args.drawings, names, size, b)
-            row[f"drawings_{reading}"] = drawing_agreement(pipe.tokenizer, pipe.prior, classifier, drawings,
-                                                           args.per_drawing, opts, names, b)
+
+
+READINGS = ("padded", "framed", "class_boxes")
+
+
+def evaluate_drawings(args, results: dict) -> None:
+    """Per prior, the free-hand figures of `pipeline.drawings` on `--drawings` (stage `drawings`),
+    the drawings read three ways: padded to a square (as before framing), framed to the export's
+    object box, and (as vq reads them now) framed to their class's box when given with it. Each
+    reading with the class at the drawing's guidance (`sketch_and_class`) and at vq's default for
+    a drawing and its class (`sketch_and_class_default`: twice it); on the class-box reading, the
+    class's own guidance at each `--class-guidance` (2 and 4 are those two). Priors trained before
+    priors recorded class boxes get them from their export here, as the same prior trained today
+    would record them (vq itself frames their drawings to the dataset's box)."""
+    from vq.pipeline.drawings import drawing_agreement, read_drawing_set
+    from vq.pipeline.export import sketch_record
+    from vq.pipeline.generate import SamplingOptions
+    from vq.pipeline.sketch import drawing_box
+
+    at_guidance = SamplingOptions(cfg=args.guidance, seed=args.seed, class_cfg=args.guidance)
+    default = SamplingOptions(cfg=args.guidance, seed=args.seed)
+    for style in args.variants:
+        pipe, data, _, classifier = judged_prior(args, style)
+        names, size = data.class_names, pipe.tokenizer_info.image_size
+        record = pipe.prior_info.stored
+        if "class_boxes" not in record["sketch"]:  # trained before priors recorded them: from its export, as a new run
+            meta = json.loads((args.work / "codes" / "meta.json").read_text())
+            record = {**record, "sketch": sketch_record(args.work / "codes", meta)}
+        box = drawing_box(record)
+        row = results.setdefault("eval", {}).setdefault(style, {})
+        for reading, rec in zip(READINGS, (None, {"sketch": {"box": box}}, record)):
+            drawings = read_drawing_set(args.drawings, names, size, rec)
+            b = box if rec else None
+            row[f"drawings_{reading}"] = r = drawing_agreement(pipe.tokenizer, pipe.prior, classifier, drawings,
+                                                               args.per_drawing, at_guidance, names, b)
+            r["sketch_and_class_default"] = drawing_agreement(pipe.tokenizer, pipe.prior, classifier, drawings,
+                                                              args.per_drawing, default, names, b,
+                                                              modes=("sketch_and_class",))["sketch_and_class"]
             save(results, args.json)
+        row["class_guidance"] = {}
         for c in args.class_guidance:  # the class's own guidance on top of the drawing's (`--class-guidance`)
             o = SamplingOptions(cfg=args.guidance, seed=args.seed, class_cfg=c)
-            row.setdefault("class_guidance", {})[str(c)] = drawing_agreement(  # `drawings`: the framed set, read above
+            row["class_guidance"][str(c)] = drawing_agreement(  # `drawings`: the class-box set, read above
                 pipe.tokenizer, pipe.prior, classifier, drawings, args.per_drawing, o, names, box,
                 modes=("sketch_and_class",))["sketch_and_class"]
             save(results, args.json)
@@ -179,21 +221,21 @@ def figure(args) -> None:
 def table(results: dict) -> Table:
     t = Table(title="sketch priors: edge maps only vs free-hand styles, without and with the drawing flag (demo preset, this CPU)",
               title_justify="left")
-    for col in ("trained on", "drawings read", "drawing alone: class", "+ class: class", "inside", "covered",
-                "test sketches: edge F1", "class acc", "training s (steps)"):
+    for col in ("trained on", "drawings read", "drawing alone: class", "+ class: class", "+ class, class guided x2",
+                "inside", "covered", "test sketches: edge F1", "class acc", "training s (steps)"):
         t.add_column(col, justify="left" if col in ("trained on", "drawings read") else "right")
     for style in VARIANTS:
         ev, tr = results.get("eval", {}).get(style, {}), results.get("train", {}).get(style, {})
         ts = ev.get("test_sketches", {}).get("sketch_and_class", {})
-        for reading, key in (("padded", "drawings_padded"), ("framed", "drawings_framed"),
-                             ("test outlines (perfect drawings)", "test_outlines")):
+        for reading, key in [(r, f"drawings_{r}") for r in READINGS] + [("test outlines (perfect drawings)", "test_outlines")]:
             d = ev.get(key)
             if d is None:
                 continue
+            twice = d.get("sketch_and_class_default", {}).get("acc")
             t.add_row(style, reading, f"{d['sketch_only']['acc']:.3f}", f"{d['sketch_and_class']['acc']:.3f}",
-                      f"{d['sketch_only']['inside']:.3f}", f"{d['sketch_only']['coverage']:.3f}",
-                      f"{ts.get('edge_f1', float('nan')):.3f}", f"{ts.get('acc', float('nan')):.3f}",
-                      f"{tr['seconds']:.0f} ({tr['steps']})" if tr else "")
+                      f"{twice:.3f}" if twice is not None else "", f"{d['sketch_only']['inside']:.3f}",
+                      f"{d['sketch_only']['coverage']:.3f}", f"{ts.get('edge_f1', float('nan')):.3f}",
+                      f"{ts.get('acc', float('nan')):.3f}", f"{tr['seconds']:.0f} ({tr['steps']})" if tr else "")
     return t
 
 
@@ -205,13 +247,14 @@ def main() -> None:
     p.add_argument("--classifier", type=Path, default=Path("runs/classifier"))
     p.add_argument("--json", type=Path, default=Path("bench/results/sketch_styles_cpu_demo.json"))
     p.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
-    p.add_argument("--stages", nargs="+", choices=("train", "eval", "figure"), default=["train", "eval", "figure"])
+    p.add_argument("--stages", nargs="+", choices=("train", "eval", "drawings", "figure"),
+                   default=["train", "eval", "drawings", "figure"])
     p.add_argument("--steps", type=int, default=800, help="training steps of each prior (the demo preset's 800)")
     p.add_argument("--sketch-images", type=int, default=1000, help="test images whose edge maps are drawn from")
     p.add_argument("--per-drawing", type=int, default=8, help="samples per drawing and mode")
     p.add_argument("--guidance", type=float, default=2.0)
-    p.add_argument("--class-guidance", type=float, nargs="*", default=[3.0, 4.0, 6.0, 8.0],
-                   help="class guidance scales for the framed drawings given with their class (the drawing's stays --guidance)")
+    p.add_argument("--class-guidance", type=float, nargs="*", default=[3.0, 5.0, 6.0, 8.0],
+                   help="class guidance scales for the drawings given with their class (the drawing's stays --guidance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fit", choices=tuple(VARIANTS), help=argparse.SUPPRESS)  # a child process: train one prior
     args = p.parse_args()
@@ -224,6 +267,8 @@ def main() -> None:
         train(args, results)
     if "eval" in args.stages:
         evaluate(args, results)
+    if "drawings" in args.stages:
+        evaluate_drawings(args, results)
     if "figure" in args.stages:
         figure(args)
     save(results, args.json)

@@ -3,7 +3,9 @@
 A folder of drawings (any size and mode, read like `--sketch`) names each one's class by its file
 name (`ankle-boot-3.png`: the name without a trailing `-N`) or by the folder it is in
 (`DIR/Ankle boot/any.png`). For each drawing the prior draws `per_drawing` samples from the
-sketch alone and as many from the sketch and its class, and for each mode:
+sketch alone and as many from the sketch and its class (the drawing then framed to its class's
+box, `sketch.drawing_box`, and the class guided as `vq sample` guides it,
+`generate.drawing_class_guidance`), and for each mode:
 
 - **class accuracy**: the share of samples the judge (`vq eval`'s classifier) sees as the drawn class;
 - **inside**: the share of a sample's silhouette (`sketch.silhouette`: the pixels that stand out
@@ -22,9 +24,9 @@ from pathlib import Path
 import torch
 
 from vq.pipeline.classifier import predict
-from vq.pipeline.generate import SamplingOptions, generate_images, resolve_class
+from vq.pipeline.generate import SamplingOptions, drawing_class_guidance, generate_images, resolve_class
 from vq.pipeline.runs import VQError
-from vq.pipeline.sketch import as_drawing, dilate, fill_holes, load_drawing, silhouette
+from vq.pipeline.sketch import as_drawing, dilate, drawing_box, fill_holes, load_drawing, silhouette
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -33,7 +35,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 class Drawing:
     path: Path
     label: int
-    lines: torch.Tensor  # (1, 1, S, S) bool, as the prior reads it
+    lines: torch.Tensor  # (1, 1, S, S) bool, as the prior reads it alone
+    class_lines: torch.Tensor  # ... and given with its class (framed to the class's box where one is recorded)
 
 
 def drawing_class(path: Path, folder: Path, class_names: list[str]) -> int:
@@ -47,15 +50,22 @@ def drawing_class(path: Path, folder: Path, class_names: list[str]) -> int:
                       f"ankle-boot-1.png, or put it in a folder named after it); classes: {', '.join(class_names)}") from None
 
 
-def read_drawing_set(folder: Path, class_names: list[str], size: int, box: float | None) -> list[Drawing]:
-    """Every drawing in `folder` and its subfolders, sorted by path, read like `--sketch`."""
+def read_drawing_set(folder: Path, class_names: list[str], size: int, prior_record: dict | None) -> list[Drawing]:
+    """Every drawing in `folder` and its subfolders, sorted by path, read like `--sketch`: framed
+    to the boxes the sketch prior's record holds (`sketch.drawing_box`; None: padded only)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise VQError(f"--drawings {folder} is not a folder of drawings")
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
         raise VQError(f"--drawings {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return [Drawing(p, drawing_class(p, folder, class_names), load_drawing(p, size, box)[0]) for p in paths]
+    drawings = []
+    for p in paths:
+        label = drawing_class(p, folder, class_names)
+        box, class_box = (drawing_box(prior_record), drawing_box(prior_record, label)) if prior_record else (None, None)
+        lines = load_drawing(p, size, box)[0]
+        drawings.append(Drawing(p, label, lines, lines if class_box == box else load_drawing(p, size, class_box)[0]))
+    return drawings
 
 
 def drawn_region(lines: torch.Tensor) -> torch.Tensor:
@@ -91,16 +101,20 @@ MODES = ("sketch_only", "sketch_and_class")
 def drawing_agreement(tokenizer, prior, classifier, drawings: list[Drawing], per_drawing: int, opts: SamplingOptions,
                       class_names: list[str], box: float | None, modes: tuple[str, ...] = MODES) -> dict:
     """The module's figures, over all drawings and per drawing, for the sketch alone and sketch +
-    class (or those of `modes`)."""
-    lines = torch.cat([d.lines for d in drawings]).repeat_interleave(per_drawing, 0)
+    class (or those of `modes`); with the class, each drawing is read framed to its class's box
+    and the class's guidance is `drawing_class_guidance`'s."""
     drawn = torch.tensor([d.label for d in drawings]).repeat_interleave(per_drawing)
-    region = drawn_region(lines)
+    with_class = drawing_class_guidance(opts)
     result = {"n_drawings": len(drawings), "per_drawing": per_drawing, "cfg": opts.cfg, "box": box,
-              **({"class_cfg": opts.class_cfg} if opts.class_cfg is not None else {}),
+              "class_boxes": any(d.class_lines is not d.lines for d in drawings),
+              **({"class_cfg": with_class.class_cfg} if "sketch_and_class" in modes else {}),
               "drawings": [{"file": d.path.name, "class": class_names[d.label]} for d in drawings]}
     for mode in modes:
-        labels = drawn if mode == "sketch_and_class" else torch.full_like(drawn, -1)
-        hit, inside, coverage = follow_figures(tokenizer, prior, classifier, lines, region, drawn, labels, opts)
+        given = mode == "sketch_and_class"
+        lines = torch.cat([d.class_lines if given else d.lines for d in drawings]).repeat_interleave(per_drawing, 0)
+        labels = drawn if given else torch.full_like(drawn, -1)
+        hit, inside, coverage = follow_figures(tokenizer, prior, classifier, lines, drawn_region(lines), drawn, labels,
+                                               with_class if given else opts)
         result[mode] = {"acc": float(hit.mean()), "inside": float(inside.mean()), "coverage": float(coverage.mean())}
         for i, row in enumerate(result["drawings"]):
             part = slice(i * per_drawing, (i + 1) * per_drawing)

@@ -12,8 +12,9 @@
   reconstructions of the real images, and the real images (1 by construction: the sketches are
   their edges); with class accuracy and Fréchet distance of each;
 - drawings (a sketch prior, `--drawings DIR`): free-hand drawings as people make them; the share
-  of samples of the drawn class, with and without the class given, and how well samples stay
-  inside the drawn outline and fill it (`pipeline.drawings`).
+  of samples of the drawn class, with and without the class given (then framed to the class's
+  box, its guidance `drawing_class_guidance`'s), and how well samples stay inside the drawn
+  outline and fill it (`pipeline.drawings`).
 Every Fréchet distance is computed at the stated n against the whole test split."""
 
 import math
@@ -111,7 +112,7 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
         from vq.pipeline.sketch import drawing_box
 
         box = drawing_box(prior_info.stored)
-        drawing_set = read_drawing_set(drawings, tok_info.class_names, tok_info.image_size, box)
+        drawing_set = read_drawing_set(drawings, tok_info.class_names, tok_info.image_size, prior_info.stored)
     dev = resolve_device(device)
     data = stored_data_options(info, tokenizer_dir).load()
     names = data.class_names

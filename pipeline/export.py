@@ -30,7 +30,7 @@ from vq.pipeline.data import Split, StreamImages, image_batch, stored_data_optio
 from vq.pipeline.loader import Skipped, batches, default_workers
 from vq.pipeline.records import TokenizerInfo
 from vq.pipeline.runs import VQError, atomic_write_bytes, atomic_write_json, read_json, run_lock, stored_path
-from vq.pipeline.sketch import OUTLINE_VERSION, SKETCH_DETECTOR, edge_map, object_box, outline_map
+from vq.pipeline.sketch import OUTLINE_VERSION, SKETCH_DETECTOR, class_boxes, edge_map, object_box, outline_map
 from vq.pipeline.device import resolve_device
 from vq.stage1_vqvae import TOKENIZERS
 
@@ -191,12 +191,31 @@ def join_packed(parts: list[np.ndarray], size: int) -> np.ndarray:
 BOX_SAMPLE = 10_000  # train outlines measured for the dataset's typical object box
 
 
-def typical_box(out: Path, shards: list[str], size: int) -> float:
-    """The train split's typical object size (`sketch.object_box`) over up to `BOX_SAMPLE` of its outlines."""
-    packed = np.concatenate([np.load(out / f"{s}.sketch.npy", mmap_mode="r")[:BOX_SAMPLE] for s in shards])[:BOX_SAMPLE]
+def typical_boxes(out: Path, shards: list[str], size: int, num_classes: int) -> dict:
+    """The train split's typical object size (`sketch.object_box`) and each class's typical frame
+    (`sketch.class_boxes`), over up to `BOX_SAMPLE` of its outlines spread evenly over the split
+    (a folder dataset lists its classes one after another)."""
+    packed = [np.load(out / f"{s}.sketch.npy", mmap_mode="r") for s in shards]
+    labels = [np.load(out / f"{s}.labels.npy", mmap_mode="r") for s in shards]
+    starts = np.cumsum([0] + [len(p) for p in packed])
+    rows = np.unique(np.linspace(0, starts[-1] - 1, min(BOX_SAMPLE, starts[-1])).round().astype(np.int64))
+    shard = np.searchsorted(starts, rows, side="right") - 1
+    picked = [(packed[i][rows[shard == i] - starts[i]], labels[i][rows[shard == i] - starts[i]]) for i in range(len(shards))]
     per_map, at = -(-size * size // 8), SKETCH_MAPS.index("outline")
-    outlines = np.unpackbits(packed[:, at * per_map : (at + 1) * per_map], axis=1)[:, : size * size]
-    return object_box(torch.from_numpy(outlines.reshape(-1, 1, size, size).astype(bool)))
+    maps = np.concatenate([m for m, _ in picked])
+    outlines = np.unpackbits(maps[:, at * per_map : (at + 1) * per_map], axis=1)[:, : size * size]
+    outlines = torch.from_numpy(outlines.reshape(-1, 1, size, size).astype(bool))
+    y = torch.from_numpy(np.concatenate([l for _, l in picked]).astype(np.int64))
+    return {"box": object_box(outlines), "class_boxes": class_boxes(outlines, y, num_classes)}
+
+
+def sketch_record(out: Path, meta: dict) -> dict:
+    """An export's sketch record, with the class boxes measured now where an export made before
+    they were recorded lacks them (a new sketch prior records them either way)."""
+    sketch = meta["sketch"]
+    if "class_boxes" in sketch:
+        return sketch
+    return {**sketch, **typical_boxes(out, meta["shards"]["train"], sketch["size"], len(meta["class_names"]))}
 
 
 @torch.no_grad()
@@ -353,7 +372,7 @@ def export_codes(
                 "dataset": info.get("dataset", {}),
                 **({"sketch": {"detector": SKETCH_DETECTOR, "outline": OUTLINE_VERSION, "maps": list(SKETCH_MAPS),
                                "size": model.config.image_size, "packed": "np.packbits",
-                               "box": typical_box(out, shards["train"], model.config.image_size)}}
+                               **typical_boxes(out, shards["train"], model.config.image_size, len(info["class_names"]))}}
                    if sketches else {}),
             }
             atomic_write_json(out / "meta.json", meta)

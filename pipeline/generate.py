@@ -3,7 +3,7 @@ VAE's latent prior -> decoder); complete = known codes -> prior -> decoder. `Pip
 these; so do evaluation and training previews, so every image vq shows is drawn the same way."""
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -20,7 +20,8 @@ class SamplingOptions:
     top_p: float | None = None
     seed: int = 0
     steps: int | None = None  # a parallel-decoding prior's iterations (None: its default)
-    class_cfg: float | None = None  # a sketch prior's guidance for the class on top of the sketch (None: cfg)
+    class_cfg: float | None = None  # a sketch prior's guidance for the class on top of the sketch (None: cfg; for a
+    # drawing given with its class, `drawing_class_guidance`)
 
     def validate(self) -> None:
         if self.cfg < 0:
@@ -44,6 +45,21 @@ class SamplingOptions:
         if not prior.parallel_decoding:
             raise VQError("--steps is for a masked (parallel-decoding) prior; this prior draws one code at a time")
         return {"steps": self.steps}
+
+
+DRAWING_CLASS_GUIDANCE = 2.0  # a drawing given with its class: the class guided at this many times the drawing's guidance
+
+
+def drawing_class_guidance(opts: SamplingOptions) -> SamplingOptions:
+    """The options for a drawing given with its class: the class's own guidance, unless one is
+    set, is `DRAWING_CLASS_GUIDANCE` times the drawing's (none at guidance 1 or below: no guidance
+    stays none). People's drawings say less than the detector's edge maps, and the class guided
+    at twice the drawing's makes many more samples of the class for as much of them inside the
+    drawing (README, "Free-hand drawings"); an exact edge map keeps `cfg` (its edge F1 falls from
+    0.89 to 0.87 at 4). It costs a third row per image in the sampler."""
+    if opts.class_cfg is not None or opts.cfg <= 1:
+        return opts
+    return replace(opts, class_cfg=DRAWING_CLASS_GUIDANCE * opts.cfg)
 
 
 def resolve_class(value: str, class_names: list[str]) -> int:

@@ -5,7 +5,6 @@ import warnings
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:

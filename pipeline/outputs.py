@@ -55,7 +55,8 @@ def sample_to_folder(tokenizer_dir: Path, prior_dir: Path, class_value: str | No
                      out: Path | None, *, device: str = "auto", force: bool = False, sketch_path: Path | None = None,
                      pipeline: str | None = None) -> dict:
     """`vq sample`: <class>_<i>.png per image and grid.png (a row per class); with a sketch, also
-    sketch.png (the sketch as the prior reads it), which leads the grid's one row."""
+    sketch.png (the sketch as the prior reads it, for the first class), and each row of the grid
+    leads with the sketch as read for its class."""
     tokenizer_dir, prior_dir = run_dirs(tokenizer_dir, prior_dir, pipeline)
     tok, prior = records(tokenizer_dir, prior_dir)
     request = plan_samples(tok, prior, class_value, n, sketch=sketch_path, options=opts)
@@ -75,7 +76,8 @@ def sample_to_folder(tokenizer_dir: Path, prior_dir: Path, class_value: str | No
     if sketched:
         drawn = samples.sketch.float().expand(-1, images.shape[1], -1, -1) * 2 - 1  # white lines on black
         save_png(drawn[0], out / "sketch.png")
-        images, nrow = torch.cat([drawn, images]), n + 1  # one row: the sketch, then its samples
+        rows = [torch.cat([drawn[g : g + 1], images[g * n : (g + 1) * n]]) for g in range(len(drawn))]
+        images, nrow = torch.cat(rows), n + 1  # a row per group: the sketch as read for it, then its samples
         result["sketch_note"] = samples.sketch_note
     save_grid(images, out / "grid.png", nrow=nrow)
     return result

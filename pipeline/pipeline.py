@@ -75,8 +75,9 @@ class SampleRequest:
     groups: list[int]  # one class index per group of n images; -1: no class
     n: int
     options: SamplingOptions
-    sketch: torch.Tensor | None = None  # (1, 1, S, S) bool lines, as the sketch prior reads them (beside the drawing flag)
-    sketch_note: str | None = None
+    sketch: torch.Tensor | None = None  # (groups, 1, S, S) bool lines, as the sketch prior reads them for each
+    # group (framed to its class's box; beside the drawing flag)
+    sketch_note: str | None = None  # how the drawing was read (for the first group)
 
     @property
     def labels(self) -> torch.Tensor:
@@ -101,18 +102,12 @@ def plan_samples(tokenizer: TokenizerInfo, prior: PriorInfo | None, classes=None
     options.validate()
     check_n(n)
     names = tokenizer.class_names
-    lines = note = None
-    if sketch is not None:
-        if prior is None or "sketch" not in prior.conditions:
-            where = (f"{prior.run_dir} was trained without sketches (conditions: {', '.join(sorted(prior.conditions))}); "
-                     "train one with `vq fit-prior --condition sketch`" if prior is not None else
-                     f"{tokenizer.run_dir} holds a {tokenizer.model}, which has no codes; sketches need a VQ-VAE and a "
-                     "prior trained with `vq fit-prior --condition sketch`")
-            raise VQError(f"{where} to sample from a sketch")
-        from vq.pipeline.sketch import check_detector, drawing_box
-
-        check_detector(prior.stored, prior.run_dir)
-        lines, note = read_drawing(sketch, tokenizer.image_size, drawing_box(prior.stored))
+    if sketch is not None and (prior is None or "sketch" not in prior.conditions):
+        where = (f"{prior.run_dir} was trained without sketches (conditions: {', '.join(sorted(prior.conditions))}); "
+                 "train one with `vq fit-prior --condition sketch`" if prior is not None else
+                 f"{tokenizer.run_dir} holds a {tokenizer.model}, which has no codes; sketches need a VQ-VAE and a "
+                 "prior trained with `vq fit-prior --condition sketch`")
+        raise VQError(f"{where} to sample from a sketch")
     if options.class_cfg is not None and (sketch is None or classes is None):
         raise VQError("--class-guidance weighs a class against a sketch: give both a sketch and a class "
                       "(--guidance alone guides a class or a sketch)")
@@ -126,7 +121,17 @@ def plan_samples(tokenizer: TokenizerInfo, prior: PriorInfo | None, classes=None
         if not items:
             raise VQError(f"no class given; valid classes: {', '.join(names)}")
         groups = [class_index(c, names) for c in items]
-    return SampleRequest(groups, n, options, lines, note)
+    if sketch is None:
+        return SampleRequest(groups, n, options)
+    from vq.pipeline.generate import drawing_class_guidance
+    from vq.pipeline.sketch import check_detector, drawing_box
+
+    check_detector(prior.stored, prior.run_dir)
+    boxes = [drawing_box(prior.stored, c if c >= 0 else None) for c in groups]  # each class's, the dataset's without
+    read = {box: read_drawing(sketch, tokenizer.image_size, box) for box in dict.fromkeys(boxes)}  # once per box
+    lines = torch.cat([read[box][0] for box in boxes])
+    return SampleRequest(groups, n, drawing_class_guidance(options) if classes is not None else options, lines,
+                         read[boxes[0]][1])
 
 
 def plan_completion(tokenizer: TokenizerInfo, prior: PriorInfo | None, image, mask="top", *, fraction: float = 0.5,
@@ -155,7 +160,7 @@ class Samples:
     images: torch.Tensor  # (b, c, H, W) uint8, groups in order, n each
     labels: torch.Tensor  # (b,) class index per image, -1 without one
     seed: int
-    sketch: torch.Tensor | None = None  # (1, 1, S, S) bool: the sketch's lines as the prior read them
+    sketch: torch.Tensor | None = None  # (groups, 1, S, S) bool: the sketch's lines as the prior read them per group
     sketch_note: str | None = None
 
 
@@ -326,7 +331,8 @@ class Pipeline:
         guidance: classifier-free guidance scale (1 = none); temperature, top_k, top_p: the
         draw; seed: the same seed gives the same images; steps: a masked prior's decoding
         iterations; class_guidance: with a sketch and a class, the class's own guidance scale on
-        top of the sketch's (`guidance`; None: both guided together at `guidance`). -> Pillow
+        top of the sketch's (`guidance`; None: twice `guidance`, `drawing_class_guidance`); a
+        sketch given with a class is framed to that class's typical box. -> Pillow
         images (or a uint8 tensor (b, c, H, W) with output_type="pt"), grouped by class."""
         options = sampling_options(guidance, temperature, top_k, top_p, fresh_seed(seed), steps, class_guidance)
         request = plan_samples(self.tokenizer_info, self.prior_info, classes, n, sketch=sketch, options=options)
@@ -346,7 +352,7 @@ class Pipeline:
     @torch.no_grad()
     def run_samples(self, request: SampleRequest) -> Samples:
         labels = request.labels
-        sketches = as_drawing(request.sketch).expand(len(labels), -1, -1, -1) if request.sketch is not None else None
+        sketches = as_drawing(request.sketch).repeat_interleave(request.n, 0) if request.sketch is not None else None
         with self._lock:
             images = generate_images(self.tokenizer, self.prior, labels, request.options, sketches)
         return Samples(to_uint8(images).cpu(), labels, request.options.seed, request.sketch, request.sketch_note)

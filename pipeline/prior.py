@@ -16,7 +16,7 @@ from vq.pipeline.checkpoint import check_state, load_checkpoint, read_info, save
 from vq.pipeline.configs import build, to_dict
 from vq.pipeline.data import IN_MEMORY_BYTES, stored_data_options, to_float
 from vq.pipeline.device import resolve_device, seed_everything
-from vq.pipeline.export import codes_of_run, export_codes, load_codes
+from vq.pipeline.export import codes_of_run, export_codes, load_codes, sketch_record
 from vq.pipeline.generate import SamplingOptions, generate_images
 from vq.pipeline.images import grid
 from vq.pipeline.jobs import job_configs, new_length
@@ -153,7 +153,7 @@ def fit_prior(job: PriorJob, console: Console | None = None) -> FitResult:
                  "tokenizer_dir": stored_path(job.tokenizer, job.out), "codes_dir": stored_path(codes_dir, job.out),
                  "train": to_dict(train_cfg),
                  "preset": job.preset, "image": meta["image"],
-                 **({"sketch": meta["sketch"]} if sketched else {})}  # which detector drew its sketches
+                 **({"sketch": sketch_record(codes_dir, meta)} if sketched else {})}  # detector, drawings' boxes
 
     def save(m, metrics):
         save_checkpoint(job.out, m, kind="prior", meta={**ckpt_meta, "metrics": metrics})

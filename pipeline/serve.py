@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from vq.pipeline.data import to_uint8
+from vq.pipeline.generate import DRAWING_CLASS_GUIDANCE
 from vq.pipeline.hub import INDEX
 from vq.pipeline.images import save_png
 from vq.pipeline.outputs import file_stem
@@ -49,6 +50,7 @@ MODEL_LOCK = "model"  # the concurrency group of every generation: one at a time
 CSS = """
 .vq-pixels img, .vq-pixels canvas { image-rendering: pixelated; }
 .vq-big img { width: 100%; height: 100%; object-fit: contain; }
+#sketch-read img { padding-top: 28px; box-sizing: border-box; }  /* clear of the label: the lines reach the top */
 div.vq-gallery .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(32px, 1fr));
   grid-template-rows: none; grid-auto-rows: auto; gap: 6px; }
 div.vq-gallery .grid-wrap { max-height: 820px; height: auto; }
@@ -148,7 +150,7 @@ def one_line_errors(fn: Callable) -> Callable:
 
 
 def sketch_image(lines: torch.Tensor) -> Image.Image:
-    """(1, 1, S, S) bool -> a Pillow image: white lines on black, as `vq sample --sketch` saves it."""
+    """(groups, 1, S, S) bool -> the first as a Pillow image: white lines on black, as `vq sample --sketch` saves it."""
     return to_pil(lines.to(torch.uint8) * 255)[0]
 
 
@@ -191,8 +193,8 @@ def sampling_controls(studio: Studio, tab: str, class_choices: list[str], defaul
     class_box = gr.Dropdown(class_choices, value=default_class, label="class", elem_id=f"{tab}-class")
     n_box = gr.Slider(1, studio.max_n, value=n, step=1, label="images per class" if full else "images", elem_id=f"{tab}-n")
     guidance = gr.Slider(0, 8, value=2.0, step=0.1, label="guidance", info="classifier-free guidance; 1 = none")
-    extra = [gr.Slider(0, 8, value=2.0, step=0.1, label="class guidance", elem_id=f"{tab}-class-guidance",
-                       info="with a class: how strongly it counts beside the drawing (guidance: the drawing)")] if class_guidance else []
+    extra = [gr.Slider(0, 8, value=DRAWING_CLASS_GUIDANCE * 2.0, step=0.1, label="class guidance", elem_id=f"{tab}-class-guidance",
+                       info="with a class: how strongly it counts beside the drawing (guidance: the drawing; 4 is twice its default)")] if class_guidance else []
     more = []
     if full:
         with gr.Accordion("sampling", open=False):
@@ -239,7 +241,7 @@ def sketch_tab(studio: Studio) -> None:
                 go = gr.Button("Generate", variant="primary", elem_id="sketch-go")
         with gr.Column(scale=2):
             with gr.Row():
-                read = gr.Image(label="the prior reads", format="png", height=180, width=180,
+                read = gr.Image(label="the prior reads", format="png", height=208, width=180,
                                 elem_id="sketch-read", elem_classes=["vq-pixels", "vq-big"], interactive=False)
                 gallery = image_gallery("samples", "sketch-gallery", scale=3)
             status = gr.Markdown(elem_id="sketch-status")
@@ -374,7 +376,7 @@ def api_endpoints(studio: Studio) -> None:
         class_name = gr.Textbox(EVERY_CLASS, label="class_name", info=f"a class name or index; '{EVERY_CLASS}' or blank: all")
         n = gr.Number(1, precision=0, label="n")
         guidance = gr.Number(2.0, label="guidance")
-        class_guidance = gr.Number(None, label="class_guidance", info="with a drawing and a class: the class's own scale (blank: guidance)")
+        class_guidance = gr.Number(None, label="class_guidance", info="with a drawing and a class: the class's own scale (blank: twice guidance)")
         temperature = gr.Number(1.0, label="temperature")
         top_k = gr.Number(0, precision=0, label="top_k")
         top_p = gr.Number(1.0, label="top_p")
@@ -400,7 +402,7 @@ def api_endpoints(studio: Studio) -> None:
     @one_line_errors
     def sketch(drawing, class_name=NO_CLASS, n=1, guidance=2.0, seed=None, class_guidance=None):
         """n images that follow `drawing` (any size and mode), of `class_name` if given, its class
-        guided at `class_guidance` (blank: at `guidance`, with the drawing)."""
+        guided at `class_guidance` (blank: twice `guidance`, the drawing's)."""
         if drawing is None:
             raise VQError("give a drawing")
         return studio.sample_files(studio.sample(class_name, n, guidance, seed=seed, drawing=drawing,

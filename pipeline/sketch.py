@@ -29,9 +29,16 @@ on light paper, which are inverted); lines are pixels more than halfway from the
 the ink; with a `box` (the dataset's typical object size, `object_box`, recorded by the export
 and the prior), the drawing is framed so that its lines' bounding box is centred and its longer
 side spans that share of the image, as the dataset's objects do (people draw anywhere on the
-canvas, at any size); without one, it is padded to a square with background (a centre crop could cut lines),
-shrunk by max-pooling when it is very large, thinned to one pixel, reduced to the model's size
-by max-pooling (a line anywhere in a cell marks the cell), and thinned again. A thick stroke and
+canvas, at any size). A drawing given with its class is framed to that class's proportions
+(`class_boxes`, recorded beside `box`): its aspect is brought within the middle half of the
+class's objects' aspects (`ASPECT_QUANTILES`), by at most `MAX_STRETCH`, and its longer side made
+the class's typical size. People draw with their own proportions (a T-shirt wider than tall;
+Fashion-MNIST's are taller than wide), and the prior has learnt the dataset's; a drawing already
+in proportion is left as drawn. Without a class the drawing's own aspect is what tells the
+classes apart, and it is kept. Without a box, it is padded to a square with background (a
+centre crop could cut lines). Then it is shrunk by max-pooling when it is very large, thinned to
+one pixel, reduced to the model's size by max-pooling (a line anywhere in a cell marks the
+cell), and thinned again. A thick stroke and
 a thin one along the same path thus give the same map, up to a pixel where a line runs along a
 cell border.
 
@@ -40,6 +47,8 @@ of one map counts as matched when the other has an edge within its 3x3 neighbour
 
 Shape legend: b - batch, H W - image pixels.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -61,10 +70,24 @@ def check_detector(prior_info: dict, prior_dir) -> None:
                       f"detector {SKETCH_DETECTOR}; retrain it with `vq fit-prior --condition sketch`")
 
 
-def drawing_box(prior_info: dict) -> float | None:
-    """The object box a sketch prior's drawings are framed to: its export's typical object size
-    (None for priors trained before exports measured it: their drawings are only padded to a square)."""
-    return (prior_info.get("sketch") or {}).get("box")
+class ClassBox(NamedTuple):
+    """How a drawing given with a class is framed: the class's typical longer side (a share of the
+    image's side) and the range of its objects' aspects (width over height) it is brought into."""
+
+    side: float
+    aspect_low: float
+    aspect_high: float
+
+
+def drawing_box(prior_info: dict, label: int | None = None) -> float | ClassBox | None:
+    """The box a sketch prior's drawings are framed to: given a class, that class's `ClassBox` when
+    the export measured it; else its export's typical object size (None for priors trained before
+    exports measured it: their drawings are only padded to a square)."""
+    sketch = prior_info.get("sketch") or {}
+    boxes = sketch.get("class_boxes") or []
+    if label is not None and 0 <= label < len(boxes) and boxes[label]:
+        return ClassBox(boxes[label]["side"], *boxes[label]["aspect"])
+    return sketch.get("box")
 
 
 def as_drawing(lines: torch.Tensor) -> torch.Tensor:
@@ -275,27 +298,52 @@ def component_sizes(labels: torch.Tensor) -> torch.Tensor:
     return counts.gather(1, flat).view_as(labels)
 
 
-def object_box(outlines: torch.Tensor) -> float:
-    """(b, 1, H, W) bool outlines -> the median of their bounding boxes' longer side, as a share of
-    the image's side: how large the dataset's objects are (`normalise_drawing` frames drawings to it)."""
+def box_extents(outlines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(b, 1, H, W) bool outlines -> each one's bounding box height and width as shares of the
+    image's side, and which outlines are not empty (the extents of empty ones are meaningless)."""
     rows, cols = outlines.any(-1)[:, 0], outlines.any(-2)[:, 0]
-    keep = rows.any(1)
-    if not keep.any():
-        return 1.0
-    rows, cols = rows[keep], cols[keep]
 
     def extent(hit: torch.Tensor) -> torch.Tensor:
         idx = torch.arange(hit.shape[1])
         return torch.where(hit, idx, -1).amax(1) - torch.where(hit, idx, hit.shape[1]).amin(1) + 1
 
-    side = torch.maximum(extent(rows), extent(cols)).float() / outlines.shape[-1]
-    return round(float(side.median()), 3)
+    return extent(rows).float() / outlines.shape[-2], extent(cols).float() / outlines.shape[-1], rows.any(1)
+
+
+def object_box(outlines: torch.Tensor) -> float:
+    """(b, 1, H, W) bool outlines -> the median of their bounding boxes' longer side, as a share of
+    the image's side: how large the dataset's objects are (`normalise_drawing` frames drawings to it)."""
+    h, w, keep = box_extents(outlines)
+    if not keep.any():
+        return 1.0
+    return round(float(torch.maximum(h, w)[keep].median()), 3)
+
+
+ASPECT_QUANTILES = (0.25, 0.75)  # a drawing given with its class is brought within these quantiles of the class's aspects
+
+
+def class_boxes(outlines: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[dict | None]:
+    """(b, 1, H, W) bool outlines and their (b,) labels -> per class its objects' typical longer
+    side (median, a share of the side) and the middle of their aspects (width over height, at
+    `ASPECT_QUANTILES`); None for a class with no outline. Fashion-MNIST's trousers are 0.39-0.43
+    as wide as tall, its sneakers 1.9-2.5."""
+    h, w, keep = box_extents(outlines)
+    boxes = []
+    for k in range(num_classes):
+        mine = keep & (labels == k)
+        if not mine.any():
+            boxes.append(None)
+            continue
+        aspect = w[mine] / h[mine]
+        boxes.append({"side": round(float(torch.maximum(h, w)[mine].median()), 3),
+                      "aspect": [round(float(aspect.quantile(q)), 3) for q in ASPECT_QUANTILES]})
+    return boxes
 
 
 MAX_SIDE_PER_CELL = 16  # a drawing is thinned at most 16 x the model's size (larger ones are max-pooled first)
 
 
-def load_drawing(path, size: int, box: float | None = None) -> tuple[torch.Tensor, str]:
+def load_drawing(path, size: int, box: float | ClassBox | None = None) -> tuple[torch.Tensor, str]:
     """A drawing file (or a Pillow image) -> ((1, 1, size, size) bool lines, a note on the
     conversion), framed to `box` when given (`normalise_drawing`); a file that cannot be read, or
     holds no lines, -> a one-line VQError naming it."""
@@ -326,10 +374,11 @@ def load_drawing(path, size: int, box: float | None = None) -> tuple[torch.Tenso
     return lines, f"{mode} {w}x{h}, " + ", ".join(notes + more)
 
 
-def normalise_drawing(gray: np.ndarray, size: int, box: float | None = None) -> tuple[torch.Tensor, list[str]]:
+def normalise_drawing(gray: np.ndarray, size: int, box: float | ClassBox | None = None
+                      ) -> tuple[torch.Tensor, list[str]]:
     """A drawing's luminance (H, W) in [0, 1] -> ((1, 1, size, size) bool lines, notes on the
-    conversion); with `box`, the lines' bounding box is centred and its longer side made `box` of
-    the image's side. Raises ValueError when it holds no lines."""
+    conversion); with `box`, the lines' bounding box is centred and framed to it (`frame`).
+    Raises ValueError when it holds no lines."""
     x = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))
     notes = []
     background = float(border_median(x))
@@ -344,7 +393,13 @@ def normalise_drawing(gray: np.ndarray, size: int, box: float | None = None) -> 
         raise ValueError("it holds no lines (no pixel stands out from the background)")
     lines = (x >= (background + ink) / 2)[None, None]
     h, w = lines.shape[-2:]
-    if box is not None:
+    if isinstance(box, ClassBox):
+        drawn, aspect = class_aspect(lines, box)
+        lines = frame(lines, box)
+        notes.append(f"framed to the class: the lines' box made {box.side:.0%} of the side, centred, "
+                     + (f"its aspect {drawn:.2f} made {aspect:.2f}" if aspect != drawn else f"its aspect {drawn:.2f} kept")
+                     + f" (the class's middle half: {box.aspect_low:.2f}-{box.aspect_high:.2f}, width / height)")
+    elif box is not None:
         lines = frame(lines, box)
         notes.append(f"framed: the lines' box made {box:.0%} of the side, centred")
     elif h != w:  # pad to a square, lines centred, as the training images are
@@ -367,12 +422,43 @@ def normalise_drawing(gray: np.ndarray, size: int, box: float | None = None) -> 
     return lines, notes
 
 
-def frame(lines: torch.Tensor, box: float) -> torch.Tensor:
-    """(1, 1, H, W) bool lines -> a square crop (padded with background where it leaves the
-    drawing) centred on the lines' bounding box, whose longer side spans `box` of the crop."""
+MAX_STRETCH = 2.0  # a drawing's aspect is changed by at most this factor to fit its class's
+
+
+def line_box(lines: torch.Tensor) -> tuple[int, int, int, int]:
+    """(1, 1, H, W) bool lines -> their bounding box: first and last row, first and last column."""
     ys, xs = torch.nonzero(lines[0, 0], as_tuple=True)
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())
-    side = max(1, round(max(y1 - y0 + 1, x1 - x0 + 1) / box))
+    return int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())
+
+
+def class_aspect(lines: torch.Tensor, box: ClassBox) -> tuple[float, float]:
+    """The lines' aspect (width over height) and the one framing to `box` gives them: brought
+    within the class's range, changed by at most `MAX_STRETCH`."""
+    y0, y1, x0, x1 = line_box(lines)
+    drawn = (x1 - x0 + 1) / (y1 - y0 + 1)
+    aspect = min(max(drawn, box.aspect_low), box.aspect_high)
+    return drawn, min(max(aspect, drawn / MAX_STRETCH), drawn * MAX_STRETCH)
+
+
+def frame(lines: torch.Tensor, box: float | ClassBox) -> torch.Tensor:
+    """(1, 1, H, W) bool lines -> a square crop (padded with background where it leaves the
+    drawing) centred on the lines' bounding box, whose longer side spans `box` of the crop (a
+    `ClassBox`: its `side`, the lines' aspect first brought within its range by `class_aspect`:
+    the lines are stretched along one axis, never shrunk)."""
+    y0, y1, x0, x1 = line_box(lines)
+    ch, cw = y1 - y0 + 1, x1 - x0 + 1
+    if isinstance(box, ClassBox):
+        drawn, aspect = class_aspect(lines, box)
+        if aspect == drawn:
+            return frame(lines, box.side)
+        h, w = (ch, max(cw, round(ch * aspect))) if aspect > drawn else (max(ch, round(cw / aspect)), cw)
+        side = max(1, round(max(h, w) / box.side))
+        crop = F.interpolate(lines[..., y0 : y1 + 1, x0 : x1 + 1].float(), size=(h, w), mode="nearest") > 0
+        out = torch.zeros(1, 1, max(side, h, w), max(side, h, w), dtype=torch.bool)
+        top, left = (out.shape[-2] - h) // 2, (out.shape[-1] - w) // 2
+        out[..., top : top + h, left : left + w] = crop
+        return out
+    side = max(1, round(max(ch, cw) / box))
     top, left = (y0 + y1 + 1 - side) // 2, (x0 + x1 + 1 - side) // 2
     padded = F.pad(lines, (side, side, side, side))
     return padded[..., top + side : top + 2 * side, left + side : left + 2 * side]

@@ -97,7 +97,6 @@ def deform(lines: torch.Tensor, generator=None) -> torch.Tensor:
 
 def break_stroke(lines: torch.Tensor, generator=None) -> torch.Tensor:
     """(b, 1, S, S) bool -> the lines with a 2x2 hole at one of their pixels, drawn at random."""
-    b = lines.shape[0]
     weights = lines.flatten(1).float() + 1e-12  # empty rows pick any pixel: there is nothing to break
     at = torch.multinomial(weights, 1, generator=generator)  # (b, 1)
     hole = torch.zeros_like(weights).scatter_(1, at, 1.0).view_as(lines.float())

@@ -122,10 +122,10 @@ def code_mask(pixel_mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return F.adaptive_avg_pool2d(pixel_mask[None, None].float(), grid)[0, 0] >= 0.5
 
 
-def read_drawing(drawing, size: int, box: float | None = None) -> tuple[torch.Tensor, str]:
+def read_drawing(drawing, size: int, box=None) -> tuple[torch.Tensor, str]:
     """A drawing (file, Pillow image or array; any size and mode, dark lines on light or light on
-    dark) -> ((1, 1, size, size) bool lines as the sketch prior reads them, framed to the
-    dataset's object `box` when given, a note)."""
+    dark) -> ((1, 1, size, size) bool lines as the sketch prior reads them, framed to `box` when
+    given (`sketch.drawing_box`: the dataset's object size, or a class's `ClassBox`), a note)."""
     from vq.pipeline.sketch import load_drawing
 
     if not isinstance(drawing, (str, Path)) and not is_pil(drawing):

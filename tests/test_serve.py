@@ -216,7 +216,7 @@ def test_the_api_endpoints(studio):
     drawn = images(client.predict(drawing=handle_file(runs / "boot.jpg"), class_name="ankle boot", n=2, seed=3,
                                   api_name="/sketch"))
     assert [im.size for im in drawn] == [(SIZE, SIZE)] * 2
-    # The class's own guidance reaches the prior: the API's pixels, and not those at the shared scale.
+    # The class's own guidance reaches the prior: the API's pixels, and not those at the default (twice guidance).
     strong = images(client.predict(drawing=handle_file(runs / "boot.jpg"), class_name="ankle boot", n=2, seed=3,
                                    class_guidance=6.0, api_name="/sketch"))
     local = pipe.sample("ankle boot", n=2, seed=3, sketch=runs / "boot.jpg", class_guidance=6.0)

@@ -89,6 +89,13 @@ def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
     assert torch.equal(maps[:, :1], edge_map(real)) and torch.equal(maps[:, 1:], outline_map(real))
     assert 0.5 < codes.meta["sketch"]["box"] <= 1  # the dataset's typical object size, measured by the export
     assert prior["config"]["sketch_styles"] == "free" and prior["sketch"]["box"] == codes.meta["sketch"]["box"]
+    boxes = codes.meta["sketch"]["class_boxes"]  # each class's typical box (height, width), for drawings given a class
+    assert len(boxes) == 10 and prior["sketch"]["class_boxes"] == boxes
+    assert boxes[1]["aspect"][1] < 1 < boxes[7]["aspect"][0]  # trousers taller than wide, sneakers wider than tall
+    from vq.pipeline.export import sketch_record
+
+    before = {**codes.meta, "sketch": {k: v for k, v in codes.meta["sketch"].items() if k != "class_boxes"}}
+    assert sketch_record(root / "codes", before)["class_boxes"] == boxes  # an export made before: measured for the prior
     assert prior["config"]["drawing_flag"] is True  # a new run tells drawings from edge maps
     # Training reads the flag with every sketch, evaluation reads edge maps (flag 0) ...
     from vq.pipeline.stage_scores import batch_preparer
@@ -124,6 +131,7 @@ def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
     assert sk["real"]["edge_f1"] == 1.0  # the sketches are the real images' own edges
     d = report["drawings"]
     assert d["n_drawings"] == 3 and d["per_drawing"] == 2 and d["box"] == codes.meta["sketch"]["box"]
+    assert d["class_boxes"] is True and d["class_cfg"] == 4.0  # with the class: its box and twice the guidance
     assert [(x["file"], x["class"]) for x in d["drawings"]] == [("mine.png", "Dress"), ("ankle-boot-1.png", "Ankle boot"),
                                                                  ("bag_2.png", "Bag")]
     for mode in ("sketch_only", "sketch_and_class"):
@@ -167,6 +175,7 @@ def test_sample_follows_a_drawing_file(sketch_chain):
     assert Image.open(root / "s1" / "grid.png").size[0] > 4 * 28  # the sketch and its three samples in a row
     r = vq(*args, "--class", "ankle boot", "--guidance", "2", "--out", root / "s2")
     assert r.returncode == 0, r.stderr
+    assert "framed to the class" in r.stderr
     assert (root / "s2" / "ankle-boot_0.png").exists()
     r = vq(*args, "--class", "ankle boot", "--guidance", "2", "--class-guidance", "5", "--out", root / "s4")
     assert r.returncode == 0, r.stderr
@@ -174,6 +183,36 @@ def test_sample_follows_a_drawing_file(sketch_chain):
     # The sketch prior still samples by class alone.
     r = vq("sample", "--tokenizer", root / "tokenizer", "--prior", root / "sketch-prior", "-c", "bag", "-n", "2", "--out", root / "s3")
     assert r.returncode == 0, r.stderr
+
+
+@needs_fashion_mnist
+def test_a_drawing_given_classes_is_read_for_each_class(sketch_chain):
+    from vq.pipeline import Pipeline
+    from vq.pipeline.generate import SamplingOptions
+    from vq.pipeline.pipeline import plan_samples
+
+    root = sketch_chain
+    pipe = Pipeline.from_pretrained(root / "tokenizer", root / "sketch-prior", device="cpu")
+    tok, prior = pipe.tokenizer_info, pipe.prior_info
+    request = plan_samples(tok, prior, ["trouser", "sneaker"], 2, sketch=root / "boot.jpg", options=SamplingOptions(seed=0))
+    assert request.sketch.shape == (2, 1, 28, 28)
+
+    def height_width(lines):
+        rows, cols = lines[0, 0].any(1).nonzero().flatten(), lines[0, 0].any(0).nonzero().flatten()
+        return int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
+
+    (th, tw), (sh, sw) = height_width(request.sketch[:1]), height_width(request.sketch[1:])
+    assert th > tw and sw > sh and th > sh and sw > tw  # the square boot drawn as each class's proportions
+    assert request.options.class_cfg == 4.0  # a drawing with a class: the class guided at twice the drawing's 2
+    assert plan_samples(tok, prior, "bag", 2, sketch=root / "boot.jpg",
+                        options=SamplingOptions(class_cfg=2.5)).options.class_cfg == 2.5  # given: kept
+    alone = plan_samples(tok, prior, None, 2, sketch=root / "boot.jpg", options=SamplingOptions())
+    assert alone.sketch.shape == (1, 1, 28, 28) and alone.options.class_cfg is None
+    seen, context = [], pipe.prior.context
+    pipe.prior.context = lambda sketch, b, keep=None: (seen.append(sketch), context(sketch, b, keep))[1]
+    samples = pipe.run_samples(request)
+    assert samples.images.shape[0] == 4 and torch.equal(samples.sketch, request.sketch)
+    assert torch.equal(seen[0][:, :1].bool(), request.sketch.repeat_interleave(2, 0))  # each class's samples, its reading
 
 
 @needs_fashion_mnist

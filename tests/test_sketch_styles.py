@@ -7,8 +7,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from vq.pipeline.data import fashion_mnist_dir, load_fashion_mnist_idx, to_float
-from vq.pipeline.sketch import (as_drawing, components, component_sizes, edge_f1, edge_map, fill_holes, normalise_drawing,
-                                object_box, outline_map, thin)
+from vq.pipeline.sketch import (MAX_STRETCH, ClassBox, as_drawing, class_boxes, components, component_sizes, drawing_box,
+                                edge_f1, edge_map, fill_holes, normalise_drawing, object_box, outline_map, thin)
 from vq.pipeline.sketch_styles import break_stroke, deform, free_hand, simplified, training_sketches
 
 needs_fashion_mnist = pytest.mark.skipif(fashion_mnist_dir() is None, reason="Fashion-MNIST idx files not installed (make test installs them)")
@@ -168,3 +168,41 @@ def test_framing_puts_a_drawing_anywhere_on_the_canvas_where_the_dataset_has_its
     assert rows.min() <= 1 and rows.max() >= 26  # its longer side spans the image, as the box says
     unframed, _ = normalise_drawing(outline_drawing((20, 30, 120, 170), 3), 28)
     assert float(edge_f1(unframed, small_corner)) < 0.5  # without a box it stays small in its corner
+
+
+def test_a_drawing_given_its_class_is_brought_to_the_class_proportions():
+    tall = outline_drawing((100, 40, 340, 340), 4)  # 240 wide, 300 high: aspect 0.8
+    framed, notes = normalise_drawing(tall, 28, box=ClassBox(1.0, 0.45, 0.55))
+    assert any("its aspect 0.81 made 0.55" in n for n in notes)  # 0.81 with the pen's width
+    rows, cols = framed[0, 0].any(1).nonzero().flatten(), framed[0, 0].any(0).nonzero().flatten()
+    assert rows.min() <= 1 and rows.max() >= 26  # the longer side: the class's whole side
+    assert 13 <= int(cols.max() - cols.min()) + 1 <= 17  # its width: 0.55 of it, centred
+    assert abs(int(cols.min()) + int(cols.max()) + 1 - 28) <= 2
+    thick, _ = normalise_drawing(outline_drawing((60, 20, 300, 320), 20), 28, box=ClassBox(1.0, 0.45, 0.55))
+    assert float(edge_f1(thick, framed)) >= 0.9  # a thick-pen twin elsewhere on the page: the same cells
+    # Already in the class's proportions: left as drawn, as framed without a class.
+    kept, notes = normalise_drawing(tall, 28, box=ClassBox(1.0, 0.7, 0.9))
+    assert torch.equal(kept, normalise_drawing(tall, 28, box=1.0)[0]) and any("aspect 0.81 kept" in n for n in notes)
+    # Far from them: stretched by MAX_STRETCH at most (3 wide for 1 high, asked for 0.8, made 1.5).
+    flat, _ = normalise_drawing(outline_drawing((20, 150, 380, 270), 4), 28, box=ClassBox(1.0, 0.7, 0.8))
+    rows, cols = flat[0, 0].any(1).nonzero().flatten(), flat[0, 0].any(0).nonzero().flatten()
+    height, width = int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
+    assert width >= 27 and height == pytest.approx(28 / (3 / MAX_STRETCH), abs=1.5)
+
+
+def test_drawing_box_picks_the_class_box_and_falls_back_to_the_dataset_box():
+    record = {"sketch": {"box": 0.9, "class_boxes": [{"side": 1.0, "aspect": [0.4, 0.5]}, None]}}
+    assert drawing_box(record, 0) == ClassBox(1.0, 0.4, 0.5)
+    assert drawing_box(record, 1) == 0.9 and drawing_box(record) == 0.9 and drawing_box(record, -1) == 0.9
+    assert drawing_box({"sketch": {"box": 0.9}}, 0) == 0.9  # a prior recorded before class boxes
+    assert drawing_box({}, 0) is None
+
+
+@needs_fashion_mnist
+def test_class_boxes_of_fashion_mnist_have_the_classes_proportions():
+    data = load_fashion_mnist_idx(fashion_mnist_dir()).train
+    boxes = class_boxes(outline_map(to_float(data.images[:2000])), torch.as_tensor(data.labels[:2000]).long(), 10)
+    trouser, sneaker = boxes[1], boxes[7]
+    assert trouser["side"] >= 0.9 and trouser["aspect"][1] <= 0.5  # tall and narrow
+    assert sneaker["side"] >= 0.9 and sneaker["aspect"][0] >= 1.5  # wide and low
+    assert all(b["aspect"][0] <= b["aspect"][1] for b in boxes)
