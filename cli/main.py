@@ -243,7 +243,7 @@ PipelineOpt = typer.Option(None, "--pipeline", help="A saved pipeline (a folder 
 RevisionOpt = typer.Option(None, "--revision", help="With a Hub id: the branch, tag or commit to load (default: main).")
 CODES_HELP = "Directory of exported code maps (default: TOKENIZER/codes, so each tokenizer keeps its own)."
 GuidanceOpt = typer.Option(2.0, "--guidance", "-g", min=0, help="Classifier-free guidance scale: 1 = none; higher = more typical of the class, less varied.")
-ClassGuidanceOpt = typer.Option(None, "--class-guidance", min=0, help="With a sketch and a class: the class's own guidance scale on top of the sketch's (--guidance); higher = more of the class, less tied to the lines (default: twice --guidance for a drawing; test sketches in eval: --guidance).")
+ClassGuidanceOpt = typer.Option(None, "--class-guidance", min=0, help="With a sketch and a class: the class's own guidance scale on top of the sketch's (--guidance); higher = more of the class, less tied to the lines (default: twice --guidance for a drawing, none of its own at --guidance 1 or less; test sketches in eval: --guidance).")
 TempOpt = typer.Option(1.0, "--temperature", min=0, help="Sampling temperature (0 = greedy).")
 TopKOpt = typer.Option(None, "--top-k", min=1, help="Sample only among the k likeliest codes.")
 TopPOpt = typer.Option(None, "--top-p", callback=check(lambda p: 0 < p <= 1, "in (0, 1]"), help="Sample only within the smallest set of codes holding this probability, in (0, 1].")
@@ -571,7 +571,7 @@ def print_eval(r: dict) -> None:
                          f"(guidance {d['cfg']})", title_justify="left")
         for col in ("samples given", "drawn class seen", "inside the drawing", "drawing covered"):
             dt.add_column(col, justify="right" if col != "samples given" else "left")
-        with_class = f"the drawing + its class (class guidance {d['class_cfg']:g}{', its box' if d.get('class_boxes') else ''})"
+        with_class = f"the drawing + its class (class guidance {d['class_cfg']:g}{', framed to it' if d.get('class_boxes') else ''})"
         for name, key in (("the drawing alone", "sketch_only"), (with_class, "sketch_and_class")):
             v = d[key]
             dt.add_row(name, f"{v['acc']:.4f}", f"{v['inside']:.4f}", f"{v['coverage']:.4f}")

@@ -107,7 +107,8 @@ def drawing_agreement(tokenizer, prior, classifier, drawings: list[Drawing], per
     with_class = drawing_class_guidance(opts)
     result = {"n_drawings": len(drawings), "per_drawing": per_drawing, "cfg": opts.cfg, "box": box,
               "class_boxes": any(d.class_lines is not d.lines for d in drawings),
-              **({"class_cfg": with_class.class_cfg} if "sketch_and_class" in modes else {}),
+              **({"class_cfg": with_class.class_cfg if with_class.class_cfg is not None else opts.cfg}
+                 if "sketch_and_class" in modes else {}),
               "drawings": [{"file": d.path.name, "class": class_names[d.label]} for d in drawings]}
     for mode in modes:
         given = mode == "sketch_and_class"

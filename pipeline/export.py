@@ -211,11 +211,13 @@ def typical_boxes(out: Path, shards: list[str], size: int, num_classes: int) -> 
 
 def sketch_record(out: Path, meta: dict) -> dict:
     """An export's sketch record, with the class boxes measured now where an export made before
-    they were recorded lacks them (a new sketch prior records them either way)."""
+    they were recorded lacks them (a new sketch prior records them either way; its box stays the
+    export's)."""
     sketch = meta["sketch"]
     if "class_boxes" in sketch:
         return sketch
-    return {**sketch, **typical_boxes(out, meta["shards"]["train"], sketch["size"], len(meta["class_names"]))}
+    measured = typical_boxes(out, meta["shards"]["train"], sketch["size"], len(meta["class_names"]))
+    return {**sketch, "class_boxes": measured["class_boxes"]}
 
 
 @torch.no_grad()

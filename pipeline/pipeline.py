@@ -332,7 +332,7 @@ class Pipeline:
         draw; seed: the same seed gives the same images; steps: a masked prior's decoding
         iterations; class_guidance: with a sketch and a class, the class's own guidance scale on
         top of the sketch's (`guidance`; None: twice `guidance`, `drawing_class_guidance`); a
-        sketch given with a class is framed to that class's typical box. -> Pillow
+        sketch given with a class is framed to the class's proportions (`sketch.drawing_box`). -> Pillow
         images (or a uint8 tensor (b, c, H, W) with output_type="pt"), grouped by class."""
         options = sampling_options(guidance, temperature, top_k, top_p, fresh_seed(seed), steps, class_guidance)
         request = plan_samples(self.tokenizer_info, self.prior_info, classes, n, sketch=sketch, options=options)

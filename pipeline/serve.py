@@ -376,7 +376,7 @@ def api_endpoints(studio: Studio) -> None:
         class_name = gr.Textbox(EVERY_CLASS, label="class_name", info=f"a class name or index; '{EVERY_CLASS}' or blank: all")
         n = gr.Number(1, precision=0, label="n")
         guidance = gr.Number(2.0, label="guidance")
-        class_guidance = gr.Number(None, label="class_guidance", info="with a drawing and a class: the class's own scale (blank: twice guidance)")
+        class_guidance = gr.Number(None, label="class_guidance", info="with a drawing and a class: the class's own scale (blank: twice guidance above 1)")
         temperature = gr.Number(1.0, label="temperature")
         top_k = gr.Number(0, precision=0, label="top_k")
         top_p = gr.Number(1.0, label="top_p")
@@ -402,7 +402,7 @@ def api_endpoints(studio: Studio) -> None:
     @one_line_errors
     def sketch(drawing, class_name=NO_CLASS, n=1, guidance=2.0, seed=None, class_guidance=None):
         """n images that follow `drawing` (any size and mode), of `class_name` if given, its class
-        guided at `class_guidance` (blank: twice `guidance`, the drawing's)."""
+        guided at `class_guidance` (blank: twice `guidance`, the drawing's, above 1)."""
         if drawing is None:
             raise VQError("give a drawing")
         return studio.sample_files(studio.sample(class_name, n, guidance, seed=seed, drawing=drawing,

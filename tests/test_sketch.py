@@ -89,7 +89,7 @@ def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
     assert torch.equal(maps[:, :1], edge_map(real)) and torch.equal(maps[:, 1:], outline_map(real))
     assert 0.5 < codes.meta["sketch"]["box"] <= 1  # the dataset's typical object size, measured by the export
     assert prior["config"]["sketch_styles"] == "free" and prior["sketch"]["box"] == codes.meta["sketch"]["box"]
-    boxes = codes.meta["sketch"]["class_boxes"]  # each class's typical box (height, width), for drawings given a class
+    boxes = codes.meta["sketch"]["class_boxes"]  # each class's typical side and middle aspects, for drawings given a class
     assert len(boxes) == 10 and prior["sketch"]["class_boxes"] == boxes
     assert boxes[1]["aspect"][1] < 1 < boxes[7]["aspect"][0]  # trousers taller than wide, sneakers wider than tall
     from vq.pipeline.export import sketch_record

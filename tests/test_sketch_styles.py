@@ -180,7 +180,7 @@ def test_a_drawing_given_its_class_is_brought_to_the_class_proportions():
     assert abs(int(cols.min()) + int(cols.max()) + 1 - 28) <= 2
     thick, _ = normalise_drawing(outline_drawing((60, 20, 300, 320), 20), 28, box=ClassBox(1.0, 0.45, 0.55))
     assert float(edge_f1(thick, framed)) >= 0.9  # a thick-pen twin elsewhere on the page: the same cells
-    # Already in the class's proportions: left as drawn, as framed without a class.
+    # Already in the class's proportions: its aspect kept, framed as without a class to the same side.
     kept, notes = normalise_drawing(tall, 28, box=ClassBox(1.0, 0.7, 0.9))
     assert torch.equal(kept, normalise_drawing(tall, 28, box=1.0)[0]) and any("aspect 0.81 kept" in n for n in notes)
     # Far from them: stretched by MAX_STRETCH at most (3 wide for 1 high, asked for 0.8, made 1.5).
@@ -206,3 +206,11 @@ def test_class_boxes_of_fashion_mnist_have_the_classes_proportions():
     assert trouser["side"] >= 0.9 and trouser["aspect"][1] <= 0.5  # tall and narrow
     assert sneaker["side"] >= 0.9 and sneaker["aspect"][0] >= 1.5  # wide and low
     assert all(b["aspect"][0] <= b["aspect"][1] for b in boxes)
+
+
+def test_a_drawing_given_its_class_guides_the_class_at_twice_the_drawing_guidance():
+    from vq.pipeline.generate import SamplingOptions, drawing_class_guidance
+
+    assert drawing_class_guidance(SamplingOptions(cfg=2.0)).class_cfg == 4.0
+    assert drawing_class_guidance(SamplingOptions(cfg=2.0, class_cfg=3.0)).class_cfg == 3.0  # given: kept
+    assert drawing_class_guidance(SamplingOptions(cfg=1.0)).class_cfg is None  # no guidance stays none
