@@ -59,10 +59,11 @@ def read_drawing_set(folder: Path, class_names: list[str], size: int, prior_reco
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
         raise VQError(f"--drawings {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    drawings = []
+    record = prior_record or {}
+    box, drawings = drawing_box(record), []
     for p in paths:
         label = drawing_class(p, folder, class_names)
-        box, class_box = (drawing_box(prior_record), drawing_box(prior_record, label)) if prior_record else (None, None)
+        class_box = drawing_box(record, label)
         lines = load_drawing(p, size, box)[0]
         drawings.append(Drawing(p, label, lines, lines if class_box == box else load_drawing(p, size, class_box)[0]))
     return drawings

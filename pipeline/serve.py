@@ -193,7 +193,7 @@ def sampling_controls(studio: Studio, tab: str, class_choices: list[str], defaul
     class_box = gr.Dropdown(class_choices, value=default_class, label="class", elem_id=f"{tab}-class")
     n_box = gr.Slider(1, studio.max_n, value=n, step=1, label="images per class" if full else "images", elem_id=f"{tab}-n")
     guidance = gr.Slider(0, 8, value=2.0, step=0.1, label="guidance", info="classifier-free guidance; 1 = none")
-    extra = [gr.Slider(0, 8, value=DRAWING_CLASS_GUIDANCE * 2.0, step=0.1, label="class guidance", elem_id=f"{tab}-class-guidance",
+    extra = [gr.Slider(0, 8, value=DRAWING_CLASS_GUIDANCE * guidance.value, step=0.1, label="class guidance", elem_id=f"{tab}-class-guidance",
                        info="with a class: how strongly it counts beside the drawing (guidance: the drawing; 4 is twice its default)")] if class_guidance else []
     more = []
     if full:
