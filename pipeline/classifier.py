@@ -28,6 +28,11 @@ class ClassifierConfig:
     num_classes: int = 10
     width: int = 32
 
+    RANGES = {"channels": (1, 4), "image_size": (1, 4096), "num_classes": (1, 100_000), "width": (1, 1024)}
+
+    def validate(self) -> None:
+        """Nothing between fields to check (`RANGES` holds each one's)."""
+
 
 @dataclass
 class ClassifierOutput:
@@ -53,6 +58,11 @@ class Classifier(nn.Module):
             nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(2 * w * 16, FEATURES), nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURES, config.num_classes))
+
+    @staticmethod
+    def image_memory(c: ClassifierConfig) -> tuple[int, str]:
+        """(bytes, what sets them) of the working memory to judge one image: the full-resolution layers'."""
+        return 4 * 8 * c.width * c.image_size**2, f"{c.image_size} px images, width {c.width}"
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(b, c, H, W) in [-1, 1] -> (b, 128) penultimate activations."""

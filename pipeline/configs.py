@@ -59,6 +59,10 @@ def build(cls, *layers: dict, where: str = "config"):
             if value is not None and not _accepts(hints[key], value):
                 raise VQError(f"{where} key '{key}' expects {getattr(hints[key], '__name__', hints[key])}, got {value!r}")
             merged[key] = float(value) if hints[key] is float else value
+    for key, (low, high) in getattr(cls, "RANGES", {}).items():
+        value = merged.get(key)
+        if value is not None and not low <= value <= high:  # NaN fails too
+            raise VQError(f"{where} key '{key}' must lie from {low:g} to {high:g}, got {value!r}")
     return cls(**merged)
 
 

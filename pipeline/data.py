@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
+from vq.pipeline.configs import build
 from vq.pipeline.runs import VQError, stored_path
 
 FASHION_MNIST_DIRS = ["/usr/share/datasets/fashion-mnist"]
@@ -725,8 +726,11 @@ def data_options_to_store(opts: dict, run_dir: Path) -> dict:
 
 def stored_data_options(info: dict, run_dir: Path) -> "DataOptions":
     """How a run read its data, with a stored local path resolved (see data_options_to_store)."""
-    saved = info["data_options"]
-    opts = DataOptions(**{k: v for k, v in saved.items() if k in DataOptions.__dataclass_fields__})
+    saved = info.get("data_options")
+    if not isinstance(saved, dict):
+        raise VQError(f"{run_dir}/config.json records no data options; it is no run vq trained")
+    opts = build(DataOptions, {k: v for k, v in saved.items() if k in DataOptions.__dataclass_fields__},
+                 where=f"{run_dir}/config.json data option")
     if saved.get("spec_from_run") and (Path(run_dir) / saved["spec_from_run"]).exists():
         opts.spec = os.path.normpath(Path(run_dir) / saved["spec_from_run"])
     return opts

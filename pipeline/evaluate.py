@@ -26,7 +26,7 @@ from rich.console import Console
 
 from vq.pipeline.classifier import ensure_classifier, predict
 from vq.pipeline import hub
-from vq.pipeline.data import Split, stored_data_options, to_float, to_uint8
+from vq.pipeline.data import HUB_ID, Split, stored_data_options, to_float, to_uint8
 from vq.pipeline.generate import SamplingOptions, generate_images
 from vq.pipeline.metrics import accuracy, frechet_distance
 from vq.pipeline.pipeline import Pipeline
@@ -114,7 +114,10 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
         box = drawing_box(prior_info.stored)
         drawing_set = read_drawing_set(drawings, tok_info.class_names, tok_info.image_size, prior_info.stored)
     dev = resolve_device(device)
-    data = stored_data_options(info, tokenizer_dir).load()
+    data_options = stored_data_options(info, tokenizer_dir)
+    if pipeline is not None:
+        check_named_data(data_options.spec, pipeline)
+    data = data_options.load()
     names = data.class_names
     test = EvalImages(data.test, None, Skipped()).split
     classifier, cinfo = ensure_classifier(data, test, classifier_root, device, console)
@@ -176,6 +179,14 @@ def evaluate_run(tokenizer_dir: Path, prior_dir: Path | None, *, per_class: int 
     atomic_write_json(out, report)
     report["out"] = str(out)
     return report
+
+
+def check_named_data(spec: str | None, pipeline: str) -> None:
+    """A saved pipeline (someone else's folder) names the data it is evaluated on: only a dataset
+    name or a Hub id is read, never a path on this machine it names."""
+    if not isinstance(spec, str) or not HUB_ID.fullmatch(spec) or Path(spec).expanduser().exists():
+        raise VQError(f"{pipeline} names its dataset as {str(spec)[:60]!r}, which is no dataset name or Hub id; a saved "
+                      "pipeline is evaluated only on such data: evaluate the runs it was saved from instead")
 
 
 def inception_fid(samples: torch.Tensor, test: Split, weights: Path | None, dev, console: Console) -> dict:

@@ -2,6 +2,8 @@
 VAE's latent prior -> decoder); complete = known codes -> prior -> decoder. `Pipeline` calls
 these; so do evaluation and training previews, so every image vq shows is drawn the same way."""
 
+import math
+import numbers
 import re
 from dataclasses import dataclass, replace
 
@@ -9,7 +11,44 @@ import torch
 
 from vq.pipeline.runs import VQError
 
-CHUNK = 256  # images per sampling batch
+CHUNK = 256  # images per sampling batch, at most
+CHUNK_BYTES = 2**31  # working memory one sampling batch may take (the models' own estimates, `image_memory`)
+
+
+def chunk_size(*models) -> int:
+    """Images per sampling batch: CHUNK, fewer where the models need more memory per image (large
+    images or code grids), so that no batch takes more than CHUNK_BYTES."""
+    per_image = max(type(m).image_memory(m.config)[0] for m in models if m is not None)
+    return max(1, min(CHUNK, CHUNK_BYTES // per_image))
+
+
+# The ranges every number a user gives is checked against, before it is used, with the same rule
+# and message from the command line, the Python API and the studio. Beyond them nothing useful
+# happens and floating point breaks: guidance of 1e308 mixes logits into inf - inf = NaN, and a
+# temperature of 1e-40 divides them into infinities.
+MAX_GUIDANCE = 100.0
+TEMPERATURE_RANGE = (1e-3, 100.0)  # or 0: greedy
+MAX_STEPS = 1024  # a masked prior's decoding iterations (no grid vq samples has more codes than 4096)
+MAX_TOP_K = 2**31 - 1
+SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes
+
+
+def whole(value, name: str, low: int, high: int | None = None) -> int:
+    """A whole number a user gave (an int, or a float holding one) within [low, high], else one line."""
+    ok = not isinstance(value, bool) and (isinstance(value, numbers.Integral)
+                                          or (isinstance(value, float) and math.isfinite(value) and value.is_integer()))
+    if ok and low <= int(value) and (high is None or int(value) <= high):
+        return int(value)
+    bound = f"from {low:,} to {high:,}" if high is not None else f"of at least {low:,}"
+    raise VQError(f"{name} must be a whole number {bound}, got {value!r}")
+
+
+def real(value, name: str, low: float, high: float, hint: str = "") -> float:
+    """A finite number a user gave within [low, high], else one line."""
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if ok and low <= float(value) <= high:
+        return float(value)
+    raise VQError(f"{name} must be a number from {low:g} to {high:g}{hint}, got {value!r}")
 
 
 @dataclass
@@ -24,18 +63,23 @@ class SamplingOptions:
     # drawing given with its class, `drawing_class_guidance`)
 
     def validate(self) -> None:
-        if self.cfg < 0:
-            raise VQError("--guidance must be at least 0 (1 = no guidance)")
-        if self.temperature < 0:
-            raise VQError("--temperature must be at least 0 (0 = greedy)")
-        if self.top_k is not None and self.top_k < 1:
-            raise VQError("--top-k must be at least 1")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise VQError("--top-p must lie in (0, 1]")
-        if self.steps is not None and self.steps < 1:
-            raise VQError("--steps must be at least 1")
-        if self.class_cfg is not None and self.class_cfg < 0:
-            raise VQError("--class-guidance must be at least 0")
+        """Every number of a type and in a range (the module's limits), else one line naming it as
+        the API does; the numbers are then plain ints and floats."""
+        self.cfg = real(self.cfg, "guidance", 0, MAX_GUIDANCE, " (1 = no guidance)")
+        low, high = TEMPERATURE_RANGE
+        self.temperature = 0.0 if self.temperature == 0 and not isinstance(self.temperature, bool) else real(
+            self.temperature, "temperature", low, high, " (or 0: always the likeliest code)")
+        if self.top_k is not None:
+            self.top_k = whole(self.top_k, "top_k", 1, MAX_TOP_K)
+        if self.top_p is not None:
+            if isinstance(self.top_p, bool) or not isinstance(self.top_p, numbers.Real) or not 0 < self.top_p <= 1:
+                raise VQError(f"top_p must lie in (0, 1] (1 = no cut), got {self.top_p!r}")
+            self.top_p = float(self.top_p)
+        self.seed = whole(self.seed, "seed", *SEED_RANGE)
+        if self.steps is not None:
+            self.steps = whole(self.steps, "steps", 1, MAX_STEPS)
+        if self.class_cfg is not None:
+            self.class_cfg = real(self.class_cfg, "class_guidance", 0, MAX_GUIDANCE)
 
     def decode_kwargs(self, prior) -> dict:
         """What a prior's `sample` takes beyond the draw: a parallel-decoding prior's steps; a
@@ -43,7 +87,7 @@ class SamplingOptions:
         if self.steps is None:
             return {}
         if not prior.parallel_decoding:
-            raise VQError("--steps is for a masked (parallel-decoding) prior; this prior draws one code at a time")
+            raise VQError("steps is for a masked (parallel-decoding) prior; this prior draws one code at a time")
         return {"steps": self.steps}
 
 
@@ -86,10 +130,11 @@ def generate_images(tokenizer, prior, labels: torch.Tensor, opts: SamplingOption
     device = next(tokenizer.parameters()).device
     g = torch.Generator(device=device).manual_seed(opts.seed)
     out = []
-    for i in range(0, labels.shape[0], CHUNK):
-        y = labels[i : i + CHUNK].to(device)
+    chunk = chunk_size(tokenizer, prior)
+    for i in range(0, labels.shape[0], chunk):
+        y = labels[i : i + chunk].to(device)
         if prior is not None:
-            sk = sketches[i : i + CHUNK].to(device) if sketches is not None else None
+            sk = sketches[i : i + chunk].to(device) if sketches is not None else None
             codes = prior.sample(y, cfg_scale=opts.cfg, temperature=opts.temperature, top_k=opts.top_k,
                                  top_p=opts.top_p, generator=g, sketch=sk, **opts.decode_kwargs(prior),
                                  **({"class_scale": opts.class_cfg} if sk is not None and opts.class_cfg is not None else {}))
@@ -121,10 +166,11 @@ def complete_codes(prior, codes: torch.Tensor, mask: torch.Tensor, label: int | 
     known = codes.expand(draws, -1, -1).to(device)
     kmask = mask.expand(draws, -1, -1).to(device)
     out = []
-    for i in range(0, draws, CHUNK):
-        out.append(prior.sample(labels[i : i + CHUNK], cfg_scale=opts.cfg, temperature=opts.temperature,
+    chunk = chunk_size(prior)
+    for i in range(0, draws, chunk):
+        out.append(prior.sample(labels[i : i + chunk], cfg_scale=opts.cfg, temperature=opts.temperature,
                                 top_k=opts.top_k, top_p=opts.top_p, generator=g,
-                                known=known[i : i + CHUNK], known_mask=kmask[i : i + CHUNK], **opts.decode_kwargs(prior)))
+                                known=known[i : i + chunk], known_mask=kmask[i : i + chunk], **opts.decode_kwargs(prior)))
     drawn = torch.cat(out)
     if draws == n:
         return drawn

@@ -12,6 +12,8 @@ refused in one line, never unpickled."""
 import os
 import re
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from vq.pipeline.runs import VQError, atomic_write_json, read_json
@@ -20,6 +22,7 @@ INDEX = "model_index.json"
 INDEX_FORMAT = 1
 READS = ["*.json", "*.safetensors", "*.png", "*.md"]  # all that a saved pipeline holds and vq reads
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+PART = re.compile(r"[\w-][\w.-]{0,99}")  # a part's sub-folder, as model_index.json names it
 # What a run records about the machine it ran on, which means nothing (and may tell too much) elsewhere.
 LOCAL_KEYS = ("tokenizer_dir", "codes_dir")
 
@@ -61,11 +64,22 @@ def resolve(source, revision: str | None = None, cache_dir: Path | None = None) 
 
 
 def read_index(folder: Path) -> dict:
-    index = read_json(Path(folder) / INDEX)
+    """model_index.json, checked: written by vq, a format this vq reads, and parts named by
+    relative folder names (a crafted index may hold anything)."""
+    path = Path(folder) / INDEX
+    index = read_json(path)
     if not isinstance(index, dict) or index.get("library") != "vq" or "tokenizer" not in index:
-        raise VQError(f"{Path(folder) / INDEX} was not written by vq; give a folder written by `vq save`")
-    if index.get("format_version", 0) > INDEX_FORMAT:
-        raise VQError(f"{folder} was saved by a newer vq (format {index['format_version']}); upgrade vq")
+        raise VQError(f"{path} was not written by vq; give a folder written by `vq save`")
+    version = index.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise VQError(f"{path}: format_version must be a whole number, not {str(version)[:40]!r}")
+    if version > INDEX_FORMAT:
+        raise VQError(f"{folder} was saved by a newer vq (format {version}); upgrade vq")
+    for part in ("tokenizer", "prior"):
+        value = index.get(part)
+        if (value is None and part == "prior") or (isinstance(value, str) and PART.fullmatch(value)):
+            continue
+        raise VQError(f"{path}: '{part}' must name a sub-folder (letters, digits, '-', '_', '.'), not {str(value)[:40]!r}")
     return index
 
 
@@ -98,11 +112,47 @@ def save_part(run_dir: Path, info: dict, out: Path) -> None:
     atomic_write_json(out / "config.json", portable(info))
 
 
-def check_out(out: Path, force: bool) -> None:
+def check_out(out: Path, force: bool, inputs: list[Path]) -> None:
+    """Refuse an OUT that would lose something: one that is, holds or lies inside a run (or saved
+    folder) being saved, or a folder holding anything but a saved pipeline; `force` replaces only
+    a saved pipeline (an empty folder needs no force)."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise VQError(f"{out} is a file; give a folder for the saved pipeline")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise VQError(f"{out} is not empty; pass --force to replace the pipeline there, or choose another folder")
+    target = out.resolve()
+    for run in inputs:
+        run = Path(run).resolve()
+        if target == run or target in run.parents or run in target.parents:
+            where = "is" if target == run else "lies inside" if run in target.parents else "holds"
+            raise VQError(f"{out} {where} {run.name}, which is being saved; choose a folder outside the runs")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    try:
+        read_index(out)
+    except VQError:
+        raise VQError(f"{out} holds files that are no saved pipeline; choose an empty or new folder "
+                      "(--force replaces only a pipeline saved by vq)") from None
+    if not force:
+        raise VQError(f"{out} holds a saved pipeline; pass --force to replace it, or choose another folder")
+
+
+@contextmanager
+def replacing(out: Path):
+    """Write a folder beside `out` and put it in its place only once it is whole: a failure
+    midway leaves `out` as it was (and removes the half-written folder)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.saving-"))
+    try:
+        yield fresh
+        fresh.chmod(0o755)
+        old = out.parent / f".{out.name}.old-{fresh.name.rsplit('-', 1)[-1]}"
+        if out.exists():
+            out.rename(old)
+        fresh.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
 
 
 def write_index(out: Path, prior: bool, class_names: list[str]) -> None:

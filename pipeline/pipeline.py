@@ -11,10 +11,8 @@ needs only the runs' records, not the models: the command line refuses a bad inp
 before it loads anything. Calls on one Pipeline are serialised by a lock: the fast sampler's
 static buffers belong to the model, so two threads may share one Pipeline."""
 
-import json
 import numbers
 import secrets
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +23,10 @@ from vq.pipeline import hub
 from vq.pipeline.checkpoint import load_checkpoint
 from vq.pipeline.data import to_uint8
 from vq.pipeline.device import resolve_device
-from vq.pipeline.generate import SamplingOptions, complete_codes, generate_images, resolve_class
+from vq.pipeline.generate import SEED_RANGE, SamplingOptions, complete_codes, generate_images, resolve_class, whole
 from vq.pipeline.records import PriorInfo, TokenizerInfo
 from vq.pipeline.images import image_grid
-from vq.pipeline.runs import VQError, atomic_write_json
+from vq.pipeline.runs import VQError, atomic_write_json, read_json
 from vq.pipeline.sketch import as_drawing
 from vq.pipeline.user_images import code_mask, keep_mask, read_drawing, read_image, read_images
 from vq.stage1_vqvae import TOKENIZERS
@@ -37,23 +35,26 @@ from vq.stage2_prior import PRIORS
 OUTPUT_TYPES = ("pil", "pt")
 
 
+MAX_IMAGES = 100_000  # images one call may ask for (n per class times the classes); call again for more
+MAX_CANDIDATES = 256  # draws per completion ranked by the prior
+
+
 def fresh_seed(seed: int | None) -> int:
-    """The seed of a call: the one given, or a new one (which the caller may print to repeat it)."""
-    return secrets.randbelow(2**31) if seed is None else int(seed)
+    """The seed of a call: the one given (checked: a whole number within 64 bits), or a new one
+    (which the caller may print to repeat it)."""
+    return secrets.randbelow(2**31) if seed is None else whole(seed, "seed", *SEED_RANGE)
 
 
 def sampling_options(guidance: float, temperature: float, top_k: int | None, top_p: float | None, seed: int,
                      steps: int | None = None, class_guidance: float | None = None) -> SamplingOptions:
-    opts = SamplingOptions(float(guidance), float(temperature), top_k, top_p, seed, steps,
-                           None if class_guidance is None else float(class_guidance))
+    """The options of a call, each checked for type and range (`SamplingOptions.validate`)."""
+    opts = SamplingOptions(guidance, temperature, top_k, top_p, seed, steps, class_guidance)
     opts.validate()
     return opts
 
 
-def check_n(n: int, flag: str = "-n") -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise VQError(f"{flag} must be a whole number of at least 1, got {n!r}")
-    return n
+def check_n(n: int, name: str = "n", high: int = MAX_IMAGES) -> int:
+    return whole(n, name, 1, high)
 
 
 def class_index(value, class_names: list[str]) -> int:
@@ -100,7 +101,7 @@ def plan_samples(tokenizer: TokenizerInfo, prior: PriorInfo | None, classes=None
     """Check and resolve a sampling call: `classes` is a name, an index, a list of them, or None
     (one group per class; with a sketch, or for an unconditional model, one group without a class)."""
     options.validate()
-    check_n(n)
+    n = check_n(n)
     names = tokenizer.class_names
     if sketch is not None and (prior is None or "sketch" not in prior.conditions):
         where = (f"{prior.run_dir} was trained without sketches (conditions: {', '.join(sorted(prior.conditions))}); "
@@ -121,6 +122,9 @@ def plan_samples(tokenizer: TokenizerInfo, prior: PriorInfo | None, classes=None
         if not items:
             raise VQError(f"no class given; valid classes: {', '.join(names)}")
         groups = [class_index(c, names) for c in items]
+    if n * len(groups) > MAX_IMAGES:
+        raise VQError(f"{n} images of each of {len(groups)} classes is more than the {MAX_IMAGES:,} one call makes; "
+                      "ask for fewer, or call again")
     if sketch is None:
         return SampleRequest(groups, n, options)
     from vq.pipeline.generate import drawing_class_guidance
@@ -139,8 +143,8 @@ def plan_completion(tokenizer: TokenizerInfo, prior: PriorInfo | None, image, ma
     """Check and read a completion call: the image (file, Pillow image or array), the mask (a side
     with `fraction`, or a mask image: white / True = keep) and at most one class."""
     options.validate()
-    check_n(n)
-    check_n(candidates, "--candidates")
+    n = check_n(n)
+    candidates = check_n(candidates, "candidates", MAX_CANDIDATES)
     if prior is None:
         raise VQError(f"{tokenizer.run_dir} holds a {tokenizer.model}, which has no codes; completion needs a "
                       "VQ-VAE tokenizer and its prior")
@@ -237,25 +241,24 @@ class Pipeline:
         one, and a model card README.md. `name` is how the card tells readers to load it (the Hub
         id it will have; default: the folder). Never the training state."""
         out = Path(out)
-        hub.check_out(out, force)
-        if force and out.exists():
-            shutil.rmtree(out)
         tok, prior = self.tokenizer_info, self.prior_info
-        hub.save_part(tok.run_dir, tok.stored, out / "tokenizer")
-        if prior is not None:
-            hub.save_part(prior.run_dir, prior.stored, out / "prior")
-        hub.write_index(out, prior is not None, self.class_names)
-        report = self.eval_report()
-        if report is not None:
-            atomic_write_json(out / "eval.json", report)
-        per_class = 8
-        by_class = self.conditions >= {"class"}
-        images = self.sample(n=per_class, seed=0)  # every class, or unconditional draws
-        image_grid(images, rows=len(self.class_names) if by_class else None).save(out / "samples.png")
-        note = (f"One row per class ({', '.join(self.class_names)}), {per_class} samples each" if by_class
-                else f"{per_class} samples") + " (guidance 2, seed 0), drawn when the pipeline was saved."
-        (out / "README.md").write_text(hub.model_card(hub.portable(tok.stored), prior and hub.portable(prior.stored), report,
-                                                      license=license, grid_note=note, name=name or str(out)))
+        hub.check_out(out, force, [info.run_dir for info in (tok, prior) if info is not None])
+        with hub.replacing(out) as folder:
+            hub.save_part(tok.run_dir, tok.stored, folder / "tokenizer")
+            if prior is not None:
+                hub.save_part(prior.run_dir, prior.stored, folder / "prior")
+            hub.write_index(folder, prior is not None, self.class_names)
+            report = self.eval_report()
+            if report is not None:
+                atomic_write_json(folder / "eval.json", report)
+            per_class = 8
+            by_class = self.conditions >= {"class"}
+            images = self.sample(n=per_class, seed=0)  # every class, or unconditional draws
+            image_grid(images, rows=len(self.class_names) if by_class else None).save(folder / "samples.png")
+            note = (f"One row per class ({', '.join(self.class_names)}), {per_class} samples each" if by_class
+                    else f"{per_class} samples") + " (guidance 2, seed 0), drawn when the pipeline was saved."
+            (folder / "README.md").write_text(hub.model_card(hub.portable(tok.stored), prior and hub.portable(prior.stored),
+                                                             report, license=license, grid_note=note, name=name or out.name))
         return out
 
     def eval_report(self) -> dict | None:
@@ -266,9 +269,10 @@ class Pipeline:
         for path in [run / "eval.json"] + ([run.parent / "eval.json"] if saved else []):
             if path.is_file():
                 try:
-                    return json.loads(path.read_text())
-                except (json.JSONDecodeError, UnicodeDecodeError):
+                    report = read_json(path)
+                except VQError:
                     return None
+                return report if isinstance(report, dict) else None
         return None
 
     def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None, license: str = "mit",

@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -57,13 +58,61 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def read_json(path: Path) -> dict:
+JSON_BYTES = 4 * 2**20  # the largest metadata file vq reads (a run's config.json is a few kB)
+JSON_DEPTH = 32  # the deepest nesting vq's own metadata files have is 6
+
+
+def read_small_file(path: Path, limit: int = JSON_BYTES) -> bytes:
+    """The bytes of a small regular file, refusing (before reading) anything else a crafted
+    folder may hold under that name: a folder, a device or a pipe (a symlink to /dev/zero would
+    be read forever), or a file over `limit` bytes. A symlink to a regular file is read (the
+    Hugging Face cache links a snapshot's files to its blobs)."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
+        st = path.stat()
     except FileNotFoundError:
         raise VQError(f"{path} does not exist") from None
+    except OSError as e:
+        raise VQError(f"cannot read {path}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise VQError(f"{path} is not a regular file; vq reads its metadata only from plain files")
+    if st.st_size > limit:
+        raise VQError(f"{path} holds {st.st_size:,} bytes, more than the {limit:,} vq reads for a metadata file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise VQError(f"cannot read {path}: {e.strerror}") from None
+    if len(data) > limit:  # it grew, or it is a special file that reports no size
+        raise VQError(f"{path} holds more than the {limit:,} bytes vq reads for a metadata file")
+    return data
+
+
+def json_depth(obj) -> int:
+    """How deeply lists and objects nest in parsed JSON (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            if depth <= JSON_DEPTH:
+                stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def read_json(path: Path, limit: int = JSON_BYTES):
+    """A JSON file vq (or someone) wrote: small (`read_small_file`), valid, at most JSON_DEPTH deep."""
+    data = read_small_file(path, limit)
+    try:
+        obj = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise VQError(f"{path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise VQError(f"{path} nests its JSON deeper than vq reads ({JSON_DEPTH} levels)") from None
+    if json_depth(obj) > JSON_DEPTH:
+        raise VQError(f"{path} nests its JSON deeper than vq reads ({JSON_DEPTH} levels)")
+    return obj
 
 
 def check_run_dir(out: Path, *, resume: bool, force: bool, what: str) -> None:

@@ -4,6 +4,7 @@ files, decompression bombs, images that are no images), and keep-masks turned in
 
 Shape legend: b - batch, c - channels, H W - pixels, h w - code grid."""
 
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,8 @@ def keep_mask(mask, size: int, fraction: float = 0.5, image=None) -> torch.Tenso
     if isinstance(mask, str) and not Path(mask).suffix:
         if mask not in SIDES:
             raise VQError(f"unknown mask side '{mask}'; use top, bottom, left or right, or a mask image (white = keep)")
-        if not 0 < fraction < 1:
-            raise VQError("--fraction must lie strictly between 0 and 1")
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction < 1:
+            raise VQError(f"fraction must lie strictly between 0 and 1, got {fraction!r}")
         k = round(size * fraction)
         m = torch.zeros(size, size, dtype=torch.bool)
         rows_or_cols = {"top": (slice(0, k), slice(None)), "bottom": (slice(size - k, size), slice(None)),

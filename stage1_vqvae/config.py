@@ -14,6 +14,12 @@ class ConvConfig:
     upper_res_blocks: int = 0  # residual blocks at each finer resolution
     downsample: int = 4  # total stride: 28 px -> 7x7 (4) or 14x14 (2)
 
+    # Each number's range (inclusive): what a config file or a saved run may hold; loading checks
+    # them before anything is built (`pipeline.configs.build`), so a crafted config cannot ask for
+    # terabytes. `validate` adds the rules between fields.
+    RANGES = {"channels": (1, 4), "image_size": (1, 4096), "hidden": (1, 4096), "res_blocks": (0, 64),
+              "upper_res_blocks": (0, 64), "downsample": (1, 4096)}
+
     def validate(self) -> None:
         d = self.downsample
         if d < 1 or d & (d - 1):
@@ -56,8 +62,15 @@ class VQVAEConfig(ConvConfig):
     disc_hidden: int = 64
     disc_layers: int = 2  # PatchGAN stride-2 layers: receptive fields of 16 px (2) or 34 px (3)
 
+    RANGES = {**ConvConfig.RANGES, "code_dim": (1, 4096), "codebook_size": (2, 65536), "commitment": (0, 1e3),
+              "ema_decay": (0, 1), "dead_code_threshold": (0, 1e9), "kmeans_iters": (0, 1000), "perceptual_weight": (0, 1e3),
+              "adversarial_weight": (0, 1e3), "adversarial_start": (0, 2**40), "disc_hidden": (1, 4096), "disc_layers": (1, 8)}
+
     def validate(self) -> None:
         super().validate()
+        if self.fsq_levels is not None and (not 1 <= len(self.fsq_levels) <= 16 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 65536 for v in self.fsq_levels)):
+            raise ValueError("fsq_levels must be 1 to 16 whole numbers, each from 2 to 65,536 (e.g. [8, 6, 5])")
         if self.quantizer not in QUANTIZERS:
             raise ValueError(f"unknown quantizer '{self.quantizer}' (choose one of {', '.join(QUANTIZERS)})")
         if self.perceptual not in PERCEPTUAL:
@@ -81,8 +94,13 @@ class VAEConfig(ConvConfig):
     kl_weight: float = 0.25  # 2 sigma^2 of the Gaussian decoder: loss = MSE + kl_weight * KL / pixels
     kl_warmup_steps: int = 1000  # the KL weight ramps linearly from 0 over these steps
 
+    RANGES = {**ConvConfig.RANGES, "latent_dim": (1, 65536), "bottleneck_channels": (1, 4096), "kl_weight": (0, 1e6),
+              "kl_warmup_steps": (0, 2**40)}
+
 
 @dataclass
 class CVAEConfig(VAEConfig):
     num_classes: int = 10
     class_dim: int = 32
+
+    RANGES = {**VAEConfig.RANGES, "num_classes": (1, 100_000), "class_dim": (1, 4096)}

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vq.stage1_vqvae.config import CVAEConfig, VAEConfig, VQVAEConfig
-from vq.stage1_vqvae.modules import Decoder, Encoder
+from vq.stage1_vqvae.modules import Decoder, Encoder, activation_bytes
 from vq.stage1_vqvae.losses import PatchDiscriminator, adaptive_weight, hinge_d_loss, perceptual_module, ssim_loss
 from vq.stage1_vqvae.quantizer import FSQ, QuantizerOutput, VectorQuantizer
 
@@ -53,6 +53,11 @@ class VQVAE(nn.Module):
     @property
     def grid_shape(self) -> tuple[int, int]:
         return (self.config.grid, self.config.grid)
+
+    @staticmethod
+    def image_memory(config) -> tuple[int, str]:
+        """(bytes, what sets them) of the working memory to encode or decode one image."""
+        return activation_bytes(config), f"{config.image_size} px images through layers of up to {config.hidden} channels"
 
     def optimizer_parts(self) -> dict:
         """The autoencoder and, when there is one, its discriminator, each with its own optimizer
@@ -146,6 +151,8 @@ class VAE(nn.Module):
         self.to_posterior = nn.Linear(feat + cond, 2 * c.latent_dim)
         self.from_latent = nn.Linear(c.latent_dim + cond, feat)
         self.decoder = Decoder(c.bottleneck_channels, c.channels, c.hidden, c.downsample, c.res_blocks, c.upper_res_blocks)
+
+    image_memory = staticmethod(VQVAE.image_memory)
 
     def _condition(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return h

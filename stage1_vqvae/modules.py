@@ -70,3 +70,10 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
+
+
+def activation_bytes(config) -> int:
+    """About the working memory of one image through the encoder or the decoder (fp32): a few live
+    tensors of each resolution's channels, full resolution included."""
+    chs = level_channels(config.hidden, config.downsample)
+    return 4 * 8 * config.channels * sum(ch * (config.image_size // 2**i) ** 2 for i, ch in enumerate(chs))

@@ -36,12 +36,20 @@ class PriorConfig:
 
     # Keys whose value for a new run differs from what an old run's config, which lacks them, means.
     NEW_RUN = {"sketch_styles": "free", "drawing_flag": True}
+    # Each number's range (inclusive): what a config file or a saved run may hold; loading checks
+    # them before anything is built (`pipeline.configs.build`). `validate` adds the rules between fields.
+    RANGES = {"codebook_size": (1, 65536), "height": (1, 1024), "width": (1, 1024), "num_classes": (1, 100_000),
+              "dim": (1, 16384), "depth": (1, 256), "heads": (1, 256), "ff_mult": (1, 64), "dropout": (0, 1),
+              "class_dropout": (0, 1), "kv_heads": (1, 256), "sketch_size": (1, 4096), "sketch_dropout": (0, 1)}
 
     def validate(self) -> None:
+        for name in ("codebook_size", "height", "width", "num_classes", "dim", "depth", "heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if not 0 <= self.class_dropout < 1:
-            raise ValueError("class_dropout must lie in [0, 1)")
+        if not 0 <= self.dropout < 1 or not 0 <= self.class_dropout < 1:
+            raise ValueError("dropout and class_dropout must lie in [0, 1)")
         if self.kv_heads is not None and (self.kv_heads < 1 or self.heads % self.kv_heads):
             raise ValueError(f"kv_heads {self.kv_heads} must divide heads {self.heads}")
         if self.condition not in ("class", "sketch"):
@@ -54,9 +62,6 @@ class PriorConfig:
             if self.height != self.width or self.sketch_size % self.height:
                 raise ValueError(f"a sketch prior needs a square code grid that divides the image size "
                                  f"({self.height}x{self.width} codes, {self.sketch_size} px images)")
-        for name in ("codebook_size", "height", "width", "num_classes", "dim", "depth", "heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive")
 
     @property
     def conditions(self) -> frozenset[str]:

@@ -126,6 +126,7 @@ class MaskedPrior(nn.Module):
     # class tokens, the null class and the sketch context for both kinds.
     sketched = CodePrior.sketched
     conditions = CodePrior.conditions
+    image_memory = staticmethod(CodePrior.image_memory)  # a full pass each step: the same sequence work, no cache to spare
     null_class = CodePrior.null_class
     class_tokens = CodePrior.class_tokens
     context = CodePrior.context

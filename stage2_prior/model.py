@@ -107,6 +107,15 @@ class CodePrior(nn.Module):
         )
         add_sketch_condition(self)
 
+    @staticmethod
+    def image_memory(c: PriorConfig) -> tuple[int, str]:
+        """(bytes, what sets them) of the working memory to draw one image's codes (fp32): for each
+        of up to three guided rows, the key/value cache of every layer, a teacher-forced pass
+        (scoring completions: activations, logits and attention scores over the sequence)."""
+        n = c.seq_len + 1
+        per_row = 2 * c.depth * n * c.dim + n * (c.codebook_size + 10 * c.dim) + c.heads * n * n
+        return 4 * 3 * per_row, f"{c.height}x{c.width} codes from {c.codebook_size}, dim {c.dim}, depth {c.depth}"
+
     @property
     def sketched(self) -> bool:
         return "sketch" in self.config.conditions

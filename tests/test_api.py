@@ -94,9 +94,9 @@ def test_completion_keeps_the_known_codes(pipe):
 def test_bad_input_is_one_line(chain, pipe, tmp_path):
     assert "unknown class 'dog'; valid classes: T-shirt/top" in refusal(pipe.sample, "dog")
     assert "class index 10 is out of range" in refusal(pipe.sample, 10)
-    assert "-n must be" in refusal(pipe.sample, "bag", n=0)
-    assert "--guidance must be at least 0" in refusal(pipe.sample, "bag", guidance=-1)
-    assert "--top-p must lie in (0, 1]" in refusal(pipe.sample, "bag", top_p=1.5)
+    assert "n must be a whole number from 1 to 100,000, got 0" == refusal(pipe.sample, "bag", n=0)
+    assert "guidance must be a number from 0 to 100 (1 = no guidance), got -1" == refusal(pipe.sample, "bag", guidance=-1)
+    assert "top_p must lie in (0, 1] (1 = no cut), got 1.5" == refusal(pipe.sample, "bag", top_p=1.5)
     assert "trained without sketches" in refusal(pipe.sample, sketch=np.eye(28))
     assert "unknown output_type 'np'" in refusal(pipe.sample, "bag", output_type="np")
     assert "does not exist" in refusal(pipe.complete, tmp_path / "missing.png")

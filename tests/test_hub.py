@@ -147,4 +147,141 @@ def test_eval_of_a_saved_pipeline_reaches_its_card(chain, saved, tmp_path, monke
     card = (resaved / "README.md").read_text()
     assert f"| samples: class accuracy, n=30 | {report['samples']['acc']:.4f} |" in card
     assert json.loads((resaved / "eval.json").read_text()) == report
-    assert_one_line_error(vq("save", resaved, "--tokenizer", folder / "tokenizer", "--prior", folder / "prior"), "not empty")
+    assert_one_line_error(vq("save", resaved, "--tokenizer", folder / "tokenizer", "--prior", folder / "prior"), "holds a saved pipeline; pass --force")
+
+
+# --- crafted folders: a Hub repo is someone else's folder ---------------------------------------------
+
+def edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def nan_weights(folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "prior" / "model.safetensors")
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = state[first].clone().fill_(float("nan"))
+    save_file(state, folder / "prior" / "model.safetensors")
+
+
+def config_link(target: str):
+    def change(folder: Path) -> None:
+        (folder / "prior" / "config.json").unlink()
+        (folder / "prior" / "config.json").symlink_to(target)
+    return change
+
+
+CRAFTED = {  # name -> (change to a copy of a saved pipeline, words of the one-line refusal)
+    "depth 10^6": (lambda f: edit_json(f / "prior" / "config.json", lambda d: d["config"].update(depth=10**6)),
+                   "key 'depth' must lie from 1 to 256"),
+    "dim 10^9": (lambda f: edit_json(f / "prior" / "config.json", lambda d: d["config"].update(dim=10**9)), "key 'dim' must lie"),
+    "dim 2048": (lambda f: edit_json(f / "prior" / "config.json", lambda d: d["config"].update(dim=2048, heads=8)),
+                 "weights do not match config.json"),
+    "hidden 10^6": (lambda f: edit_json(f / "tokenizer" / "config.json", lambda d: d["config"].update(hidden=10**6)),
+                    "key 'hidden' must lie"),
+    "num_classes 10^9": (lambda f: edit_json(f / "prior" / "config.json", lambda d: d["config"].update(num_classes=10**9)),
+                         "key 'num_classes' must lie"),
+    "a 1024x1024 code grid": (lambda f: [edit_json(f / "tokenizer" / "config.json", lambda d: d["config"].update(image_size=4096)),
+                                         edit_json(f / "prior" / "config.json", lambda d: d["config"].update(height=1024, width=1024))],
+                              "GB to make one image"),
+    "heads 0": (lambda f: edit_json(f / "prior" / "config.json", lambda d: d["config"].update(heads=0)), "key 'heads' must lie"),
+    "class_names 5": (lambda f: edit_json(f / "tokenizer" / "config.json", lambda d: d.update(class_names=5)),
+                      "'class_names' must be a list"),
+    "format_version '1'": (lambda f: edit_json(f / "prior" / "config.json", lambda d: d.update(format_version="1")),
+                           "format_version must be a whole number"),
+    "a number for a part": (lambda f: edit_json(f / "model_index.json", lambda d: d.update(prior=7)), "'prior' must name a sub-folder"),
+    "config.json -> /dev/zero": (config_link("/dev/zero"), "is not a regular file"),
+    "JSON 100,000 deep": (lambda f: (f / "prior" / "config.json").write_text("[" * 100_000 + "]" * 100_000), "deeper than vq reads"),
+    "a 5 MB config.json": (lambda f: (f / "prior" / "config.json").write_text(json.dumps({"pad": "x" * (5 << 20)})),
+                           "more than the 4,194,304 vq reads"),
+    "NaN weights": (nan_weights, "not finite (NaN or inf)"),
+    "a string for a float": (lambda f: edit_json(f / "prior" / "config.json", lambda d: d["config"].update(dropout="0.1")),
+                             "key 'dropout' expects float"),
+    "sketch boxes of strings": (lambda f: edit_json(f / "prior" / "config.json", lambda d: d.update(sketch={"box": "big"})),
+                                "sketch record is not in the form vq writes"),
+}
+
+PROBE = """
+import json, re, sys, time
+from vq.pipeline import Pipeline, VQError
+
+def peak_kb():
+    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1])
+
+out = {}
+for folder in sys.argv[1:]:
+    open("/proc/self/clear_refs", "w").write("5")  # the peak resets to what is held now
+    base, t0 = peak_kb(), time.time()
+    try:
+        Pipeline.from_pretrained(folder, device="cpu").sample(n=1, seed=0)
+        message = None
+    except VQError as e:
+        message = str(e)
+    out[folder] = {"message": message, "seconds": time.time() - t0, "grew_mb": (peak_kb() - base) / 1024}
+print(json.dumps(out))
+"""
+
+
+@needs_fashion_mnist
+def test_crafted_pipelines_are_refused_before_they_allocate(saved, tmp_path):
+    folders = {}
+    for i, (name, (change, _)) in enumerate(CRAFTED.items()):
+        folders[name] = tmp_path / f"crafted{i}"
+        shutil.copytree(saved, folders[name])
+        change(folders[name])
+    r = subprocess.run([sys.executable, "-c", PROBE, *map(str, folders.values())], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(r.stdout)
+    for name, (_, words) in CRAFTED.items():
+        got = seen[str(folders[name])]
+        assert got["message"] is not None and words in got["message"] and "\n" not in got["message"], (name, got)
+        assert got["seconds"] < 10 and got["grew_mb"] < 150, (name, got)  # the real model is a few MB
+    # The command line: the same line, exit 1, and nothing written.
+    r = vq("sample", "--pipeline", folders["heads 0"], "-n", "1", "--out", tmp_path / "out")
+    assert_one_line_error(r, "key 'heads' must lie from 1 to 256")
+    assert not (tmp_path / "out").exists()
+
+
+@needs_fashion_mnist
+def test_a_symlinked_part_out_of_its_folder_is_refused(saved, tmp_path):
+    folder = tmp_path / "linked"
+    shutil.copytree(saved, folder)
+    shutil.rmtree(folder / "prior")
+    (folder / "prior").symlink_to(saved / "prior", target_is_directory=True)
+    assert "names a part outside its folder" in refusal(Pipeline.from_pretrained, folder)
+
+
+@needs_fashion_mnist
+def test_save_never_deletes_its_input_and_force_replaces_only_a_pipeline(chain, saved, tmp_path):
+    from test_cli import digest
+
+    runs = tmp_path / "runs"
+    shutil.copytree(chain / "tokenizer", runs / "tokenizer", ignore=shutil.ignore_patterns("codes"))
+    shutil.copytree(chain / "prior", runs / "prior")
+    before = {part: digest(runs / part) for part in ("tokenizer", "prior")}
+    args = ("--tokenizer", runs / "tokenizer", "--prior", runs / "prior", "--device", "cpu")
+    for out, words in ((runs / "tokenizer", "is tokenizer, which is being saved"),
+                       (runs / "prior" / "shared", "lies inside prior, which is being saved"),
+                       (runs, "holds tokenizer, which is being saved")):
+        assert_one_line_error(vq("save", out, *args, "--force"), words)
+    assert {part: digest(runs / part) for part in ("tokenizer", "prior")} == before
+    assert not (runs / "prior" / "shared").exists()
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"mine")
+    assert_one_line_error(vq("save", other, *args, "--force"), "holds files that are no saved pipeline")
+    assert (other / "holiday.jpg").read_bytes() == b"mine"
+    # A saved pipeline is replaced with --force, whole.
+    copy = tmp_path / "copy"
+    shutil.copytree(saved, copy)
+    (copy / "stale.txt").write_text("from before")
+    r = vq("save", copy, *args, "--force")
+    assert r.returncode == 0, r.stderr
+    assert not (copy / "stale.txt").exists() and (copy / "model_index.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".copy.")]  # no half-written folder left behind
+    # Without --name, the card names the folder, not a path of this machine.
+    card = (copy / "README.md").read_text()
+    assert 'Pipeline.from_pretrained("copy")' in card and str(tmp_path) not in card

@@ -114,6 +114,12 @@ def test_refusals_write_nothing(chain, tmp_path):
     assert_one_line_error(vq("complete", tmp_path / "missing.png", *base, "--out", out), "does not exist")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     assert_one_line_error(vq("complete", tmp_path / "bad.png", *base, "--out", out), "cannot read image")
+    # Extreme numbers: checked for range before use, one line each.
+    for flags, words in ((("--seed", str(10**30)), "seed must be a whole number from 0 to 18,446,744,073,709,551,615"),
+                         (("--guidance", "1e308"), "guidance must be a number from 0 to 100"),
+                         (("--temperature", "1e-40"), "temperature must be a number from 0.001 to 100"),
+                         (("--top-k", str(2**40)), "top_k must be a whole number from 1 to")):
+        assert_one_line_error(vq("sample", *base, "--class", "bag", *flags, "--out", out), words)
     # A second tokenizer: the first one's prior and codes must be refused with it.
     r = vq("fit-tokenizer", "--data", "fashion-mnist", "--limit", "64", "--config", chain / "tok.toml", "--steps", "2", "--seed", "1", "--out", tmp_path / "tok2")
     assert r.returncode == 0, r.stderr
@@ -196,6 +202,6 @@ def test_a_masked_prior_through_every_command(chain, tmp_path):
     assert report["prior"]["test_masked_bits_per_code"] > 0 and "test_bits_per_token" not in report["prior"]
     assert "not a likelihood" in r.stdout and report["samples"]["n"] == 20
     assert_one_line_error(vq("sample", "--tokenizer", chain / "tokenizer", "--prior", chain / "prior", "--steps", "4",
-                             "-c", "bag", "--out", tmp_path / "ar"), "--steps is for a masked")
+                             "-c", "bag", "--out", tmp_path / "ar"), "steps is for a masked")
     assert_one_line_error(vq("fit-prior", "--tokenizer", chain / "tokenizer", "--codes", chain / "codes",
                              "--out", tmp_path / "masked", "--resume"), "resume it with --kind masked")
