@@ -594,7 +594,8 @@ def serve(
     revision: Optional[str] = RevisionOpt,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on: loopback by default, so only this machine can reach the page; 0.0.0.0 opens it to the network."),
     port: int = typer.Option(7860, "--port", min=1, max=65535, help="Port to listen on."),
-    max_n: int = typer.Option(64, "--max-n", min=1, help="Most images one request may ask for of each class (or completions of one image)."),
+    max_n: int = typer.Option(64, "--max-n", min=1, max=1024, help="Most images one request may ask for of each class (or completions of one image)."),
+    allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", help="Another host name the page may be opened under (a proxy's, or this machine's name on the network); repeat for more. Requests to any other name are refused (against DNS rebinding)."),
     device: Optional[str] = DeviceOpt,
 ):
     """Open the web studio in a browser: sample by class, draw a sketch (for a sketch prior), paint
@@ -606,7 +607,7 @@ def serve(
         err.print(f"vq studio on {url} (Ctrl-C to stop)", highlight=False)
 
     run(tokenizer, prior, pipeline=pipeline, revision=revision, host=host, port=port, device=device or "auto", max_n=max_n,
-        on_ready=ready)
+        allowed_hosts=tuple(allowed_host or ()), on_ready=ready)
     err.print("vq studio stopped", highlight=False)
 
 

@@ -9,14 +9,16 @@ Safe to leave running: loopback unless told otherwise, uploads capped in size an
 own image reader, one generation at a time behind a bounded queue, n capped, no analytics, and the
 page can read only files vq wrote for it (a private folder, removed when the server stops)."""
 
+import base64
 import functools
-import json
+import io
 import os
 import re
 import shutil
 import signal
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,9 +27,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vq.pipeline.data import to_uint8
-from vq.pipeline.generate import DRAWING_CLASS_GUIDANCE
-from vq.pipeline.hub import INDEX
+from vq.pipeline.data import decode, open_image, to_uint8
+from vq.pipeline.generate import DRAWING_CLASS_GUIDANCE, whole
+from vq.pipeline.guard import RequestGuard, served_hosts
 from vq.pipeline.images import save_png
 from vq.pipeline.outputs import file_stem
 from vq.pipeline.pipeline import Completions, Pipeline, Samples, fresh_seed, plan_completion, plan_samples, sampling_options, to_pil
@@ -42,6 +44,7 @@ except ImportError:  # `vq serve` says how to install it
 
 INSTALL = "the web studio needs Gradio: pip install 'vq[serve]'"
 MAX_UPLOAD = "10mb"  # per file; larger uploads are refused before they reach vq
+MAX_REQUEST = 11 * 2**20  # a request's whole body: one file of up to 10 MB and the form around it
 QUEUE_SIZE = 16  # requests waiting beyond this are turned away ("the queue is full")
 KEEP_FILES_S = 3600  # written images older than this are deleted
 EVERY_CLASS, NO_CLASS = "every class", "no class"
@@ -59,27 +62,33 @@ div.vq-gallery .grid-wrap { max-height: 820px; height: auto; }
 
 class Studio:
     """The page's calls over one Pipeline: widget (or API) values in, the Pipeline's results out,
-    and PNG files written for the gallery, named by class as `vq sample` names them."""
+    and PNG files written for the gallery, named by class as `vq sample` names them. Request
+    fields are values, never paths: a file reaches it only as an upload Gradio stored under
+    `uploads`, and any other path is refused unread."""
 
-    def __init__(self, pipe: Pipeline, max_n: int, folder: Path):
-        self.pipe, self.max_n, self.folder = pipe, max_n, folder
+    def __init__(self, pipe: Pipeline, max_n: int, folder: Path, uploads: Path):
+        self.pipe, self.max_n, self.folder, self.uploads = pipe, max_n, folder, Path(uploads).resolve()
 
     # --- arguments -----------------------------------------------------------------------------
 
     def count(self, n) -> int:
-        if n is None or isinstance(n, bool) or float(n) != int(n) or not 1 <= int(n) <= self.max_n:
-            raise VQError(f"n must be a whole number from 1 to {self.max_n} (vq serve --max-n), got {n!r}")
-        return int(n)
+        return whole(n, "n", 1, self.max_n)
+
+    def upload(self, path, what: str) -> Path:
+        """A file the request handed in: only Gradio's stored copy of an upload is read."""
+        if not isinstance(path, (str, Path)) or not Path(path).resolve().is_relative_to(self.uploads):
+            raise VQError(f"give the {what} as an uploaded file")
+        return Path(path)
 
     @staticmethod
     def options(guidance, temperature, top_k, top_p, seed, class_guidance=None):
-        """Blank seed: a fresh one; top-k 0 and top-p 1 (or blank): no cut."""
+        """Blank seed: a fresh one; top-k 0 (or blank): no cut; top-p 1 (or blank): no cut; every
+        number checked as the API checks it."""
         text = "" if seed is None else str(seed).strip()
-        if text and not text.lstrip("-").isdigit():
-            raise VQError(f"a seed is a whole number (or blank for a fresh one), got {text!r}")
-        return sampling_options(guidance, temperature, int(top_k) if top_k else None,
-                                float(top_p) if top_p and float(top_p) < 1 else None, fresh_seed(int(text) if text else None),
-                                class_guidance=class_guidance)
+        if text and not text.isdigit():
+            raise VQError(f"a seed is a whole number from 0 to 2^64 - 1 (or blank for a fresh one), got {text[:40]!r}")
+        return sampling_options(guidance, temperature, None if top_k in (None, 0) else top_k, top_p,
+                                fresh_seed(int(text) if text else None), class_guidance=class_guidance)
 
     @staticmethod
     def classes(name):
@@ -89,21 +98,30 @@ class Studio:
 
     def sample(self, class_name, n, guidance=2.0, temperature=1.0, top_k=None, top_p=None, seed=None, drawing=None,
                class_guidance=None) -> Samples:
-        """`class_guidance` counts only with a drawing and a class (elsewhere there is nothing to weigh it against)."""
+        """`class_guidance` counts only with a drawing and a class (elsewhere there is nothing to weigh
+        it against). `drawing`: the canvas's pixels, or an upload's path."""
         if drawing is None or self.classes(class_name) is None:
             class_guidance = None
+        if isinstance(drawing, (str, Path)):
+            drawing = self.upload(drawing, "drawing")
         options = self.options(guidance, temperature, top_k, top_p, seed, class_guidance)
         request = plan_samples(self.pipe.tokenizer_info, self.pipe.prior_info, self.classes(class_name), self.count(n),
                                sketch=drawing, options=options)
         return self.pipe.run_samples(request)
 
     def complete(self, image, mask, keep="top", fraction=0.5, n=4, class_name=None, seed=None, guidance=2.0) -> Completions:
-        """`mask`: a keep-mask (image file or bool array; white / True = keep) or None for `keep` + `fraction`."""
+        """`image`: an upload; `mask`: a keep-mask (an uploaded image or the canvas's bool array; white
+        / True = keep) or None for the side `keep` (one of SIDES) and `fraction`."""
         if image is None:
             raise VQError("upload an image to complete")
+        image = self.upload(image, "image")
+        if mask is None and keep not in SIDES:
+            raise VQError(f"keep is one of {', '.join(SIDES)}, got {str(keep)[:40]!r}")
+        if isinstance(mask, (str, Path)):
+            mask = self.upload(mask, "mask")
         options = self.options(guidance, 1.0, None, None, seed)
         request = plan_completion(self.pipe.tokenizer_info, self.pipe.prior_info, image, keep if mask is None else mask,
-                                  fraction=float(fraction), n=self.count(n), classes=self.classes(class_name), options=options)
+                                  fraction=fraction, n=self.count(n), classes=self.classes(class_name), options=options)
         return self.pipe.run_completion(request)
 
     # --- files ---------------------------------------------------------------------------------
@@ -145,6 +163,12 @@ def one_line_errors(fn: Callable) -> Callable:
 
             uploads = re.escape(get_upload_folder()) + r"/\w+/"
             raise gr.Error(re.sub(uploads, "", str(e)), print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception as e:  # a bug of vq's: a line for the page, the traceback for the server's log
+            traceback.print_exc()
+            raise gr.Error(f"vq could not finish this request (an internal error, {type(e).__name__}); the studio "
+                           "serves on, and its log holds the details", print_exception=False) from None
 
     return wrapper
 
@@ -289,7 +313,7 @@ def complete_tab(studio: Studio) -> None:
         """An upload, read as the tokenizer reads it, becomes the canvas to paint on."""
         if path is None:
             return None, ""
-        x, note = read_image(path, pipe.channels, pipe.image_size)
+        x, note = read_image(studio.upload(path, "image"), pipe.channels, pipe.image_size)
         big = to_pil(to_uint8(x))[0].convert("RGB").resize((CANVAS, CANVAS), resample=0)
         return {"background": big, "layers": [], "composite": None}, f"read {note}; paint over what to redraw"
 
@@ -332,40 +356,62 @@ def eval_rows(r: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
-def eval_report(pipe: Pipeline) -> Path | None:
-    """The `vq eval` report of what is loaded: in the prior's run (or a VAE's), or beside the parts
-    of a saved pipeline."""
-    runs = [info.run_dir for info in (pipe.prior_info, pipe.tokenizer_info) if info is not None]
-    saved = [d.parent for d in runs if (d.parent / INDEX).is_file()]
-    return next((d / "eval.json" for d in runs + saved if (d / "eval.json").is_file()), None)
+def report_rows(report: dict) -> list[tuple[str, str, str]]:
+    """The eval table, or one row saying the report could not be read (a saved folder is someone
+    else's: its eval.json may hold anything)."""
+    try:
+        return eval_rows(report)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return [("report", "eval.json", "not in the form `vq eval` writes: not shown")]
+
+
+RECON_PIXELS = 4 * 2**20  # the largest reconstruction grid the Model tab shows
+
+
+def reconstructions_html(path: Path) -> str | None:
+    """The tokenizer's reconstruction grid, read as vq reads every image (decompression bombs
+    refused) and inlined as a data URI, so the page names no file of the machine; None when there
+    is none, or it is no image or too large an image."""
+    if not path.is_file():
+        return None
+    try:
+        img = open_image(path)
+        if img.width * img.height > RECON_PIXELS:
+            return None
+        img = decode(img)
+    except VQError:
+        return None
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    data = base64.b64encode(buf.getvalue()).decode()
+    return (f'<figure style="margin:0"><img src="data:image/png;base64,{data}" style="width:100%; max-height:300px; '
+            'object-fit:contain; image-rendering:pixelated" alt="reconstructions">'
+            "<figcaption>reconstructions: rows of test images, each above the tokenizer's</figcaption></figure>")
 
 
 def model_tab(studio: Studio) -> None:
     """What is loaded; the tokenizer's reconstructions; the `vq eval` table (else the tokenizer's
-    own test figures, from its training)."""
+    own test figures, from its training). No path of the machine is shown: the runs by their
+    folders' names."""
     pipe = studio.pipe
     tok, prior = pipe.tokenizer_info, pipe.prior_info
-    eval_file = eval_report(pipe)
-    facts = [("tokenizer", f"{tok.model} ({tok.run_dir})"),
-             ("prior", f"{prior.model}, conditions: {', '.join(sorted(prior.conditions))} ({prior.run_dir})" if prior else "none"),
+    report = pipe.eval_report()
+    facts = [("tokenizer", f"{tok.model} ({tok.run_dir.name})"),
+             ("prior", f"{prior.model}, conditions: {', '.join(sorted(prior.conditions))} ({prior.run_dir.name})" if prior else "none"),
              ("images", f"{pipe.image_size}x{pipe.image_size}, {'grey' if pipe.channels == 1 else 'RGB'}"),
              ("code grid", f"{pipe.grid[0]}x{pipe.grid[1]}" if pipe.grid else "none (a continuous latent)"),
              ("codebook size", str(pipe.codebook_size or "-")),
              ("classes", ", ".join(pipe.class_names)),
              ("device", str(pipe.device)),
-             *([] if eval_file else [(f"tokenizer test {k}", f"{v:.4g}") for k, v in tok.stored.get("metrics", {}).items()])]
+             *([] if report else [(f"tokenizer test {k}", f"{v:.4g}") for k, v in tok.metrics.items()])]
     with gr.Row():
         gr.Markdown("| loaded | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in facts), elem_id="model-facts")
-        recon = tok.run_dir / "reconstructions.png"
-        if recon.is_file():
-            with Image.open(recon) as img:
-                gr.Image(img.copy(), label="reconstructions: rows of test images, each above the tokenizer's", format="png",
-                         height=300, interactive=False, elem_id="model-recon", elem_classes=["vq-pixels", "vq-big"],
-                         buttons=["download"])
-    if eval_file is not None:
-        rows = eval_rows(json.loads(eval_file.read_text()))
-        gr.Markdown(f"**vq eval** ({eval_file})\n\n| stage | figure | value |\n|---|---|---|\n"
-                    + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows), elem_id="model-eval")
+        recon = reconstructions_html(tok.run_dir / "reconstructions.png")
+        if recon is not None:
+            gr.HTML(recon, label="reconstructions", elem_id="model-recon", elem_classes=["vq-pixels"])
+    if report is not None:
+        gr.Markdown("**vq eval**\n\n| stage | figure | value |\n|---|---|---|\n"
+                    + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in report_rows(report)), elem_id="model-eval")
 
 
 def api_endpoints(studio: Studio) -> None:
@@ -383,7 +429,7 @@ def api_endpoints(studio: Studio) -> None:
         seed = gr.Number(None, precision=0, label="seed")
         image = gr.File(label="image", file_types=["image"], type="filepath")
         mask = gr.File(label="mask", file_types=["image"], type="filepath")
-        keep = gr.Textbox("top", label="keep")
+        keep = gr.Dropdown(list(SIDES), value="top", label="keep", info="without a mask: the side kept")
         fraction = gr.Number(0.5, label="fraction")
         drawing = gr.File(label="drawing", file_types=["image"], type="filepath")
         out = gr.Gallery(label="images", format="png")
@@ -417,11 +463,12 @@ def api_endpoints(studio: Studio) -> None:
                       concurrency_id=MODEL_LOCK)
 
 
-def build_app(pipe: Pipeline, folder: Path, *, max_n: int = 64):
-    """The studio's Blocks over `pipe`, writing its images under `folder`; tabs as the models allow."""
+def build_app(pipe: Pipeline, private: Path, *, max_n: int = 64):
+    """The studio's Blocks over `pipe`, writing its images under `private`/images and reading only
+    uploads under `private`/gradio (`private_files`); tabs as the models allow."""
     if gr is None:
         raise VQError(INSTALL)
-    studio = Studio(pipe, max_n, folder)
+    studio = Studio(pipe, max_n, private / "images", private / "gradio")
     with gr.Blocks(title="vq studio", analytics_enabled=False, delete_cache=(600, KEEP_FILES_S)) as app:
         gr.Markdown(f"## vq studio\n{pipe.tokenizer_info.model} + "
                     f"{pipe.prior_info.model if pipe.prior_info else 'its latent prior'}, {pipe.image_size} px, "
@@ -461,13 +508,18 @@ def private_files():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def launch(app, host: str, port: int):
-    """Start serving; -> the local URL. No share link, no server-side rendering, no MCP."""
+def launch(app, host: str, port: int, hosts: frozenset[str]):
+    """Start serving, answering only requests addressed to `hosts` (`guard.RequestGuard`); -> the
+    local URL. No share link, no server-side rendering, no MCP."""
+    from starlette.middleware import Middleware
+
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    guard = Middleware(RequestGuard, hosts=hosts, max_body=MAX_REQUEST)
     try:
         _, url, _ = app.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
                                max_file_size=MAX_UPLOAD, allowed_paths=[], show_error=False, quiet=True, ssr_mode=False,
-                               mcp_server=False, pwa=False, footer_links=["api"], theme=theme, css=CSS)
+                               mcp_server=False, pwa=False, footer_links=["api"], theme=theme, css=CSS,
+                               app_kwargs={"middleware": [guard]})
     except OSError:  # Gradio's own message speaks of its environment variables and launch()
         raise VQError(f"cannot serve on {host}:{port}: the port is taken, or the address is not this machine's; "
                       "pass another --port or --host") from None
@@ -476,7 +528,7 @@ def launch(app, host: str, port: int):
 
 def serve(tokenizer: Path, prior: Path | None, *, pipeline: str | None = None, revision: str | None = None,
           host: str = "127.0.0.1", port: int = 7860, device: str = "auto", max_n: int = 64,
-          on_ready: Callable[[str], None] | None = None) -> None:
+          allowed_hosts: tuple[str, ...] = (), on_ready: Callable[[str], None] | None = None) -> None:
     """`vq serve`: load the runs (or a saved pipeline, or a Hub id) once, refusing missing or
     mismatched ones in one line; serve the studio until Ctrl-C or SIGTERM."""
     if gr is None:
@@ -489,8 +541,8 @@ def serve(tokenizer: Path, prior: Path | None, *, pipeline: str | None = None, r
 
     signal.signal(signal.SIGTERM, stop)
     with private_files() as folder:
-        app = build_app(pipe, folder / "images", max_n=max_n)
-        url = launch(app, host, port)
+        app = build_app(pipe, folder, max_n=max_n)
+        url = launch(app, host, port, served_hosts(host, allowed_hosts))
         if on_ready is not None:
             on_ready(url)
         try:

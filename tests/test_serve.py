@@ -2,6 +2,7 @@
 prior, so every tab is there), driven by a real browser (Debian's chromium through Playwright) and
 by gradio_client through the named API endpoints."""
 
+import base64
 import io
 import os
 import re
@@ -178,7 +179,11 @@ def test_the_page_in_a_browser(studio):
         facts = page.inner_text("#model-facts")
         assert "7x7" in facts and "Ankle boot" in facts and "sketch" in facts
         assert re.search(r"test bits / code token\s+3\.2500", page.inner_text("#model-eval"))
-        assert fetched(page, gallery(page, "model-recon"))[0].size == Image.open(studio["runs"] / "tokenizer" / "reconstructions.png").size
+        src = page.get_attribute("#model-recon img", "src")
+        assert src.startswith("data:image/png;base64,")  # inlined: the page names no file of the machine
+        shown_recon = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        assert shown_recon.size == Image.open(studio["runs"] / "tokenizer" / "reconstructions.png").size
+        assert str(studio["runs"]) not in page.inner_text("#model-facts") + page.content()
         browser.close()
     assert hosts == {studio["url"].split("/")[2]}  # the page asked nothing of any other host
 
@@ -262,3 +267,117 @@ def test_serve_refusals_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "vq.cli.main", "serve"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert_one_line_error(r, "pip install 'vq[serve]'")
     assert_one_line_error(vq("serve", "--tokenizer", tmp_path / "missing"), "no tokenizer at")
+
+
+# --- a hostile client -----------------------------------------------------------------------------
+
+def call(url: str, endpoint: str, data: list) -> tuple[int, str]:
+    """A raw API call (POST /gradio_api/call/NAME, then its event stream), as an attacker writes
+    it, values and all, without gradio_client's checks: -> (status of the POST, the stream's text)."""
+    import httpx
+
+    r = httpx.post(f"{url}gradio_api/call/{endpoint}", json={"data": data}, timeout=60)
+    if r.status_code != 200:
+        return r.status_code, r.text
+    return 200, httpx.get(f"{url}gradio_api/call/{endpoint}/{r.json()['event_id']}", timeout=300).text
+
+
+@needs_fashion_mnist
+def test_request_fields_never_name_a_server_file(studio):
+    """Every field of /complete and /sketch given server paths: no file outside the uploads is read,
+    and the answer is the same whether the file exists or not (it tells nothing about the machine)."""
+    url, runs = studio["url"], studio["runs"]
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(url, verbose=False)
+    real = runs / "tokenizer" / "reconstructions.png"  # an image on the server, outside the uploads
+    boot = handle_file(studio["root"] / "boot.png")
+    answers = {}
+    for path in (str(real), str(real.parent / "no-such-file.png"), "/etc/passwd", "../../../etc/hostname"):
+        with pytest.raises(AppError) as e:  # `keep` is a side, never a mask file's path
+            client.predict(image=boot, keep=path, n=1, api_name="/complete")
+        answers.setdefault("keep", set()).add(str(e.value).replace(path, "PATH"))
+        for field, endpoint, rest in (("image", "complete", [None, 1, 0, "top", 0.5]),
+                                      ("mask", "complete", None), ("drawing", "sketch", ["no class", 1, 2.0, None, None])):
+            file = {"path": path, "meta": {"_type": "gradio.FileData"}}
+            data = [file, *rest] if rest is not None else [boot_data(client, studio), file, 1, 0, "top", 0.5]
+            status, text = call(url, endpoint, data)
+            assert "error" in text or status >= 400, text
+            answers.setdefault(field, set()).add(text.replace(path, "PATH").replace(str(Path(path).name), "NAME"))
+    for field, seen in answers.items():
+        assert len(seen) == 1, (field, seen)  # one answer, whatever the path
+        assert not any("28x28" in a or "exist" in a for a in seen), seen
+    # The server serves on.
+    assert len(images(client.predict(class_name="Bag", n=1, seed=1, api_name="/sample"))) == 1
+
+
+def boot_data(client, studio) -> dict:
+    """The test image uploaded as gradio_client does it: the server's stored copy, as FileData."""
+    import httpx
+
+    with open(studio["root"] / "boot.png", "rb") as f:
+        stored = httpx.post(f"{studio['url']}gradio_api/upload", files={"files": ("boot.png", f, "image/png")}).json()[0]
+    return {"path": stored, "meta": {"_type": "gradio.FileData"}}
+
+
+@needs_fashion_mnist
+def test_other_hosts_cross_origin_writes_and_large_requests_are_refused(studio):
+    import httpx
+
+    url = studio["url"]
+    port = url.rsplit(":", 1)[1].strip("/")
+    assert httpx.get(url).status_code == 200
+    assert httpx.get(url, headers={"Host": f"localhost:{port}"}).status_code == 200
+    rebound = httpx.get(url, headers={"Host": f"attacker.example:{port}"})  # DNS rebinding: another name, this address
+    assert rebound.status_code == 421 and "does not answer to the host name 'attacker.example'" in rebound.text
+    assert httpx.get(f"{url}config", headers={"Host": "attacker.example"}).status_code == 421
+    png = ("d.png", (studio["root"] / "boot.png").read_bytes(), "image/png")
+    upload = f"{url}gradio_api/upload"
+    for origin in ("http://attacker.example", "null", f"http://127.0.0.1:{int(port) + 1}"):
+        r = httpx.post(upload, files={"files": png}, headers={"Origin": origin})
+        assert r.status_code == 403 and "other web pages" in r.text, origin
+    assert httpx.post(upload, files={"files": png}, headers={"Origin": url.rstrip("/")}).status_code == 200  # the page's own
+    # Several files of 6 MB each are under the per-file cap, but not one request's.
+    many = [("files", (f"{i}.png", bytes(6 << 20), "image/png")) for i in range(2)]
+    r = httpx.post(upload, files=many, timeout=120)
+    assert r.status_code == 413 and "at most 11 MB" in r.text
+    streamed = httpx.post(upload, content=(bytes(1 << 20) for _ in range(16)),  # chunked: no Content-Length
+                          headers={"Content-Type": "multipart/form-data; boundary=x"}, timeout=120)
+    assert streamed.status_code >= 400
+    assert httpx.get(url).status_code == 200  # and serves on
+
+
+@needs_fashion_mnist
+def test_extreme_numbers_are_one_line_in_the_studio(studio):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(studio["url"], verbose=False)
+    for kwargs, words in (({"top_p": 0}, "top_p must lie in (0, 1]"), ({"top_p": 2}, "top_p must lie in (0, 1]"),
+                          ({"guidance": 1e308}, "guidance must be a number from 0 to 100"),
+                          ({"temperature": 1e-40}, "temperature must be a number from 0.001 to 100"),
+                          ({"seed": 10**30}, "seed must be a whole number from 0 to"),
+                          ({"n": 10**30}, "n must be a whole number from 1 to 16"),
+                          ({"top_k": -3}, "top_k must be a whole number")):
+        with pytest.raises(AppError, match=re.escape(words)) as e:
+            client.predict(class_name="Bag", **{"n": 1, **kwargs}, api_name="/sample")
+        assert "\n" not in str(e.value) and "None" not in str(e.value)
+    with pytest.raises(AppError, match="keep is one of top, bottom, left, right|not in the list of choices"):
+        client.predict(image=boot_path(studio), keep="middle", api_name="/complete")
+    assert len(images(client.predict(class_name="Bag", n=1, top_p=1, api_name="/sample"))) == 1  # 1: no cut
+
+
+def boot_path(studio):
+    from gradio_client import handle_file
+
+    return handle_file(studio["root"] / "boot.png")
+
+
+@needs_fashion_mnist
+def test_the_studio_shows_no_path_of_the_machine(studio):
+    import httpx
+
+    config = httpx.get(f"{studio['url']}config").text
+    for path in (str(studio["runs"]), str(Path(studio["runs"]).resolve()), str(ROOT), os.path.expanduser("~")):
+        assert path not in config, path
