@@ -8,7 +8,7 @@ import types
 import typing
 from pathlib import Path
 
-from vq.pipeline.runs import VQError
+from vq.pipeline.errors import VQError
 
 
 def read_config_file(path: Path | None) -> dict:

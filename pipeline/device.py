@@ -6,7 +6,7 @@ from contextlib import nullcontext
 import torch
 
 from vq.pipeline import distributed as dist
-from vq.pipeline.runs import VQError
+from vq.pipeline.errors import VQError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,9 +31,16 @@ def resolve_device(name: str) -> torch.device:
     return dist.local_device(device) if device.index is None else device
 
 
+PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 on CUDA, else fp32
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise VQError(f"unknown precision '{precision}' (use {', '.join(PRECISIONS)})")
+
+
 def autocast_context(device: torch.device, precision: str):
-    if precision not in ("auto", "bf16", "fp32"):
-        raise VQError(f"unknown precision '{precision}' (use auto, bf16 or fp32)")
+    check_precision(precision)
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 

@@ -1,65 +1,290 @@
-"""What a run is and what it can do, as small typed records read from its `config.json`: a
-tokenizer (discrete or not, class-conditional or not, its code grid and codebook size) and a
-prior (its conditions, whether it has an exact likelihood, whether it completes any region
-natively), and the check that a prior belongs to a tokenizer.
+"""What a run is and what it can do, as typed records of its `config.json`, read and written here
+and nowhere else: a tokenizer's (its data part: how it read its data) and a prior's (its sketch
+part: the detector of its sketches and the boxes drawings are framed to).
 
-Callers ask these records (or the loaded models, which carry the same attributes) what a model
-can do; only the registries (`TOKENIZERS`, `PRIORS`) map a stored name to a class. Runs written
-before these records existed load unchanged: everything here is derived from the stored model
-config through the registry class."""
+A record knows its kind as a class from the stages' registries (`kinds`), so callers ask what a
+model can do (discrete, conditional, its code shape and codebook size, a prior's conditions,
+exact likelihood, any-mask completion) rather than compare names. Every key is checked for its
+type and the model config for its ranges before anything else reads it: a saved pipeline is
+someone else's folder. Runs written by earlier versions read unchanged (keys added since take
+their defaults; an older kind name is found through the kind's `former_names`)."""
 
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
 
-from vq.pipeline.checkpoint import model_class, model_config, read_info
-from vq.pipeline.runs import VQError, resolve_stored
-from vq.stage1_vqvae import TOKENIZERS
-from vq.stage2_prior import PRIORS
+from vq.pipeline.configs import build, to_dict
+from vq.pipeline.errors import VQError
+from vq.pipeline.files import atomic_write_json, read_json, resolve_stored, stored_path
+from vq.pipeline.kinds import kind_class
+
+FORMAT_VERSION = 1
+MAX_CLASSES = 100_000
+CONFIG = "config.json"
 
 
-def read_run(run_dir: Path, kind: str, registry: dict) -> tuple[dict, type, object]:
-    """(config.json as written, the model's registry class, its model config) of a run, each
-    checked (`checkpoint.check_stored`, `model_config`)."""
-    info = read_info(run_dir, kind)
-    cls = model_class(info, run_dir, kind, registry)
-    return info, cls, model_config(info, run_dir, cls)
+def is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# --- the data part: how a run read its data --------------------------------------------------------
+
+@dataclass
+class DataOptions:
+    """How a run reads its data (`--data` and its options); a tokenizer run stores it so that a
+    resume, an export and an evaluation rebuild exactly its splits."""
+
+    spec: str | None = None  # None: fashion-mnist for a new run, the run's own data on --resume
+    image_size: int | None = None
+    channels: int | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    limit: int | None = None
+    streaming: bool = False
+    strict: bool = False  # not stored: each command's own --strict
+    spec_from_run: str | None = None  # a local spec relative to the run, so that moved runs find their data
+
+    def stored(self, run_dir: Path) -> "DataOptions":
+        """As a run keeps it: a local path absolute and relative to the run, so both a moved run
+        and a project moved with its data find it from any working directory."""
+        if self.spec and Path(self.spec).exists():
+            return replace(self, spec=str(Path(self.spec).resolve()), spec_from_run=stored_path(self.spec, run_dir))
+        return self
+
+    def resolved(self, run_dir: Path) -> "DataOptions":
+        """As read back: the run-relative path when it still exists there."""
+        if self.spec_from_run and (Path(run_dir) / self.spec_from_run).exists():
+            return replace(self, spec=os.path.normpath(Path(run_dir) / self.spec_from_run))
+        return self
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "strict" and (k != "spec_from_run" or v is not None)}
+
+
+# --- the sketch part: a sketch prior's detector and the boxes drawings are framed to -------------
+
+class ClassBox(NamedTuple):
+    """How a drawing given with a class is framed: the class's typical longer side (a share of the
+    image's side) and the range of its objects' aspects (width over height) it is brought into."""
+
+    side: float
+    aspect_low: float
+    aspect_high: float
 
 
 @dataclass(frozen=True)
-class TokenizerInfo:
-    run_dir: Path
-    model: str  # the registry name, for display and for matching a resumed run's --model
-    fingerprint: str
-    class_names: list[str]
-    image_size: int
-    channels: int
-    discrete: bool  # codes for a prior (a VQ-VAE); else a latent that samples itself (a VAE)
-    conditional: bool  # takes a class (a conditional VAE)
-    grid: tuple[int, int] | None  # the code grid (h, w) of a discrete tokenizer
-    codebook_size: int | None
-    config: dict = field(repr=False)  # the model config as stored
-    stored: dict = field(repr=False)  # config.json as written: dataset, data options, metrics, ...
+class SketchRecord:
+    detector: int  # the edge detector's version (`sketch.edges.SKETCH_DETECTOR`)
+    outline: int | None = None
+    size: int | None = None
+    box: float | None = None  # the dataset's typical object side; None for exports made before it was measured
+    class_boxes: tuple[ClassBox | None, ...] = ()
+    extra: dict = field(default_factory=dict, compare=False)  # what the export wrote beside (maps, packing)
 
     @classmethod
-    def read(cls, run_dir: Path | str) -> "TokenizerInfo":
+    def from_json(cls, d, where: str) -> "SketchRecord":
+        boxes = d.get("class_boxes", []) if isinstance(d, dict) else None
+        ok = (isinstance(d, dict) and isinstance(d.get("detector"), int) and (d.get("box") is None or is_number(d["box"]))
+              and isinstance(boxes, list) and all(b is None or (isinstance(b, dict) and is_number(b.get("side"))
+                                                                and isinstance(b.get("aspect"), list) and len(b["aspect"]) == 2
+                                                                and all(is_number(a) for a in b["aspect"])) for b in boxes))
+        if not ok:
+            raise VQError(f"{where}: its sketch record is not in the form vq writes")
+        known = {"detector", "outline", "size", "box", "class_boxes"}
+        return cls(d["detector"], d.get("outline"), d.get("size"), d.get("box"),
+                   tuple(None if b is None else ClassBox(b["side"], *b["aspect"]) for b in boxes),
+                   {k: v for k, v in d.items() if k not in known})
+
+    def to_json(self) -> dict:
+        boxes = [None if b is None else {"side": b.side, "aspect": [b.aspect_low, b.aspect_high]} for b in self.class_boxes]
+        return {"detector": self.detector, **({"outline": self.outline} if self.outline is not None else {}),
+                **self.extra, **({"size": self.size} if self.size is not None else {}), "box": self.box,
+                **({"class_boxes": boxes} if self.class_boxes else {})}
+
+    def frame_for(self, label: int | None = None) -> float | ClassBox | None:
+        """The box a drawing is framed to: given a class, that class's `ClassBox` when the export
+        measured it; else the dataset's typical object size (None for priors trained before exports
+        measured it: their drawings are only padded to a square)."""
+        if label is not None and 0 <= label < len(self.class_boxes) and self.class_boxes[label]:
+            return self.class_boxes[label]
+        return self.box
+
+
+# --- runs ------------------------------------------------------------------------------------------
+
+STORED_TYPES = {"kind": str, "model": str, "fingerprint": (str, type(None)), "config": dict, "class_names": list,
+                "metrics": dict, "tokenizer_fingerprint": (str, type(None)), "tokenizer_dir": str, "codes_dir": str,
+                "sketch": dict, "image": dict, "dataset": dict, "data_options": dict, "train": dict, "preset": str,
+                "eval_images": int, "complete": bool}
+
+
+def check_stored(info, path: Path, stage: str) -> None:
+    """config.json as vq writes it: a table, a whole format version this vq reads, the stage asked
+    for, and each key of the type vq writes (a crafted folder is refused here in one line)."""
+    if not isinstance(info, dict) or "format_version" not in info:
+        raise VQError(f"{path} was not written by vq (no format_version); pass a {stage} run directory")
+    version = info["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise VQError(f"{path}: format_version must be a whole number, not {str(version)[:40]!r}")
+    if info.get("kind") != stage:
+        raise VQError(f"{path.parent} holds a {str(info.get('kind', 'unknown thing'))[:40]}, not a {stage}")
+    if version > FORMAT_VERSION:
+        raise VQError(f"{path.parent} was written by a newer vq (format {version}); upgrade vq")
+    for key, tp in STORED_TYPES.items():
+        if key in info and not isinstance(info[key], tp) or (isinstance(info.get(key), bool) and tp is int):
+            raise VQError(f"{path}: '{key}' must be a {getattr(tp, '__name__', 'string')}, not {type(info[key]).__name__}")
+    names = info.get("class_names", [])
+    if len(names) > MAX_CLASSES or not all(isinstance(n, str) and 0 < len(n) <= 200 for n in names):
+        raise VQError(f"{path}: class_names must be at most {MAX_CLASSES:,} names of 1 to 200 characters")
+    if not all(isinstance(k, str) and is_number(v) for k, v in info.get("metrics", {}).items()):
+        raise VQError(f"{path}: metrics must map names to finite numbers")
+
+
+def read_stored(run_dir: Path, stage: str) -> dict:
+    """A run's config.json, checked (`check_stored`), or a one-line refusal naming what to run."""
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        hint = {"tokenizer": "vq fit-tokenizer", "prior": "vq fit-prior"}.get(stage, "vq")
+        raise VQError(f"no {stage} at {run_dir} (no config.json); train one with `{hint}`")
+    info = read_json(path)
+    check_stored(info, path, stage)
+    return info
+
+
+def model_config(config_class, stored: dict, where: str):
+    """A stored model config as its dataclass: every key known and of its type, every number in
+    its range (`configs.build`), the rules between fields (`validate`)."""
+    config = build(config_class, stored, where=f"{where} model config")
+    try:
+        config.validate()
+    except (ValueError, TypeError) as e:
+        raise VQError(f"{where} model config: {e}") from None
+    return config
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run's config.json holds beside its weights, for every stage."""
+
+    stage: ClassVar[str]
+    run_dir: Path
+    kind: type  # the kind's class in its stage's registry
+    config: Any  # the model config, checked
+    fingerprint: str = ""  # the first 16 hex digits of the weights file's sha256
+    class_names: tuple[str, ...] = ()
+    metrics: dict = field(default_factory=dict)  # the held-out figures its training ended with
+    preset: str | None = None
+    train: dict = field(default_factory=dict)  # its train config, as `TrainConfig` fields
+    dataset: dict = field(default_factory=dict)  # a description of its dataset (spec, sizes, columns)
+
+    @classmethod
+    def read(cls, run_dir: Path | str):
         run_dir = Path(run_dir)
-        info, model_cls, config = read_run(run_dir, "tokenizer", TOKENIZERS)
-        names = info.get("class_names", [])
-        if not names or (model_cls.conditional and len(names) != config.num_classes):
-            raise VQError(f"{run_dir}/config.json names {len(names)} classes"
-                          + (f" for a model of {config.num_classes}" if names else "; a tokenizer knows at least one"))
-        return cls(
-            run_dir=run_dir, model=model_cls.name, fingerprint=info.get("fingerprint") or "", class_names=list(info.get("class_names", [])),
-            image_size=config.image_size, channels=config.channels, discrete=model_cls.discrete,
-            conditional=model_cls.conditional, grid=(config.grid, config.grid) if model_cls.discrete else None,
-            codebook_size=config.codebook_size if model_cls.discrete else None, config=info["config"], stored=info,
-        )
+        info = read_stored(run_dir, cls.stage)
+        kind = cls.find_kind(info.get("model", ""))
+        config = model_config(kind.config_class, info.get("config", {}), str(run_dir / CONFIG))
+        common = dict(run_dir=run_dir, kind=kind, config=config, fingerprint=info.get("fingerprint") or "",
+                      class_names=tuple(info.get("class_names", [])), metrics=dict(info.get("metrics", {})),
+                      preset=info.get("preset"), train=info.get("train", {}), dataset=info.get("dataset", {}))
+        record = cls(**common, **cls.own_fields(info, run_dir))
+        record.check()
+        return record
+
+    @classmethod
+    def find_kind(cls, name: str) -> type:
+        return kind_class(cls.stage, name)
+
+    @classmethod
+    def own_fields(cls, info: dict, run_dir: Path) -> dict:
+        """The fields of this stage's record beyond the common ones, read from config.json."""
+        return {}
+
+    def check(self) -> None:
+        """The rules between fields, beyond each one's type."""
+
+    def to_json(self) -> dict:
+        """config.json as vq writes it."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RunRecord.__dataclass_fields__}
+        optional = {"dataset": self.dataset, "train": self.train, "preset": self.preset}
+        return {"kind": self.stage, "model": self.kind.name, "format_version": FORMAT_VERSION, "fingerprint": self.fingerprint,
+                "config": to_dict(self.config), "class_names": list(self.class_names),
+                **{k: v for k, v in optional.items() if v}, **self.own_json(own), "metrics": self.metrics}
+
+    def own_json(self, own: dict) -> dict:
+        return {k: v for k, v in own.items() if v is not None}
+
+    def write(self, run_dir: Path | None = None) -> None:
+        atomic_write_json(Path(run_dir or self.run_dir) / CONFIG, self.to_json())
+
+    def portable(self) -> "RunRecord":
+        """As a saved pipeline keeps it: without paths of the machine it ran on."""
+        dataset = {k: v for k, v in self.dataset.items() if k != "source"}
+        return replace(self, dataset=dataset)
+
+
+@dataclass(frozen=True)
+class TokenizerRecord(RunRecord):
+    stage: ClassVar[str] = "tokenizer"
+    data: DataOptions | None = None
+    eval_images: int | None = None  # the held-out images its test figures are over
+
+    @classmethod
+    def own_fields(cls, info: dict, run_dir: Path) -> dict:
+        data = info.get("data_options")
+        if data is not None:
+            data = build(DataOptions, {k: v for k, v in data.items() if k in DataOptions.__dataclass_fields__},
+                         where=f"{run_dir / CONFIG} data option")
+        return {"data": data, "eval_images": info.get("eval_images")}
+
+    def check(self) -> None:
+        if not self.class_names or (self.conditional and len(self.class_names) != self.config.num_classes):
+            raise VQError(f"{self.run_dir / CONFIG} names {len(self.class_names)} classes"
+                          + (f" for a model of {self.config.num_classes}" if self.class_names else "; a tokenizer knows at least one"))
+
+    def own_json(self, own: dict) -> dict:
+        return {**({"data_options": self.data.to_json()} if self.data else {}),
+                **({"eval_images": self.eval_images} if self.eval_images is not None else {})}
+
+    def portable(self) -> "TokenizerRecord":
+        record = super().portable()
+        if self.data is None:
+            return record
+        spec = Path(self.data.spec).name if self.data.spec and Path(self.data.spec).is_absolute() else self.data.spec
+        return replace(record, data=replace(self.data, spec=spec, spec_from_run=None))  # a local folder: its name tells what it was
+
+    def data_options(self) -> DataOptions:
+        """How it read its data, a stored local path resolved."""
+        if self.data is None:
+            raise VQError(f"{self.run_dir / CONFIG} records no data options; it is no run vq trained")
+        return self.data.resolved(self.run_dir)
 
     @property
-    def metrics(self) -> dict[str, float]:
-        """The test figures its training ended with."""
-        return dict(self.stored.get("metrics", {}))
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def discrete(self) -> bool:
+        return self.kind.discrete
+
+    @property
+    def conditional(self) -> bool:
+        return self.kind.conditional
+
+    @property
+    def code_shape(self) -> tuple[int, ...] | None:
+        codes = self.kind.codes_of(self.config)
+        return tuple(codes[0]) if codes else None
+
+    @property
+    def codebook_size(self) -> int | None:
+        codes = self.kind.codes_of(self.config)
+        return codes[1] if codes else None
 
     @property
     def samples_by_class(self) -> bool:
@@ -69,67 +294,66 @@ class TokenizerInfo:
 
 
 @dataclass(frozen=True)
-class PriorInfo:
-    run_dir: Path
-    model: str
-    fingerprint: str
-    class_names: list[str]
-    tokenizer_fingerprint: str | None
-    conditions: frozenset[str]  # what a sample can be conditioned on: {"class"}, {"class", "sketch"}
-    exact_likelihood: bool  # can score codes (NLL in bits, ranking of completions)
-    any_mask: bool  # completes any region natively (else forced known codes + reranked draws)
-    grid: tuple[int, int]
-    codebook_size: int
-    codes_dir: Path | None  # the exported codes it was trained on, as recorded (resolved)
-    config: dict = field(repr=False)
-    stored: dict = field(repr=False)
+class PriorRecord(RunRecord):
+    stage: ClassVar[str] = "prior"
+    tokenizer_fingerprint: str | None = None
+    tokenizer_dir: str | None = None  # relative to the run (`files.stored_path`)
+    codes_dir: str | None = None  # the exported codes it was trained on, relative to the run
+    image: dict | None = None  # the tokenizer's images: channels, image_size
+    sketch: SketchRecord | None = None
 
     @classmethod
-    def read(cls, run_dir: Path | str) -> "PriorInfo":
-        run_dir = Path(run_dir)
-        info, model_cls, config = read_run(run_dir, "prior", PRIORS)
-        check_sketch_record(info.get("sketch"), run_dir)
-        return cls(
-            run_dir=run_dir, model=model_cls.name, fingerprint=info.get("fingerprint", ""),
-            class_names=list(info.get("class_names", [])), tokenizer_fingerprint=info.get("tokenizer_fingerprint"),
-            conditions=config.conditions, exact_likelihood=model_cls.exact_likelihood, any_mask=model_cls.any_mask,
-            grid=(config.height, config.width), codebook_size=config.codebook_size,
-            codes_dir=resolve_stored(info["codes_dir"], run_dir) if info.get("codes_dir") else None,
-            config=info["config"], stored=info,
-        )
+    def own_fields(cls, info: dict, run_dir: Path) -> dict:
+        sketch = info.get("sketch")
+        return {"tokenizer_fingerprint": info.get("tokenizer_fingerprint"), "tokenizer_dir": info.get("tokenizer_dir"),
+                "codes_dir": info.get("codes_dir"), "image": info.get("image"),
+                "sketch": None if sketch is None else SketchRecord.from_json(sketch, str(run_dir / CONFIG))}
 
-    def check_tokenizer(self, tokenizer: TokenizerInfo) -> None:
+    def own_json(self, own: dict) -> dict:
+        return {k: (v.to_json() if isinstance(v, SketchRecord) else v) for k, v in own.items() if v is not None}
+
+    def portable(self) -> "PriorRecord":
+        return replace(super().portable(), tokenizer_dir=None, codes_dir=None)
+
+    @property
+    def codes_path(self) -> Path | None:
+        """The exported codes it was trained on, as recorded (resolved)."""
+        return resolve_stored(self.codes_dir, self.run_dir) if self.codes_dir else None
+
+    @property
+    def conditions(self) -> frozenset[str]:
+        return self.config.conditions
+
+    @property
+    def exact_likelihood(self) -> bool:
+        return self.kind.exact_likelihood
+
+    @property
+    def any_mask(self) -> bool:
+        return self.kind.any_mask
+
+    @property
+    def code_shape(self) -> tuple[int, int]:
+        return (self.config.height, self.config.width)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    def check_tokenizer(self, tokenizer: TokenizerRecord) -> None:
         """Refuse a prior trained on another tokenizer's codes, or on codes of another shape."""
         if not tokenizer.discrete:
-            raise VQError(f"{tokenizer.run_dir} holds a {tokenizer.model}, which has no codes for a prior; "
+            raise VQError(f"{tokenizer.run_dir} holds a {tokenizer.kind.name}, which has no codes for a prior; "
                           "it samples from its own latent prior: load it without a prior")
         if self.tokenizer_fingerprint != tokenizer.fingerprint:
             raise VQError(f"{self.run_dir} was trained on the codes of another tokenizer "
                           f"({self.tokenizer_fingerprint}, not {tokenizer.fingerprint}); "
                           "pass the matching --tokenizer or retrain the prior")
-        if self.config.get("num_classes") != len(tokenizer.class_names):
-            raise VQError(f"{self.run_dir} models {self.config.get('num_classes')} classes, but the tokenizer has "
+        if self.config.num_classes != len(tokenizer.class_names):
+            raise VQError(f"{self.run_dir} models {self.config.num_classes} classes, but the tokenizer has "
                           f"{len(tokenizer.class_names)}; pass the matching --tokenizer or retrain the prior")
-        if self.codebook_size != tokenizer.codebook_size or self.grid != tokenizer.grid:
-            (h, w), (th, tw) = self.grid, tokenizer.grid
-            raise VQError(f"{self.run_dir} models {h}x{w} codes from {self.codebook_size}, but the tokenizer makes "
-                          f"{th}x{tw} codes from {tokenizer.codebook_size}; pass the matching --tokenizer or retrain the prior")
-
-
-def is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def check_sketch_record(sketch: dict | None, run_dir: Path) -> None:
-    """A sketch prior's record of its detector and the boxes drawings are framed to, as the export
-    writes it: a detector version, the dataset's box (a share of the side, or none) and each
-    class's (`sketch.ClassBox`: a side and an aspect range, or none)."""
-    if sketch is None:
-        return
-    boxes = sketch.get("class_boxes", [])
-    ok = (isinstance(sketch.get("detector", ""), (str, int)) and (sketch.get("box") is None or is_number(sketch["box"]))
-          and isinstance(boxes, list) and all(
-              b is None or (isinstance(b, dict) and is_number(b.get("side")) and isinstance(b.get("aspect"), list)
-                            and len(b["aspect"]) == 2 and all(is_number(a) for a in b["aspect"])) for b in boxes))
-    if not ok:
-        raise VQError(f"{run_dir}/config.json: its sketch record is not in the form vq writes")
+        shape = self.kind.shape_fields(tokenizer.code_shape)
+        if self.codebook_size != tokenizer.codebook_size or shape != {k: getattr(self.config, k, None) for k in shape}:
+            raise VQError(f"{self.run_dir} models {'x'.join(map(str, self.code_shape))} codes from {self.codebook_size}, but "
+                          f"the tokenizer makes {'x'.join(map(str, tokenizer.code_shape))} codes from {tokenizer.codebook_size}; "
+                          "pass the matching --tokenizer or retrain the prior")

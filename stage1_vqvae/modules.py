@@ -1,13 +1,48 @@
-"""Convolutional building blocks shared by the tokenizers: residual blocks, an encoder that
-halves the resolution `log2(downsample)` times, and its mirror-image decoder.
+"""Convolutional building blocks shared by the tokenizers: their common config (`ConvConfig`),
+residual blocks, an encoder that halves the resolution `log2(downsample)` times, and its
+mirror-image decoder.
 
 Shape legend: b - batch, c - channels, h w - spatial grid.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+
+@dataclass
+class ConvConfig:
+    channels: int = 1
+    image_size: int = 28
+    hidden: int = 128  # channels at the code grid; halved at each finer resolution (at least 16)
+    res_blocks: int = 2  # residual blocks at the code grid
+    upper_res_blocks: int = 0  # residual blocks at each finer resolution
+    downsample: int = 4  # total stride: 28 px -> 7x7 (4) or 14x14 (2)
+
+    # Each number's range (inclusive): what a config file or a saved run may hold; loading checks
+    # them before anything is built (`pipeline.configs.build`), so a crafted config cannot ask for
+    # terabytes. `validate` adds the rules between fields.
+    RANGES = {"channels": (1, 4), "image_size": (1, 4096), "hidden": (1, 4096), "res_blocks": (0, 64),
+              "upper_res_blocks": (0, 64), "downsample": (1, 4096)}
+
+    def validate(self) -> None:
+        for name in ("channels", "hidden", "image_size", "downsample"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+        d = self.downsample
+        if d < 1 or d & (d - 1):
+            raise ValueError(f"downsample must be a power of two, got {d}")
+        if self.image_size % d:
+            raise ValueError(
+                f"image size {self.image_size} is not divisible by the downsampling factor {d}"
+            )
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.downsample
+
 
 
 def norm(ch: int) -> nn.GroupNorm:
@@ -72,8 +107,9 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-def activation_bytes(config) -> int:
-    """About the working memory of one image through the encoder or the decoder (fp32): a few live
-    tensors of each resolution's channels, full resolution included."""
+def conv_memory(config: ConvConfig) -> tuple[int, str]:
+    """(bytes, what sets them): about the working memory of one image through the encoder or the
+    decoder (fp32), a few live tensors of each resolution's channels, full resolution included."""
     chs = level_channels(config.hidden, config.downsample)
-    return 4 * 8 * config.channels * sum(ch * (config.image_size // 2**i) ** 2 for i, ch in enumerate(chs))
+    floats = 8 * config.channels * sum(ch * (config.image_size // 2**i) ** 2 for i, ch in enumerate(chs))
+    return 4 * floats, f"{config.image_size} px images through layers of up to {config.hidden} channels"

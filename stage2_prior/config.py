@@ -3,6 +3,9 @@ exported codes."""
 
 from dataclasses import dataclass
 
+CONDITIONS = ("class", "sketch")  # `condition`: what a prior reads beside the codes
+SKETCH_STYLES = ("free", "edges")  # `sketch_styles`: what a sketch prior trains on
+
 
 @dataclass
 class PriorConfig:
@@ -52,10 +55,10 @@ class PriorConfig:
             raise ValueError("dropout and class_dropout must lie in [0, 1)")
         if self.kv_heads is not None and (self.kv_heads < 1 or self.heads % self.kv_heads):
             raise ValueError(f"kv_heads {self.kv_heads} must divide heads {self.heads}")
-        if self.condition not in ("class", "sketch"):
-            raise ValueError(f"condition must be 'class' or 'sketch', not {self.condition!r}")
-        if self.sketch_styles not in ("edges", "free"):
-            raise ValueError(f"sketch_styles must be 'edges' or 'free', not {self.sketch_styles!r}")
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {', '.join(CONDITIONS)}, not {self.condition!r}")
+        if self.sketch_styles not in SKETCH_STYLES:
+            raise ValueError(f"sketch_styles must be one of {', '.join(SKETCH_STYLES)}, not {self.sketch_styles!r}")
         if self.condition == "sketch":
             if not 0 <= self.sketch_dropout < 1 or 2 * self.class_dropout + self.sketch_dropout >= 1:
                 raise ValueError("sketch_dropout must lie in [0, 1), with 2 x class_dropout + sketch_dropout below 1")

@@ -70,7 +70,7 @@ def compute_dtype(model) -> torch.dtype:
 
 
 class StaticDecoder:
-    """The decode step of a `CodePrior`'s pre-norm Decoder over fixed-shape caches for `batch`
+    """The decode step of a `AutoregressivePrior`'s pre-norm Decoder over fixed-shape caches for `batch`
     rows. It holds the prior's x-transformers modules (never the prior itself), so their weights
     are the live ones."""
 

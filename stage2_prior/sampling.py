@@ -1,4 +1,4 @@
-"""Sampling from the code prior: a KV-cached loop of our own, because x-transformers' `generate`
+"""Sampling from the autoregressive prior, the readable reference loop: a KV-cached loop of our own, because x-transformers' `generate`
 has no classifier-free guidance, and its cache grows by concatenation and re-applies rotary
 embeddings to every cached key at every step (quadratic work per sequence). `IncrementalDecoder`
 runs the prior's own x-transformers modules (embedding, norms, projections, feed-forwards, head)
@@ -8,9 +8,8 @@ query heads (grouped-query attention, `kv_heads`) the cache holds only the share
 prior's cross-attention keys and values are computed from the condition once, when the decoder
 is made (a static cache), and every step attends to them.
 
-Guidance (Ho & Salimans 2022) runs the conditional rows and their null-class twins as one batch
-through the cache and mixes their logits: `cond + (scale - 1) * (cond - null)`, which equals the
-plain conditional logits exactly at scale 1. Then temperature, top-k and top-p (Holtzman et al.
+Guidance (`guidance.py`) runs the conditional rows and their null-class twins as one batch
+through the cache and mixes their logits. Then temperature, top-k and top-p (Holtzman et al.
 2020) filter, and a seeded generator draws. Known codes (completion) are forced in place of the
 draw, so the prior conditions on them for everything after them in raster order.
 
@@ -21,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from x_transformers.x_transformers import apply_rotary_pos_emb
+
+from vq.stage2_prior.guidance import condition_rows, guidance_twins, guide
 
 
 def decoder_blocks(net, who: str) -> list[tuple]:
@@ -45,7 +46,7 @@ def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
 
 
 class IncrementalDecoder:
-    """One-token-at-a-time forward pass of a `CodePrior`'s pre-norm x-transformers Decoder."""
+    """One-token-at-a-time forward pass of a `AutoregressivePrior`'s pre-norm x-transformers Decoder."""
 
     def __init__(self, model, batch: int, context: torch.Tensor | None = None):
         self.net = model.net
@@ -139,61 +140,13 @@ def draw(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: flo
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
-def is_guided(cfg_scale: float, labels: torch.Tensor | None, sketch: torch.Tensor | None, force: bool = False) -> bool:
-    """Whether a sampler runs the null twins: at a guidance scale other than 1, when some row has a
-    condition (a class, or a sketch); rows with neither would mix the null rows with themselves,
-    a no-op at twice the work. `force` runs them anyway (tests check the mixing with it)."""
-    conditioned = sketch is not None or (labels is not None and bool((labels >= 0).any()))
-    return force or (cfg_scale != 1.0 and conditioned)
-
-
-def guidance_twins(cfg_scale: float, class_scale: float | None, labels: torch.Tensor | None,
-                   sketch: torch.Tensor | None, force: bool = False) -> int:
-    """How many rows a sampler runs per image: 3 when a sketch prior's class has a guidance scale
-    of its own and some row has both a class and a sketch (the conditional row, its twin with the
-    sketch alone, the null twin: the class is guided even at `cfg_scale` 1); else 2 when guided
-    (`is_guided`: the conditional row and its null twin); else 1."""
-    both = sketch is not None and labels is not None and bool((labels >= 0).any())
-    if both and class_scale is not None and class_scale != cfg_scale:
-        return 3
-    return 2 if is_guided(cfg_scale, labels, sketch, force) else 1
-
-
-def condition_rows(model, labels: torch.Tensor | None, sketch: torch.Tensor | None, b: int, device,
-                   twins: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The rows a sampler runs (`guidance_twins` per image): (rows, 1) class tokens and the
-    cross-attention context (None for a class prior), as one batch: the b conditional rows, then
-    (twins = 3) their b twins with the null class and the same sketch, then (twins >= 2) their b
-    null-class, null-sketch twins."""
-    cls = model.class_tokens(labels, b, device)
-    context = model.context(sketch.to(device) if sketch is not None else None, b)
-    if twins == 3:
-        cls, context = torch.cat([cls, model.class_tokens(None, b, device)]), torch.cat([context, context])
-    if twins >= 2:
-        cls = torch.cat([cls, model.class_tokens(None, b, device)])
-        context = torch.cat([context, model.context(None, b)]) if context is not None else None
-    return cls, context
-
-
-def guide(logits: torch.Tensor, b: int, cfg_scale: float, class_scale: float | None = None) -> torch.Tensor:
-    """Classifier-free guidance over the rows of `condition_rows`: exactly the conditional logits
-    at scale 1. Two twins: cond + (s - 1)(cond - null). Three (a sketch prior given a class scale
-    c, as InstructPix2Pix guides by image and text): null + s (sketch - null) + c (cond - sketch),
-    the same as two twins when c = s."""
-    if logits.shape[0] == 3 * b:
-        cond, sketch, null = logits[:b], logits[b : 2 * b], logits[2 * b :]
-        return null + cfg_scale * (sketch - null) + class_scale * (cond - sketch)
-    cond, null = logits[:b], logits[b:]
-    return cond + (cfg_scale - 1.0) * (cond - null)
-
-
 @torch.no_grad()
 def sample_codes(
     model,
     labels: torch.Tensor | None = None,
     *,
     num: int | None = None,
-    cfg_scale: float = 1.0,
+    guidance: float = 1.0,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
@@ -201,7 +154,7 @@ def sample_codes(
     known: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
     sketch: torch.Tensor | None = None,
-    class_scale: float | None = None,
+    class_guidance: float | None = None,
     force_guidance_batch: bool = False,
     stepper=None,
 ) -> torch.Tensor:
@@ -212,9 +165,9 @@ def sample_codes(
       flagged prior optionally the drawing flag (`sketch.as_drawing`). Guidance contrasts the
       rows' class and sketch together with the null class and null sketch.
     known, known_mask: (b, h, w) codes and a bool mask of the positions to keep fixed.
-    cfg_scale: 1 is plain conditional sampling; larger trades diversity for class fidelity.
-    class_scale: a sketch prior's guidance for the class on top of the sketch, for rows with both
-      (None: cfg_scale, both conditions guided together); see `guide`.
+    guidance: 1 is plain conditional sampling; larger trades diversity for class fidelity.
+    class_guidance: a sketch prior's guidance for the class on top of the sketch, for rows with both
+      (None: guidance, both conditions guided together); see `guide`.
     force_guidance_batch: run the null rows even at scale 1 (tests use it to check the mixing).
     stepper: (model, rows, context) -> step(tokens, t) -> logits, the decoder to run (default an
       `IncrementalDecoder`; `fast.sample_codes_fast` passes its static-shape one).
@@ -228,7 +181,7 @@ def sample_codes(
     if labels is not None:
         labels = labels.to(device)
     n = c.seq_len
-    twins = guidance_twins(cfg_scale, class_scale, labels, sketch, force_guidance_batch)
+    twins = guidance_twins(guidance, class_guidance, labels, sketch, force_guidance_batch)
     guided = twins > 1
     if known is not None:
         known = rearrange(known, "b h w -> b (h w)").to(device)
@@ -241,7 +194,7 @@ def sample_codes(
     for t in range(n):
         logits = step(x, t).float()
         if guided:
-            logits = guide(logits, b, cfg_scale, class_scale)
+            logits = guide(logits, b, guidance, class_guidance)
         token = draw(logits, temperature, top_k, top_p, generator)
         if known is not None:
             token = torch.where(known_mask[:, t], known[:, t], token)

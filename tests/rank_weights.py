@@ -8,13 +8,13 @@ from pathlib import Path
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-import vq.pipeline.prior  # noqa: E402
-import vq.pipeline.tokenizer  # noqa: E402
-import vq.pipeline.trainer  # noqa: E402
+import vq.pipeline.train.fit_prior  # noqa: E402
+import vq.pipeline.train.fit_tokenizer  # noqa: E402
+import vq.pipeline.train.trainer  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 trained = []
-real_fit = vq.pipeline.trainer.fit
+real_fit = vq.pipeline.train.trainer.fit
 
 
 def fit(model, *args, **kwargs):
@@ -22,7 +22,7 @@ def fit(model, *args, **kwargs):
     return real_fit(model, *args, **kwargs)
 
 
-vq.pipeline.tokenizer.fit = vq.pipeline.prior.fit = fit
+vq.pipeline.train.fit_tokenizer.fit = vq.pipeline.train.fit_prior.fit = fit
 
 from vq.cli.main import app  # noqa: E402
 

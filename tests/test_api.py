@@ -50,7 +50,7 @@ def test_the_readme_session_runs(chain, tmp_path, monkeypatch):
     assert int(session["codes"].max()) < pipe.codebook_size
     for a, b in zip(session["decoded"], session["reconstructed"]):
         assert np.array_equal(np.asarray(a), np.asarray(b))
-    assert pipe.class_names[7] == "Sneaker" and pipe.grid == (7, 7) and pipe.conditions == {"class"}
+    assert pipe.class_names[7] == "Sneaker" and pipe.code_shape == (7, 7) and pipe.conditions == {"class"}
 
 
 @needs_fashion_mnist
@@ -74,8 +74,8 @@ def test_the_cli_and_the_api_give_the_same_pixels(chain, pipe, tmp_path):
 
 @needs_fashion_mnist
 def test_completion_keeps_the_known_codes(pipe):
-    from vq.pipeline.generate import SamplingOptions
-    from vq.pipeline.pipeline import plan_completion
+    from vq.pipeline.generate.options import SamplingOptions
+    from vq.pipeline.generate.plans import plan_completion
 
     image = pipe.sample("trouser", n=1, seed=3)[0]
     keep = np.zeros((28, 28), bool)
@@ -131,7 +131,7 @@ def test_threads_sharing_one_pipeline_get_what_they_would_alone(pipe):
 def test_a_vae_pipeline_needs_no_prior(vae_runs):
     # vae_runs: `vq fit-tokenizer --model vae / cvae` on the shapes folder (conftest)
     cvae = Pipeline.from_pretrained(vae_runs / "cvae", device="cpu")
-    assert cvae.grid is None and cvae.codebook_size is None and cvae.conditions == {"class"}
+    assert cvae.code_shape is None and cvae.codebook_size is None and cvae.conditions == {"class"}
     images = cvae.sample(["square", 0], n=2, seed=0)
     assert len(images) == 4 and images[0].size == (16, 16)
     assert len(cvae.reconstruct([images[0]], classes="square")) == 1

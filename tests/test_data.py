@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from conftest import CIFAR10_CLASSES
-from vq.pipeline.data import FASHION_MNIST_CLASSES, ArrowImages, load_image_data, read_idx, to_float, to_uint8
-from vq.pipeline.loader import Skipped, materialize
-from vq.pipeline.runs import VQError
+from vq.pipeline.data.idx import FASHION_MNIST_CLASSES, read_idx
+from vq.pipeline.data.splits import ArrowImages
+from vq.pipeline.data.sources import load_image_data
+from vq.pipeline.data.images import to_float, to_uint8
+from vq.pipeline.data.loader import Skipped, materialize
+from vq.pipeline.errors import VQError
 
 
 def test_folder_spec_gives_class_names_from_folders(image_folder):
@@ -61,7 +64,7 @@ def test_fashion_mnist_idx_files(tmp_path, monkeypatch):
         _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     monkeypatch.setenv("VQ_FASHION_MNIST_DIR", str(tmp_path))
-    monkeypatch.setattr("vq.pipeline.data.FASHION_MNIST_DIRS", [])
+    monkeypatch.setattr("vq.pipeline.data.idx.FASHION_MNIST_DIRS", [])
     data = load_image_data("fashion-mnist")
     assert data.class_names == FASHION_MNIST_CLASSES
     assert data.train.images.shape == (12, 1, 28, 28) and data.test.labels.tolist() == [0, 1, 2, 3, 4, 5]

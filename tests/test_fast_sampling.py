@@ -6,19 +6,19 @@ import shutil
 import pytest
 import torch
 
-from vq.stage2_prior import CodePrior, PriorConfig, sample_codes
+from vq.stage2_prior import AutoregressivePrior, PriorConfig, sample_codes
 from vq.stage2_prior.fast import SPAN, StaticDecoder, resolve_mode, round_up, sample_codes_fast, stepper_for
 
 K = 16
 
 
-def tiny_prior(seed=0, **kw) -> CodePrior:
+def tiny_prior(seed=0, **kw) -> AutoregressivePrior:
     torch.manual_seed(seed)
     cfg = dict(codebook_size=K, height=3, width=4, num_classes=3, dim=32, depth=2, heads=2, dropout=0.0)
-    return CodePrior(PriorConfig(**{**cfg, **kw})).eval()
+    return AutoregressivePrior(PriorConfig(**{**cfg, **kw})).eval()
 
 
-def sketch_prior(seed=0, **kw) -> CodePrior:
+def sketch_prior(seed=0, **kw) -> AutoregressivePrior:
     return tiny_prior(seed, height=4, width=4, condition="sketch", sketch_size=16, **kw)
 
 
@@ -67,7 +67,7 @@ def test_static_step_logits_equal_the_full_forward_pass(kind, span):
 def test_fast_draws_the_same_codes_as_sample_codes(kind, cfg_scale, temperature, filters):
     model = PRIORS[kind]()
     labels = torch.tensor([0, 1, 2, -1] * 4)
-    kw = dict(cfg_scale=cfg_scale, temperature=temperature, sketch=sketches(model, 16), **filters)
+    kw = dict(guidance=cfg_scale, temperature=temperature, sketch=sketches(model, 16), **filters)
     plain = sample_codes(model, labels, generator=torch.Generator().manual_seed(7), **kw)
     fast = sample_codes_fast(model, labels, generator=torch.Generator().manual_seed(7), **kw)
     assert fast.shape == plain.shape and fast.dtype == torch.int64
@@ -79,7 +79,7 @@ def test_fast_guided_batch_at_scale_one_and_unconditional_rows():
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     draw = lambda **kw: sample_codes_fast(model, generator=torch.Generator().manual_seed(5), **kw)  # noqa: E731
     assert torch.equal(draw(labels=labels), draw(labels=labels, force_guidance_batch=True))
-    assert not torch.equal(draw(labels=labels), draw(labels=labels, cfg_scale=4.0))
+    assert not torch.equal(draw(labels=labels), draw(labels=labels, guidance=4.0))
     assert torch.equal(draw(num=6), sample_codes(model, num=6, generator=torch.Generator().manual_seed(5)))
 
 
@@ -100,7 +100,7 @@ def test_fast_completion_keeps_known_codes_as_sample_codes(cfg_scale):
     mask[:, :2] = True
     mask[:, 2, 3] = True
     labels = torch.tensor([0, 1, 2, -1, 0, 1])
-    kw = dict(cfg_scale=cfg_scale, known=known, known_mask=mask)
+    kw = dict(guidance=cfg_scale, known=known, known_mask=mask)
     fast = sample_codes_fast(model, labels, generator=torch.Generator().manual_seed(4), **kw)
     assert torch.equal(fast[mask], known[mask])
     assert torch.equal(fast, sample_codes(model, labels, generator=torch.Generator().manual_seed(4), **kw))
@@ -133,6 +133,6 @@ def test_compiled_step_draws_the_same_codes():
     """torch.compile runs the step at the full span (one shape for every position)."""
     model = tiny_prior(depth=1)
     labels = torch.tensor([0, 1, 2, -1])
-    kw = dict(cfg_scale=2.0, temperature=1.0, top_k=6)
+    kw = dict(guidance=2.0, temperature=1.0, top_k=6)
     compiled = sample_codes_fast(model, labels, generator=torch.Generator().manual_seed(9), compile=True, **kw)
     assert torch.equal(compiled, sample_codes(model, labels, generator=torch.Generator().manual_seed(9), **kw))

@@ -18,10 +18,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vq.pipeline.checkpoint import load_state
-from vq.pipeline.data import Split, fashion_mnist_dir, image_batch
-from vq.pipeline.runs import VQError
-from vq.pipeline.trainer import TrainConfig, fit
+from vq.pipeline.train.state import load_state
+from vq.pipeline.data.splits import Split
+from vq.pipeline.data.idx import fashion_mnist_dir
+from vq.pipeline.data.images import image_batch
+from vq.pipeline.errors import VQError
+from vq.pipeline.train.config import TrainConfig
+from vq.pipeline.train.trainer import fit
 from test_cli import assert_one_line_error, digest
 from test_pipeline import PRIOR_TOML
 from vq_process import run_vq

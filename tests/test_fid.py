@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from vq.pipeline import fid as fid_module
-from vq.pipeline.fid import GaussianFit, download, fid, inception_weights, skip_reason
-from vq.pipeline.runs import VQError
+from vq.pipeline.evaluate import fid as fid_module
+from vq.pipeline.evaluate.fid import GaussianFit, download, fid, inception_weights, skip_reason
+from vq.pipeline.errors import VQError
 
 
 @pytest.fixture(scope="module")

@@ -63,7 +63,7 @@ def test_save_then_load_gives_the_same_images(chain, saved):
     folder = Pipeline.from_pretrained(saved, device="cpu")
     a, b = runs.sample("bag", n=3, seed=4), folder.sample("bag", n=3, seed=4)
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
-    assert folder.class_names == runs.class_names and folder.grid == runs.grid
+    assert folder.class_names == runs.class_names and folder.code_shape == runs.code_shape
 
 
 @needs_fashion_mnist
@@ -119,7 +119,7 @@ def test_push_dry_run_lists_the_folder_and_push_calls_the_hub_with_it(saved, mon
     # The real upload, up to the Hub's door: huggingface_hub's create_repo and upload_folder, recorded.
     from huggingface_hub import HfApi
 
-    from vq.pipeline import hub
+    from vq.pipeline.share import folder, hub
 
     calls = []
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)) or f"https://hf.co/{repo_id}")
@@ -127,7 +127,7 @@ def test_push_dry_run_lists_the_folder_and_push_calls_the_hub_with_it(saved, mon
     result = hub.push(saved, "someone/fashion-vq", private=True)
     assert [c[:2] for c in calls] == [("create", "someone/fashion-vq"), ("upload", "someone/fashion-vq")]
     assert calls[0][2]["private"] is True and calls[1][2]["folder_path"] == str(saved)
-    assert calls[1][2]["allow_patterns"] == hub.READS and result["files"] == listed
+    assert calls[1][2]["allow_patterns"] == folder.READS and result.files == listed
     assert_one_line_error(vq("push", "not a repo", "--pipeline", saved, "--dry-run"), "no Hub repo id")
 
 
@@ -141,11 +141,11 @@ def test_eval_of_a_saved_pipeline_reaches_its_card(chain, saved, tmp_path, monke
     report = json.loads((folder / "eval.json").read_text())
     assert "FID skipped" in report["fid"]["skipped"] and "--inception-weights PATH" in report["fid"]["skipped"]
     assert "FID skipped" in r.stderr.replace("\n", " ")
-    assert report["prior"]["test_bits_per_token"] > 0 and report["samples"]["n"] == 30
+    assert report["prior"]["name"] == "bits_per_token" and report["prior"]["bits"] > 0 and report["samples"]["n"] == 30
     resaved = tmp_path / "resaved"
     assert vq("save", resaved, "--tokenizer", folder / "tokenizer", "--prior", folder / "prior").returncode == 0
     card = (resaved / "README.md").read_text()
-    assert f"| samples: class accuracy, n=30 | {report['samples']['acc']:.4f} |" in card
+    assert f"| samples | samples: class accuracy (n=30, guidance 2) | {report['samples']['acc']:.4f} |" in card
     assert json.loads((resaved / "eval.json").read_text()) == report
     assert_one_line_error(vq("save", resaved, "--tokenizer", folder / "tokenizer", "--prior", folder / "prior"), "holds a saved pipeline; pass --force")
 

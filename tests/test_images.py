@@ -6,12 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from vq.pipeline import outputs
-from vq.pipeline.data import FileImages, decode, open_image, pil_to_array, upright_size
-from vq.pipeline.generate import SamplingOptions
-from vq.pipeline.records import PriorInfo, TokenizerInfo
-from vq.pipeline.user_images import keep_mask, read_image
-from vq.pipeline.runs import VQError
+from vq.pipeline.generate import folders as outputs
+from vq.pipeline.data.splits import FileImages
+from vq.pipeline.data.images import decode, open_image, pil_to_array, upright_size
+from vq.stage2_prior import AutoregressivePrior, PriorConfig, SamplingOptions
+from vq.stage1_vqvae import VQVAE, VQVAEConfig
+from vq.pipeline.records import PriorRecord, TokenizerRecord
+from vq.pipeline.generate.inputs import keep_mask, read_image
+from vq.pipeline.errors import VQError
 
 
 def refusal(fn, *args, **kwargs) -> str:
@@ -163,9 +165,9 @@ def test_mask_checks(tmp_path):
 def test_complete_refuses_a_bad_mask_before_loading_any_model(tmp_path, monkeypatch):
     Image.new("L", (30, 20), 128).save(tmp_path / "img.png")
     black = _mask(tmp_path / "black.png", (30, 20), 0)
-    tok = TokenizerInfo(tmp_path / "tok", "vqvae", "f", ["a", "b"], 8, 1, True, False, (2, 2), 16, {}, {})
-    prior = PriorInfo(tmp_path / "prior", "transformer", "p", ["a", "b"], "f", frozenset({"class"}), True, False,
-                      (2, 2), 16, None, {}, {})
+    tok = TokenizerRecord(tmp_path / "tok", VQVAE, VQVAEConfig(image_size=8, codebook_size=16), "f", ("a", "b"))
+    prior = PriorRecord(tmp_path / "prior", AutoregressivePrior, PriorConfig(codebook_size=16, height=2, width=2, num_classes=2),
+                        "p", ("a", "b"), tokenizer_fingerprint="f")
     monkeypatch.setattr(outputs, "records", lambda *a: (tok, prior))
 
     def load(*a, **kw):
@@ -174,5 +176,5 @@ def test_complete_refuses_a_bad_mask_before_loading_any_model(tmp_path, monkeypa
     monkeypatch.setattr(outputs.Pipeline, "from_pretrained", load)
     out = tmp_path / "out"
     message = refusal(outputs.complete_to_folder, tmp_path / "img.png", tmp_path / "tok", tmp_path / "prior",
-                      mask_path=black, out=out, opts=SamplingOptions())
+                      mask_path=black, out=out, options=SamplingOptions())
     assert "keeps nothing" in message and not out.exists()

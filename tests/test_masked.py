@@ -8,12 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vq.pipeline.checkpoint import load_checkpoint, save_checkpoint
-from vq.pipeline.data import Split
-from vq.pipeline.stage_scores import prepare_batch
-from vq.pipeline.trainer import TrainConfig, fit
-from vq.stage2_prior import PRIORS, MaskedPrior, MaskedPriorConfig, PriorOutput, sample_masked, sample_masked_fast
-from vq.stage2_prior.masked import StaticStep, mask_schedule, masked_count
+from vq.pipeline.checkpoint import load_model, save_checkpoint
+from vq.pipeline.codes.maps import batch_preparer
+from vq.pipeline.data.splits import Split
+from vq.pipeline.records import PriorRecord
+from vq.pipeline.train.config import TrainConfig
+from vq.pipeline.train.trainer import fit
+from vq.stage2_prior import PRIORS, MaskedPrior, MaskedPriorConfig, PriorOutput, SamplingOptions, sample_masked, sample_masked_fast
+from vq.stage2_prior.masked_sampling import StaticStep
+from vq.stage2_prior.masking import mask_schedule, masked_count
 from test_stage2 import overfit
 
 K = 16
@@ -126,12 +129,12 @@ def test_prior_overfits_one_code_map_and_decodes_it_from_all_masked():
 def test_samples_are_codes_and_seeded():
     model = tiny_prior()
     labels = torch.tensor([0, 1, 2, -1] * 8)
-    draw = lambda seed, **kw: model.sample(labels, generator=seeded(seed), temperature=2.0, **kw)  # noqa: E731
+    draw = lambda seed, **kw: sample_masked_fast(model, labels, generator=seeded(seed), temperature=2.0, **kw)  # noqa: E731
     a, b, c = draw(0), draw(0), draw(1)
     assert a.dtype == torch.int64 and a.shape == (32, 3, 4)
     assert int(a.min()) >= 0 and int(a.max()) < K  # class, null and mask tokens (>= K) are never sampled
     assert torch.equal(a, b) and not torch.equal(a, c)
-    for kw in ({"cfg_scale": 3.0, "top_k": 5, "top_p": 0.9}, {"steps": 1}, {"steps": 30, "choice_temperature": 0.0}):
+    for kw in ({"guidance": 3.0, "top_k": 5, "top_p": 0.9}, {"steps": 1}, {"steps": 30, "choice_temperature": 0.0}):
         g = draw(0, **kw)
         assert int(g.min()) >= 0 and int(g.max()) < K
 
@@ -150,8 +153,8 @@ def test_known_codes_never_change(fast):
     known_mask[3, :, :2] = True  # the left half
     known_mask[4] = False
     known_mask[4, 3, 3] = True  # only the last code: what an autoregressive prior cannot look ahead to
-    sample = model.sample if fast else lambda labels, **kw: sample_masked(model, labels, **kw)
-    for kw in ({"temperature": 1.5, "cfg_scale": 2.0, "steps": 5}, {"temperature": 0.0}, {"top_k": 3, "steps": 12}):
+    sample = lambda labels, **kw: (sample_masked_fast if fast else sample_masked)(model, labels, **kw)  # noqa: E731
+    for kw in ({"temperature": 1.5, "guidance": 2.0, "steps": 5}, {"temperature": 0.0}, {"top_k": 3, "steps": 12}):
         out = sample(torch.tensor([0, 1, 2, -1] * 2), known=known, known_mask=known_mask, generator=seeded(4), **kw)
         assert torch.equal(out[known_mask], known[known_mask])
         assert int(out.min()) >= 0 and int(out.max()) < K
@@ -162,10 +165,10 @@ def test_guidance_mixes_against_the_null_rows():
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     draw = lambda **kw: sample_masked(model, labels, generator=seeded(5), **kw)  # noqa: E731
     assert torch.equal(draw(), draw(force_guidance_batch=True))  # at scale 1 the null rows change nothing
-    assert torch.equal(draw(), draw(cfg_scale=1.0))
+    assert torch.equal(draw(), draw(guidance=1.0))
     # One greedy step decides every code from the all-masked map: the mix of the two rows' logits.
     seen = spy_inputs(model)
-    guided = draw(cfg_scale=4.0, temperature=0, steps=1)
+    guided = draw(guidance=4.0, temperature=0, steps=1)
     tokens = seen[0]
     assert tokens.shape[0] == 12
     assert torch.equal(tokens[:6, 0], model.class_tokens(labels, 6, "cpu")[:, 0])
@@ -182,7 +185,7 @@ def test_guidance_mixes_against_the_null_rows():
 def test_fast_path_equals_the_plain_loop(sketched):
     model = sketch_prior() if sketched else tiny_prior()
     labels = torch.tensor([0, 1, 2, -1] * 3)
-    for i, kw in enumerate([{}, {"cfg_scale": 3.0, "temperature": 1.3, "top_k": 5}, {"cfg_scale": 2.0, "top_p": 0.9, "steps": 4},
+    for i, kw in enumerate([{}, {"guidance": 3.0, "temperature": 1.3, "top_k": 5}, {"guidance": 2.0, "top_p": 0.9, "steps": 4},
                             {"temperature": 0.0, "choice_temperature": 0.0}]):
         sketch = sketches(12, seed=i) if sketched else None  # a new context each batch: the static buffer follows
         plain = sample_masked(model, labels, sketch=sketch, generator=seeded(7), **kw)
@@ -206,10 +209,10 @@ def test_sketch_prior_trains_and_samples_with_and_without_sketches():
     out.loss.backward()
     assert torch.isfinite(out.loss) and model.null_sketch.grad is not None
     model.eval()
-    greedy = lambda **kw: model.sample(labels, temperature=0, generator=seeded(0), **kw)  # noqa: E731
+    greedy = lambda **kw: model.sample(labels, options=SamplingOptions(guidance=1.0, temperature=0), generator=seeded(0), **kw)  # noqa: E731
     with_sketch, without = greedy(sketch=sketches(4)), greedy()
     assert not torch.equal(with_sketch, without)
-    guided = model.sample(labels, cfg_scale=3.0, sketch=sketches(4), generator=seeded(0))
+    guided = model.sample(labels, options=SamplingOptions(guidance=3.0), sketch=sketches(4), generator=seeded(0))
     assert int(guided.min()) >= 0 and int(guided.max()) < K
     assert model.masked_ce(codes, labels, sketches(4), generator=seeded(0)).shape == (4,)
 
@@ -232,15 +235,15 @@ def test_capabilities_registry_and_checkpoint_round_trip(tmp_path):
     model = tiny_prior()
     assert PRIORS["masked"] is MaskedPrior and MaskedPrior.config_class is MaskedPriorConfig
     assert (model.exact_likelihood, model.any_mask, model.conditions) == (False, True, frozenset({"class"}))
-    with pytest.raises(NotImplementedError, match="masked_ce"):
+    with pytest.raises(NotImplementedError, match="no exact likelihood"):
         model.score(torch.zeros(1, 3, 4, dtype=torch.long), None)
     with pytest.raises(ValueError, match="divisible"):
         MaskedPrior(MaskedPriorConfig(dim=30, heads=4))
-    save_checkpoint(tmp_path, model, kind="prior", meta={})
-    loaded, _ = load_checkpoint(tmp_path, "prior", PRIORS)
-    labels = torch.tensor([0, 1, 2])
+    save_checkpoint(tmp_path, model, PriorRecord(tmp_path, MaskedPrior, model.config))
+    loaded = load_model(PriorRecord.read(tmp_path))
+    labels, options = torch.tensor([0, 1, 2]), SamplingOptions(settings={"steps": 4})
     assert type(loaded) is MaskedPrior
-    assert torch.equal(loaded.sample(labels, generator=seeded(0)), model.sample(labels, generator=seeded(0)))
+    assert torch.equal(loaded.sample(labels, options=options, generator=seeded(0)), model.sample(labels, options=options, generator=seeded(0)))
 
 
 def test_the_trainer_trains_it(tmp_path):
@@ -252,7 +255,7 @@ def test_the_trainer_trains_it(tmp_path):
     before = float(model.masked_ce(maps, torch.arange(3), generator=seeded(0)).mean())
     cfg = TrainConfig(steps=60, batch_size=16, lr=3e-3, warmup_steps=5, eval_every=1000, save_every="1000",
                       workers=0, device="cpu")
-    result = fit(model, split, prepare=prepare_batch, evaluate=lambda m: {}, save=lambda m, metrics: None,
+    result = fit(model, split, prepare=batch_preparer(model.config), evaluate=lambda m: {}, save=lambda m, metrics: None,
                  run_dir=tmp_path, cfg=cfg)
     assert result.step == 60
     after = float(model.eval().masked_ce(maps, torch.arange(3), generator=seeded(0)).mean())

@@ -29,7 +29,7 @@ def test_a_fresh_install_has_one_namespace(tmp_path):
     for name in ("cli", "pipeline", "stage1_vqvae", "stage2_prior"):
         r = run(python, "-c", f"import {name}")
         assert r.returncode != 0 and "ModuleNotFoundError" in r.stderr, (name, r.stderr)
-    r = run(python, "-c", "import vq.pipeline.trainer, vq.stage2_prior, vq.cli.main; print(vq.cli.main.__file__)")
+    r = run(python, "-c", "import vq.pipeline.train.trainer, vq.pipeline.serve.guard, vq.stage2_prior, vq.cli.main; print(vq.cli.main.__file__)")
     assert r.returncode == 0, r.stderr
     assert str(env_dir) in r.stdout  # the installed copy, not this checkout
     r = run(env_dir / "bin" / "vq", "--help")

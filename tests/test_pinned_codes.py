@@ -4,18 +4,19 @@ torch is pinned (2.14.1), so the CPU kernels and the generator's stream are fixe
 
 import torch
 
-from vq.pipeline.generate import SamplingOptions, complete_codes
-from vq.stage2_prior import CodePrior, PriorConfig, sample_codes_fast
+from vq.pipeline.generate.options import SamplingOptions
+from vq.pipeline.generate.draw import complete_codes
+from vq.stage2_prior import AutoregressivePrior, PriorConfig, sample_codes_fast
 
 
-def tiny_prior() -> CodePrior:
+def tiny_prior() -> AutoregressivePrior:
     torch.manual_seed(0)
     cfg = PriorConfig(codebook_size=16, height=3, width=4, num_classes=3, dim=32, depth=2, heads=2, dropout=0.0)
-    return CodePrior(cfg).eval()
+    return AutoregressivePrior(cfg).eval()
 
 
 def test_guided_top_k_draws_are_pinned():
-    drawn = sample_codes_fast(tiny_prior(), torch.tensor([0, 1, 2, -1]), cfg_scale=2.0, temperature=1.0, top_k=8,
+    drawn = sample_codes_fast(tiny_prior(), torch.tensor([0, 1, 2, -1]), guidance=2.0, temperature=1.0, top_k=8,
                               generator=torch.Generator().manual_seed(7))
     assert drawn.tolist() == [
         [[10, 9, 4, 12], [10, 13, 6, 6], [12, 9, 0, 8]],

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vq.pipeline.data import fashion_mnist_dir
-from vq.pipeline.export import load_codes
+from vq.pipeline.data.idx import fashion_mnist_dir
+from vq.pipeline.codes.maps import load_codes
 from test_cli import assert_one_line_error, digest, vq
 
 TOKENIZER_TOML = """
@@ -46,7 +46,7 @@ def test_export_and_prior_artifacts(chain):
     assert meta["grid"] == [7, 7] and meta["class_names"][7] == "Sneaker" and meta["splits"] == {"train": 300, "test": 300}
     codes = load_codes(chain / "codes")
     train = codes.splits["train"].to_memory(16)
-    assert train.images.shape == (300, 7, 7) and codes.meta["dtype"] == "uint16"
+    assert train.images.shape == (300, 7, 7) and codes.record.dtype == "uint16"
     assert int(codes.splits["test"].to_memory(16).images.max()) < 16 and train.labels.shape == (300,)
     assert codes.splits["train"][0][0].dtype == torch.int64  # what the prior reads, memory-mapped
     prior = json.loads((chain / "prior" / "config.json").read_text())
@@ -153,7 +153,7 @@ def test_eval_writes_a_complete_report(chain, tmp_path):
     rep = json.loads((tmp_path / "eval.json").read_text())
     assert 0 <= rep["classifier"]["test_acc"] <= 1
     assert set(rep["tokenizer"]) == {"mse", "psnr", "ssim", "sharpness", "usage", "perplexity"}
-    assert rep["prior"]["test_bits_per_token"] > 0 and rep["prior"]["test_bits_per_dim"] > 0
+    assert rep["prior"]["name"] == "bits_per_token" and rep["prior"]["bits"] > 0 and rep["prior"]["bits_per_dim"] > 0
     for key in ("real_train", "reconstructions", "samples"):
         assert rep[key]["n"] == 40 and 0 <= rep[key]["acc"] <= 1 and rep[key]["fd"] >= 0
         assert set(rep[key]["per_class"]) == set(json.loads((chain / "codes" / "meta.json").read_text())["class_names"])
@@ -199,9 +199,9 @@ def test_a_masked_prior_through_every_command(chain, tmp_path):
            "--classifier", chain / "classifier", "--out", tmp_path / "eval.json")
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "eval.json").read_text())
-    assert report["prior"]["test_masked_bits_per_code"] > 0 and "test_bits_per_token" not in report["prior"]
+    assert report["prior"]["name"] == "masked_bits_per_code" and report["prior"]["bits"] > 0 and "bits_per_dim" not in report["prior"]
     assert "not a likelihood" in r.stdout and report["samples"]["n"] == 20
     assert_one_line_error(vq("sample", "--tokenizer", chain / "tokenizer", "--prior", chain / "prior", "--steps", "4",
-                             "-c", "bag", "--out", tmp_path / "ar"), "steps is for a masked")
+                             "-c", "bag", "--out", tmp_path / "ar"), "steps is a sampling setting of masked priors; this autoregressive prior has none")
     assert_one_line_error(vq("fit-prior", "--tokenizer", chain / "tokenizer", "--codes", chain / "codes",
                              "--out", tmp_path / "masked", "--resume"), "resume it with --kind masked")

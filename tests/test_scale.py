@@ -16,12 +16,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from vq.pipeline import distributed as dist
-from vq.pipeline.checkpoint import load_state
-from vq.pipeline.data import FileImages, StreamImages, load_image_data
-from vq.pipeline.export import load_codes
-from vq.pipeline.loader import Skipped, StepSampler, epoch_order, materialize
-from vq.pipeline.runs import VQError
-from vq.pipeline.trainer import TrainConfig, parse_duration, total_steps
+from vq.pipeline.train.state import load_state
+from vq.pipeline.data.splits import FileImages, StreamImages
+from vq.pipeline.data.sources import load_image_data
+from vq.pipeline.codes.maps import load_codes
+from vq.pipeline.data.loader import Skipped, StepSampler, epoch_order, materialize
+from vq.pipeline.errors import VQError
+from vq.pipeline.train.config import TrainConfig, parse_duration, total_steps
 from vq.stage1_vqvae import VectorQuantizer
 from test_cli import ROOT, assert_one_line_error, tiny_config, vq  # noqa: F401 (a fixture)
 from test_pipeline import PRIOR_TOML, TOKENIZER_TOML, needs_fashion_mnist
@@ -266,19 +267,19 @@ def test_fit_tokenizer_on_a_stream(tmp_path, cifar_like):
 def test_export_is_compact_memory_mapped_and_resumable(tmp_path, image_folder, tiny_config, monkeypatch):
     r = vq("fit-tokenizer", "--data", image_folder, "--config", tiny_config, "--out", tmp_path / "tok")
     assert r.returncode == 0, r.stderr
-    monkeypatch.setattr("vq.pipeline.export.SHARD_SIZE", 8)  # 27 train maps -> 4 shards
-    from vq.pipeline.export import export_codes
+    monkeypatch.setattr("vq.pipeline.codes.export.SHARD_SIZE", 8)  # 27 train maps -> 4 shards
+    from vq.pipeline.codes.export import export_codes
 
     export_codes(tmp_path / "tok", tmp_path / "codes", device="cpu", workers=0)
     codes = load_codes(tmp_path / "codes")
     train = codes.splits["train"]
-    assert len(train) == 27 and codes.meta["shards"]["train"] == [f"train-0000{i}" for i in range(4)]
+    assert len(train) == 27 and codes.record.shards["train"] == [f"train-0000{i}" for i in range(4)]
     assert all(isinstance(c, np.memmap) and c.dtype == np.uint16 for c in train.shard_codes)
     first = {p.name: p.read_bytes() for p in (tmp_path / "codes").glob("*.npy")}
     # An export interrupted after some shards: no meta.json yet, a shard missing.
     (tmp_path / "codes" / "meta.json").unlink()
     (tmp_path / "codes" / "train-00002.labels.npy").unlink()
-    (tmp_path / "codes" / "progress.json").write_text(json.dumps({"tokenizer_fingerprint": codes.meta["tokenizer_fingerprint"]}))
+    (tmp_path / "codes" / "progress.json").write_text(json.dumps({"tokenizer_fingerprint": codes.record.tokenizer_fingerprint}))
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "codes").glob("*.npy")}
     export_codes(tmp_path / "tok", tmp_path / "codes", device="cpu", workers=0)
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "codes").glob("*.npy")}

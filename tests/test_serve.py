@@ -43,7 +43,7 @@ def free_port() -> int:
 def studio(sketch_chain, tmp_path_factory):  # noqa: F811
     """`vq serve` over the chain's tokenizer and the sketch prior, and its test images: a
     Fashion-MNIST test image (an ankle boot, 112 px), the same PNG cut in half, a top-half mask."""
-    from vq.pipeline.data import fashion_mnist_dir, load_fashion_mnist_idx
+    from vq.pipeline.data.idx import fashion_mnist_dir, load_fashion_mnist_idx
 
     root = tmp_path_factory.mktemp("serve")
     boot = load_fashion_mnist_idx(fashion_mnist_dir()).test.images[0][0].numpy()

@@ -89,8 +89,10 @@ def test_the_discriminator_and_the_autoencoder_each_get_only_their_own_gradient(
 
 
 def test_one_loop_step_updates_each_part_with_its_own_optimizer(batch, tmp_path):
-    from vq.pipeline.data import Split, image_batch
-    from vq.pipeline.trainer import TrainConfig, fit
+    from vq.pipeline.data.splits import Split
+    from vq.pipeline.data.images import image_batch
+    from vq.pipeline.train.config import TrainConfig
+    from vq.pipeline.train.trainer import fit
 
     x, y = batch
     model = gan(adversarial_start=0)
@@ -101,7 +103,7 @@ def test_one_loop_step_updates_each_part_with_its_own_optimizer(batch, tmp_path)
     assert result.step == 3
     changed = {k for k, v in model.state_dict().items() if not torch.equal(start[k], v)}
     assert any(k.startswith("discriminator.") for k in changed) and any(k.startswith("decoder.") for k in changed)
-    from vq.pipeline.checkpoint import load_state
+    from vq.pipeline.train.state import load_state
 
     state = load_state(tmp_path / "train_state.safetensors")
     assert set(state["optimizers"]) == {"autoencoder", "discriminator"}
@@ -131,9 +133,11 @@ def test_lpips_without_its_weights_is_one_line_before_any_data(tmp_path):
 
 
 def test_an_adversarial_run_resumes_exactly(batch, tmp_path):
-    from vq.pipeline.data import Split, image_batch
-    from vq.pipeline.runs import Interrupted
-    from vq.pipeline.trainer import TrainConfig, fit
+    from vq.pipeline.data.splits import Split
+    from vq.pipeline.data.images import image_batch
+    from vq.pipeline.errors import Interrupted
+    from vq.pipeline.train.config import TrainConfig
+    from vq.pipeline.train.trainer import fit
 
     x, y = batch
     images = ((x + 1) * 127.5).round().to(torch.uint8).repeat(4, 1, 1, 1)

@@ -8,9 +8,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from vq.pipeline.data import fashion_mnist_dir, load_fashion_mnist_idx, to_float
-from vq.pipeline.export import load_codes, split_record
-from vq.pipeline.sketch import edge_f1, edge_map, normalise_drawing, outline_map, thin
+from vq.pipeline.data.idx import fashion_mnist_dir, load_fashion_mnist_idx
+from vq.pipeline.data.images import to_float
+from vq.pipeline.codes.maps import load_codes, split_record
+from vq.pipeline.sketch.edges import edge_f1, edge_map, outline_map, thin
+from vq.pipeline.sketch.drawings import normalise_drawing
 from test_cli import assert_one_line_error, digest, vq
 
 needs_fashion_mnist = pytest.mark.skipif(fashion_mnist_dir() is None, reason="Fashion-MNIST idx files not installed (make test installs them)")
@@ -79,7 +81,7 @@ def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
     prior = json.loads((root / "sketch-prior" / "config.json").read_text())
     assert prior["config"]["condition"] == "sketch" and prior["config"]["sketch_size"] == 28
     codes = load_codes(root / "codes")
-    assert codes.meta["sketch"]["size"] == 28
+    assert codes.record.sketch.size == 28
     records = codes.splits["test"].with_sketches().to_memory(16)
     c, maps = split_record(records.images[:20], (7, 7), 28)
     assert torch.equal(c, codes.splits["test"].to_memory(16).images[:20].long())
@@ -87,18 +89,21 @@ def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
     real = to_float(data.test.images[:20])
     assert maps.shape == (20, 2, 28, 28)  # the detector's edges and the silhouette's outline, as stored
     assert torch.equal(maps[:, :1], edge_map(real)) and torch.equal(maps[:, 1:], outline_map(real))
-    assert 0.5 < codes.meta["sketch"]["box"] <= 1  # the dataset's typical object size, measured by the export
-    assert prior["config"]["sketch_styles"] == "free" and prior["sketch"]["box"] == codes.meta["sketch"]["box"]
-    boxes = codes.meta["sketch"]["class_boxes"]  # each class's typical side and middle aspects, for drawings given a class
+    meta = json.loads((root / "codes" / "meta.json").read_text())
+    assert 0.5 < meta["sketch"]["box"] <= 1  # the dataset's typical object size, measured by the export
+    assert prior["config"]["sketch_styles"] == "free" and prior["sketch"]["box"] == meta["sketch"]["box"]
+    boxes = meta["sketch"]["class_boxes"]  # each class's typical side and middle aspects, for drawings given a class
     assert len(boxes) == 10 and prior["sketch"]["class_boxes"] == boxes
     assert boxes[1]["aspect"][1] < 1 < boxes[7]["aspect"][0]  # trousers taller than wide, sneakers wider than tall
-    from vq.pipeline.export import sketch_record
+    from dataclasses import replace
 
-    before = {**codes.meta, "sketch": {k: v for k, v in codes.meta["sketch"].items() if k != "class_boxes"}}
-    assert sketch_record(root / "codes", before)["class_boxes"] == boxes  # an export made before: measured for the prior
+    from vq.pipeline.codes.shards import sketch_record
+
+    before = replace(codes.record, sketch=replace(codes.record.sketch, class_boxes=()))  # an export made before them
+    assert sketch_record(root / "codes", before).class_boxes == codes.record.sketch.class_boxes  # measured for the prior
     assert prior["config"]["drawing_flag"] is True  # a new run tells drawings from edge maps
     # Training reads the flag with every sketch, evaluation reads edge maps (flag 0) ...
-    from vq.pipeline.stage_scores import batch_preparer
+    from vq.pipeline.codes.maps import batch_preparer
     from vq.stage2_prior.config import PriorConfig
 
     config = PriorConfig(**prior["config"])
@@ -130,8 +135,8 @@ def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
         assert 0 <= sk[key]["edge_f1"] <= 1
     assert sk["real"]["edge_f1"] == 1.0  # the sketches are the real images' own edges
     d = report["drawings"]
-    assert d["n_drawings"] == 3 and d["per_drawing"] == 2 and d["box"] == codes.meta["sketch"]["box"]
-    assert d["class_boxes"] is True and d["class_cfg"] == 4.0  # with the class: its box and twice the guidance
+    assert d["n_drawings"] == 3 and d["per_drawing"] == 2 and d["box"] == codes.record.sketch.box
+    assert d["class_boxes"] is True and d["class_guidance"] == 4.0  # with the class: its box and twice the guidance
     assert [(x["file"], x["class"]) for x in d["drawings"]] == [("mine.png", "Dress"), ("ankle-boot-1.png", "Ankle boot"),
                                                                  ("bag_2.png", "Bag")]
     for mode in ("sketch_only", "sketch_and_class"):
@@ -188,8 +193,8 @@ def test_sample_follows_a_drawing_file(sketch_chain):
 @needs_fashion_mnist
 def test_a_drawing_given_classes_is_read_for_each_class(sketch_chain):
     from vq.pipeline import Pipeline
-    from vq.pipeline.generate import SamplingOptions
-    from vq.pipeline.pipeline import plan_samples
+    from vq.pipeline.generate.options import SamplingOptions
+    from vq.pipeline.generate.plans import plan_samples
 
     root = sketch_chain
     pipe = Pipeline.from_pretrained(root / "tokenizer", root / "sketch-prior", device="cpu")
@@ -203,11 +208,11 @@ def test_a_drawing_given_classes_is_read_for_each_class(sketch_chain):
 
     (th, tw), (sh, sw) = height_width(request.sketch[:1]), height_width(request.sketch[1:])
     assert th > tw and sw > sh and th > sh and sw > tw  # the square boot drawn as each class's proportions
-    assert request.options.class_cfg == 4.0  # a drawing with a class: the class guided at twice the drawing's 2
+    assert request.options.class_guidance == 4.0  # a drawing with a class: the class guided at twice the drawing's 2
     assert plan_samples(tok, prior, "bag", 2, sketch=root / "boot.jpg",
-                        options=SamplingOptions(class_cfg=2.5)).options.class_cfg == 2.5  # given: kept
+                        options=SamplingOptions(class_guidance=2.5)).options.class_guidance == 2.5  # given: kept
     alone = plan_samples(tok, prior, None, 2, sketch=root / "boot.jpg", options=SamplingOptions())
-    assert alone.sketch.shape == (1, 1, 28, 28) and alone.options.class_cfg is None
+    assert alone.sketch.shape == (1, 1, 28, 28) and alone.options.class_guidance is None
     seen, context = [], pipe.prior.context
     pipe.prior.context = lambda sketch, b, keep=None: (seen.append(sketch), context(sketch, b, keep))[1]
     samples = pipe.run_samples(request)
@@ -231,6 +236,6 @@ def test_sketch_refusals_are_one_line_and_write_nothing(sketch_chain, tmp_path):
     assert_one_line_error(r, "does not exist")
     r = vq("sample", "--tokenizer", root / "tokenizer", "--prior", root / "sketch-prior", "--class", "bag",
            "--class-guidance", "4", "--out", tmp_path / "d")
-    assert_one_line_error(r, "--class-guidance weighs a class against a sketch")
+    assert_one_line_error(r, "class_guidance weighs a class against a sketch")
     assert not any((tmp_path / d).exists() for d in "abcd")
     assert digest(root) == before

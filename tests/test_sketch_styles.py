@@ -6,10 +6,17 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from vq.pipeline.data import fashion_mnist_dir, load_fashion_mnist_idx, to_float
-from vq.pipeline.sketch import (MAX_STRETCH, ClassBox, as_drawing, class_boxes, components, component_sizes, drawing_box,
-                                edge_f1, edge_map, fill_holes, normalise_drawing, object_box, outline_map, thin)
-from vq.pipeline.sketch_styles import break_stroke, deform, free_hand, simplified, training_sketches
+from vq.pipeline.data.idx import fashion_mnist_dir, load_fashion_mnist_idx
+from vq.pipeline.data.images import to_float
+from vq.pipeline.sketch.drawings import MAX_STRETCH, as_drawing
+from vq.pipeline.records import ClassBox
+from vq.pipeline.sketch.boxes import class_boxes
+from vq.pipeline.sketch.edges import components, component_sizes
+from vq.pipeline.sketch.boxes import object_box
+from vq.pipeline.sketch.drawings import normalise_drawing
+from vq.pipeline.sketch.edges import edge_f1, edge_map, fill_holes, outline_map, thin
+from vq.pipeline.records import SketchRecord
+from vq.pipeline.sketch.styles import break_stroke, deform, free_hand, simplified, training_sketches
 
 needs_fashion_mnist = pytest.mark.skipif(fashion_mnist_dir() is None, reason="Fashion-MNIST idx files not installed (make test installs them)")
 
@@ -128,18 +135,18 @@ def test_a_flagged_prior_trains_on_exact_edge_maps_flagged_0_and_free_hand_sketc
 def test_the_drawing_flag_reaches_a_flagged_prior_and_no_other():
     from vq.pipeline.configs import build
     from vq.stage2_prior.config import PriorConfig
-    from vq.stage2_prior.model import CodePrior
+    from vq.stage2_prior import AutoregressivePrior
 
     small = dict(codebook_size=16, dim=32, depth=1, heads=2, condition="sketch", sketch_styles="free")
     lines = torch.rand(3, 1, 28, 28) > 0.8
     torch.manual_seed(0)
-    flagged = CodePrior(build(PriorConfig, PriorConfig.NEW_RUN, small)).eval()
+    flagged = AutoregressivePrior(build(PriorConfig, PriorConfig.NEW_RUN, small)).eval()
     assert flagged.sketch_encoder.patch.in_channels == 2
     ctx = flagged.context(lines, 3)
     assert torch.equal(ctx, flagged.context(torch.cat([lines, torch.zeros_like(lines)], 1), 3))  # no flag: an edge map
     assert not torch.allclose(ctx, flagged.context(as_drawing(lines), 3))
     # A free prior saved before the flag existed (its config has no key) reads the lines alone.
-    old = CodePrior(build(PriorConfig, small)).eval()
+    old = AutoregressivePrior(build(PriorConfig, small)).eval()
     assert old.sketch_encoder.patch.in_channels == 1
     assert torch.equal(old.context(lines, 3), old.context(as_drawing(lines), 3))
     # An edge-map prior has nothing to flag, whatever the key says.
@@ -191,11 +198,11 @@ def test_a_drawing_given_its_class_is_brought_to_the_class_proportions():
 
 
 def test_drawing_box_picks_the_class_box_and_falls_back_to_the_dataset_box():
-    record = {"sketch": {"box": 0.9, "class_boxes": [{"side": 1.0, "aspect": [0.4, 0.5]}, None]}}
-    assert drawing_box(record, 0) == ClassBox(1.0, 0.4, 0.5)
-    assert drawing_box(record, 1) == 0.9 and drawing_box(record) == 0.9 and drawing_box(record, -1) == 0.9
-    assert drawing_box({"sketch": {"box": 0.9}}, 0) == 0.9  # a prior recorded before class boxes
-    assert drawing_box({}, 0) is None
+    record = SketchRecord.from_json({"detector": 1, "box": 0.9, "class_boxes": [{"side": 1.0, "aspect": [0.4, 0.5]}, None]}, "x")
+    assert record.frame_for(0) == ClassBox(1.0, 0.4, 0.5)
+    assert record.frame_for(1) == 0.9 and record.frame_for() == 0.9 and record.frame_for(-1) == 0.9
+    assert SketchRecord.from_json({"detector": 1, "box": 0.9}, "x").frame_for(0) == 0.9  # a prior recorded before class boxes
+    assert SketchRecord(1).frame_for(0) is None  # an export made before the box was measured
 
 
 @needs_fashion_mnist
@@ -203,14 +210,14 @@ def test_class_boxes_of_fashion_mnist_have_the_classes_proportions():
     data = load_fashion_mnist_idx(fashion_mnist_dir()).train
     boxes = class_boxes(outline_map(to_float(data.images[:2000])), torch.as_tensor(data.labels[:2000]).long(), 10)
     trouser, sneaker = boxes[1], boxes[7]
-    assert trouser["side"] >= 0.9 and trouser["aspect"][1] <= 0.5  # tall and narrow
-    assert sneaker["side"] >= 0.9 and sneaker["aspect"][0] >= 1.5  # wide and low
-    assert all(b["aspect"][0] <= b["aspect"][1] for b in boxes)
+    assert trouser.side >= 0.9 and trouser.aspect_high <= 0.5  # tall and narrow
+    assert sneaker.side >= 0.9 and sneaker.aspect_low >= 1.5  # wide and low
+    assert all(b.aspect_low <= b.aspect_high for b in boxes)
 
 
 def test_a_drawing_given_its_class_guides_the_class_at_twice_the_drawing_guidance():
-    from vq.pipeline.generate import SamplingOptions, drawing_class_guidance
+    from vq.pipeline.generate.options import SamplingOptions, drawing_class_guidance
 
-    assert drawing_class_guidance(SamplingOptions(cfg=2.0)).class_cfg == 4.0
-    assert drawing_class_guidance(SamplingOptions(cfg=2.0, class_cfg=3.0)).class_cfg == 3.0  # given: kept
-    assert drawing_class_guidance(SamplingOptions(cfg=1.0)).class_cfg is None  # no guidance stays none
+    assert drawing_class_guidance(SamplingOptions(guidance=2.0)).class_guidance == 4.0
+    assert drawing_class_guidance(SamplingOptions(guidance=2.0, class_guidance=3.0)).class_guidance == 3.0  # given: kept
+    assert drawing_class_guidance(SamplingOptions(guidance=1.0)).class_guidance is None  # no guidance stays none

@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from vq.pipeline.checkpoint import load_checkpoint, save_checkpoint
-from vq.pipeline.runs import VQError, atomic_write_json, read_json
+from vq.pipeline.checkpoint import load_model, save_checkpoint
+from vq.pipeline.records import PriorRecord, TokenizerRecord
+from vq.pipeline.errors import VQError
+from vq.pipeline.files import atomic_write_json, read_json
 from vq.stage1_vqvae import TOKENIZERS, CVAEConfig, VAEConfig, VQVAEConfig, VectorQuantizer
 
 TINY = dict(channels=1, image_size=16, hidden=16, res_blocks=1, downsample=4)
@@ -86,9 +88,10 @@ def test_save_load_gives_identical_outputs(name, batch, tmp_path):
     model = make(name)
     model(x, y)  # initialise the codebook / touch every parameter
     model.eval()
-    save_checkpoint(tmp_path / "run", model, kind="tokenizer", meta={"class_names": ["a", "b", "c"]})
-    loaded, info = load_checkpoint(tmp_path / "run", "tokenizer", TOKENIZERS)
-    assert info["model"] == name and info["class_names"] == ["a", "b", "c"] and len(info["fingerprint"]) == 16
+    save_checkpoint(tmp_path / "run", model, TokenizerRecord(tmp_path / "run", type(model), model.config, class_names=("a", "b", "c")))
+    record = TokenizerRecord.read(tmp_path / "run")
+    loaded = load_model(record)
+    assert record.kind.name == name and record.class_names == ("a", "b", "c") and len(record.fingerprint) == 16
     assert torch.equal(model.reconstruct(x, y), loaded.reconstruct(x, y))
     if name != "vqvae":
         g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
@@ -97,19 +100,19 @@ def test_save_load_gives_identical_outputs(name, batch, tmp_path):
 
 def test_loading_refuses_mismatched_or_corrupt_checkpoints(batch, tmp_path):
     model = make("vqvae")
-    save_checkpoint(tmp_path / "run", model, kind="tokenizer", meta={})
+    save_checkpoint(tmp_path / "run", model, TokenizerRecord(tmp_path / "run", type(model), model.config, class_names=("a",)))
     with pytest.raises(VQError, match="not a prior"):
-        load_checkpoint(tmp_path / "run", "prior", TOKENIZERS)
+        PriorRecord.read(tmp_path / "run")
     info = read_json(tmp_path / "run" / "config.json")
     info["config"]["codebook_size"] = 32  # config no longer matches the weights
     atomic_write_json(tmp_path / "run" / "config.json", info)
     with pytest.raises(VQError, match="do not match"):
-        load_checkpoint(tmp_path / "run", "tokenizer", TOKENIZERS)
+        load_model(TokenizerRecord.read(tmp_path / "run"))
     (tmp_path / "run" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(VQError, match="unreadable"):
-        load_checkpoint(tmp_path / "run", "tokenizer", TOKENIZERS)
+        load_model(TokenizerRecord.read(tmp_path / "run"))
     with pytest.raises(VQError, match="no tokenizer"):
-        load_checkpoint(tmp_path / "missing", "tokenizer", TOKENIZERS)
+        TokenizerRecord.read(tmp_path / "missing")
 
 
 def test_config_rejects_a_grid_that_does_not_divide():

@@ -1,18 +1,24 @@
 import pytest
 import torch
 
-from vq.pipeline.generate import complete_codes, is_prefix, resolve_class, SamplingOptions
-from vq.pipeline.runs import VQError
-from vq.stage2_prior import CodePrior, PriorConfig, sample_codes, score_codes
+from vq.pipeline.generate.draw import complete_codes, is_prefix
+from vq.pipeline.generate.plans import resolve_class
+from vq.stage2_prior import SamplingOptions
+from vq.pipeline.errors import VQError
+from vq.stage2_prior import AutoregressivePrior, PriorConfig, sample_codes, score_codes
+from vq.pipeline.configs import build, to_dict
+from vq.pipeline.records import PriorRecord
+from vq.pipeline.train.config import TrainConfig
+from vq.pipeline.train.jobs import FitJob, job_configs
 from vq.stage2_prior.sampling import filter_logits
 
 K = 16
 
 
-def tiny_prior(seed=0, **kw) -> CodePrior:
+def tiny_prior(seed=0, **kw) -> AutoregressivePrior:
     torch.manual_seed(seed)
     cfg = dict(codebook_size=K, height=3, width=4, num_classes=3, dim=32, depth=2, heads=2, dropout=0.0)
-    return CodePrior(PriorConfig(**{**cfg, **kw})).eval()
+    return AutoregressivePrior(PriorConfig(**{**cfg, **kw})).eval()
 
 
 def overfit(model, code_map, label, steps=150):
@@ -50,7 +56,7 @@ def test_samples_are_codes_and_seeded():
     assert a.dtype == torch.int64 and a.shape == (60, 3, 4)
     assert int(a.min()) >= 0 and int(a.max()) < K  # class and null tokens (>= K) are never sampled
     assert torch.equal(a, b) and not torch.equal(a, c)
-    g = draw(0, cfg_scale=3.0, top_k=5, top_p=0.9)
+    g = draw(0, guidance=3.0, top_k=5, top_p=0.9)
     assert int(g.min()) >= 0 and int(g.max()) < K
 
 
@@ -60,7 +66,7 @@ def test_guidance_scale_one_equals_plain_conditional_sampling():
     plain = sample_codes(model, labels, generator=torch.Generator().manual_seed(5))
     batched = sample_codes(model, labels, generator=torch.Generator().manual_seed(5), force_guidance_batch=True)
     assert torch.equal(plain, batched)
-    strong = sample_codes(model, labels, generator=torch.Generator().manual_seed(5), cfg_scale=4.0)
+    strong = sample_codes(model, labels, generator=torch.Generator().manual_seed(5), guidance=4.0)
     assert not torch.equal(plain, strong)
 
 
@@ -82,7 +88,7 @@ def test_completion_keeps_every_known_code(prefix):
     else:
         mask[:, :2] = True  # left half: known codes follow unknown ones in raster order
     assert is_prefix(mask) == prefix
-    out = complete_codes(model, known, mask, label=1, n=5, opts=SamplingOptions(cfg=2.0), candidates=4)
+    out = complete_codes(model, known, mask, label=1, n=5, options=SamplingOptions(guidance=2.0), candidates=4)
     assert out.shape == (5, 3, 4)
     assert torch.equal(out[:, mask], known[:, mask].expand(5, -1))
     assert (out[:, ~mask] >= 0).all() and (out[:, ~mask] < K).all()
@@ -110,7 +116,7 @@ def test_resolve_class():
         resolve_class("dog", names)
 
 
-def sketch_prior(seed=0, **kw) -> CodePrior:
+def sketch_prior(seed=0, **kw) -> AutoregressivePrior:
     return tiny_prior(seed, height=4, width=4, condition="sketch", sketch_size=16, **kw)
 
 
@@ -144,7 +150,7 @@ def test_a_sketch_changes_the_samples_and_guidance_uses_the_null_sketch():
     first = {}
     original = model.context
     model.context = lambda s, b, keep=None: first.setdefault(len(first), (s, original(s, b, keep)))[1]  # noqa: E731
-    g = sample_codes(model, labels, temperature=0, cfg_scale=3.0, sketch=sketch)
+    g = sample_codes(model, labels, temperature=0, guidance=3.0, sketch=sketch)
     model.context = original
     assert first[0][0] is not None and first[1][0] is None  # the null rows read the null sketch
     tokens = torch.cat([model.class_tokens(labels, 4, "cpu"), model.class_tokens(None, 4, "cpu")])
@@ -161,21 +167,24 @@ def test_a_class_guidance_of_its_own_mixes_the_sketch_alone_rows_in():
     """With a sketch and a class, `class_scale` guides the class on top of the sketch: three rows per
     image (class + sketch, sketch alone, null), null + s (sketch - null) + c (cond - sketch), in both
     samplers and the fast path; at c = s it is the two-row guidance exactly."""
-    from vq.stage2_prior.masked import MaskedPrior, MaskedPriorConfig, sample_masked, plain_stepper
-    from vq.stage2_prior.sampling import guide, incremental_stepper
+    from vq.stage2_prior.guidance import guide
+    from vq.stage2_prior.masked import MaskedPrior, MaskedPriorConfig
+    from vq.stage2_prior.masked_sampling import plain_stepper, sample_masked
+    from vq.stage2_prior.sampling import incremental_stepper
 
     model = sketch_prior()
     labels = torch.tensor([0, 1, 2, -1])
     sketch = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(3)) > 0.7
-    g = sample_codes(model, labels, temperature=0, cfg_scale=2.0, class_scale=5.0, sketch=sketch)
+    g = sample_codes(model, labels, temperature=0, guidance=2.0, class_guidance=5.0, sketch=sketch)
     tokens = torch.cat([model.class_tokens(labels, 4, "cpu")] + [model.class_tokens(None, 4, "cpu")] * 2)
     ctx = torch.cat([model.context(sketch, 4), model.context(sketch, 4), model.context(None, 4)])
     cond, alone, null = model.net(tokens, context=ctx)[:, 0].split(4)
     assert torch.equal(g[:, 0, 0], (null + 2.0 * (alone - null) + 5.0 * (cond - alone)).argmax(-1))
-    assert not torch.equal(g, sample_codes(model, labels, temperature=0, cfg_scale=2.0, sketch=sketch))
-    assert torch.equal(model.sample(labels, temperature=0, cfg_scale=2.0, class_scale=5.0, sketch=sketch), g)  # fast path
+    assert not torch.equal(g, sample_codes(model, labels, temperature=0, guidance=2.0, sketch=sketch))
+    options = SamplingOptions(temperature=0, guidance=2.0, class_guidance=5.0)
+    assert torch.equal(model.sample(labels, options=options, sketch=sketch), g)  # fast path
     # At guidance 1 the class is still guided on top of the sketch: sketch + c (cond - sketch).
-    g1 = sample_codes(model, labels, temperature=0, cfg_scale=1.0, class_scale=5.0, sketch=sketch)
+    g1 = sample_codes(model, labels, temperature=0, guidance=1.0, class_guidance=5.0, sketch=sketch)
     assert torch.equal(g1[:, 0, 0], (alone + 5.0 * (cond - alone)).argmax(-1))
     assert not torch.equal(g1, sample_codes(model, labels, temperature=0, sketch=sketch))
     logits = torch.randn(12, 7)
@@ -190,7 +199,7 @@ def test_a_class_guidance_of_its_own_mixes_the_sketch_alone_rows_in():
             return stepper(m, n, context)
 
         def draw(y, c):
-            return sampler(prior, y, cfg_scale=2.0, class_scale=c, sketch=sketch, stepper=counting,
+            return sampler(prior, y, guidance=2.0, class_guidance=c, sketch=sketch, stepper=counting,
                            generator=torch.Generator().manual_seed(1))
 
         assert torch.equal(draw(labels, 2.0), draw(labels, None)) and rows == [8, 8]  # c = s: two rows
@@ -210,39 +219,32 @@ def test_a_class_prior_without_class_dropout_draws_no_random_numbers():
     assert torch.equal(after_step, torch.get_rng_state())
 
 
-def test_a_prior_saved_before_the_new_config_keys_resumes():
-    from vq.pipeline.configs import to_dict
-    from vq.pipeline.presets import PRIOR_PRESETS
-    from vq.pipeline.prior import PriorJob
-    from vq.pipeline.jobs import job_configs
-    from vq.pipeline.trainer import TrainConfig
+def saved_prior(config: dict, tmp_path) -> PriorRecord:
+    """The record of a prior run saved with `config` as its model config (keys of older versions
+    left out), as a resumed run reads it."""
+    return PriorRecord(tmp_path, AutoregressivePrior, build(PriorConfig, config), train=to_dict(TrainConfig()))
 
+
+def test_a_prior_saved_before_the_new_config_keys_resumes(tmp_path):
     old = {k: v for k, v in to_dict(PriorConfig()).items() if k not in ("kv_heads", "condition", "sketch_size", "sketch_dropout")}
-    train, layers = job_configs(PriorJob(resume=True), PRIOR_PRESETS, "transformer", PriorConfig,
-                                {"config": old, "train": to_dict(TrainConfig())})
-    assert layers == (old,)
+    saved = saved_prior(old, tmp_path)
+    train, layers = job_configs(FitJob("autoregressive", tmp_path, resume=True), AutoregressivePrior, saved)
+    assert layers == (to_dict(saved.config),) and layers[0] == {**to_dict(PriorConfig()), **old}
     with pytest.raises(VQError, match="condition differs"):
-        job_configs(PriorJob(resume=True, model_overrides={"condition": "sketch"}), PRIOR_PRESETS, "transformer",
-                    PriorConfig, {"config": old, "train": to_dict(TrainConfig())})
+        job_configs(FitJob("autoregressive", tmp_path, resume=True, model_overrides={"condition": "sketch"}),
+                    AutoregressivePrior, saved)
 
 
-def test_new_runs_train_on_free_hand_styles_with_the_drawing_flag_and_old_runs_keep_theirs():
-    from vq.pipeline.configs import build, to_dict
-    from vq.pipeline.presets import PRIOR_PRESETS
-    from vq.pipeline.prior import PriorJob
-    from vq.pipeline.jobs import job_configs
-    from vq.pipeline.trainer import TrainConfig
-
-    _, layers = job_configs(PriorJob(model_overrides={"condition": "sketch"}), PRIOR_PRESETS, "transformer", PriorConfig, None)
+def test_new_runs_train_on_free_hand_styles_with_the_drawing_flag_and_old_runs_keep_theirs(tmp_path):
+    _, layers = job_configs(FitJob("autoregressive", tmp_path, model_overrides={"condition": "sketch"}), AutoregressivePrior, None)
     new = build(PriorConfig, *layers)
     assert (new.sketch_styles, new.drawing_flag, new.sketch_channels) == ("free", True, 2)
-    _, layers = job_configs(PriorJob(model_overrides={"condition": "sketch", "sketch_styles": "edges"}), PRIOR_PRESETS,
-                            "transformer", PriorConfig, None)
+    _, layers = job_configs(FitJob("autoregressive", tmp_path, model_overrides={"condition": "sketch", "sketch_styles": "edges"}),
+                            AutoregressivePrior, None)
     assert build(PriorConfig, *layers).sketch_channels == 1  # edge maps alone: nothing to flag
     # A sketch prior saved before either key existed trained on edge maps, one channel: so it resumes.
     old = {k: v for k, v in to_dict(new).items() if k not in ("sketch_styles", "drawing_flag")}
-    _, layers = job_configs(PriorJob(resume=True), PRIOR_PRESETS, "transformer", PriorConfig,
-                            {"config": old, "train": to_dict(TrainConfig())})
+    _, layers = job_configs(FitJob("autoregressive", tmp_path, resume=True), AutoregressivePrior, saved_prior(old, tmp_path))
     resumed = build(PriorConfig, *layers)
     assert (resumed.sketch_styles, resumed.drawing_flag, resumed.sketch_channels) == ("edges", False, 1)
 
@@ -270,7 +272,8 @@ def test_sketch_prior_training_drops_class_sketch_or_both():
 def test_rows_without_a_condition_skip_the_null_twins():
     """Guidance mixes conditional rows with their null twins; rows without class or sketch would mix
     null rows with themselves, so neither sampler runs the twins for them, and draws the same."""
-    from vq.stage2_prior.masked import MaskedPrior, MaskedPriorConfig, sample_masked, plain_stepper
+    from vq.stage2_prior.masked import MaskedPrior, MaskedPriorConfig
+    from vq.stage2_prior.masked_sampling import plain_stepper, sample_masked
     from vq.stage2_prior.sampling import incremental_stepper
 
     for model, sampler, stepper in ((tiny_prior(), sample_codes, incremental_stepper),
@@ -283,7 +286,7 @@ def test_rows_without_a_condition_skip_the_null_twins():
             return stepper(model, n, context)
 
         def draw(labels, cfg):
-            return sampler(model, labels, cfg_scale=cfg, generator=torch.Generator().manual_seed(3), stepper=counting)
+            return sampler(model, labels, guidance=cfg, generator=torch.Generator().manual_seed(3), stepper=counting)
 
         none = torch.full((4,), -1)
         assert torch.equal(draw(none, 3.0), draw(none, 1.0)) and rows == [4, 4]

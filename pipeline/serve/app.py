@@ -1,0 +1,122 @@
+"""`vq serve`: the studio's app over one `Pipeline`, served on loopback unless told otherwise,
+behind the request guard (`guard`), with a private folder for everything the page can read."""
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from vq.pipeline.errors import VQError
+from vq.pipeline.generate.pipeline import Pipeline
+from vq.pipeline.serve.api import api_endpoints
+from vq.pipeline.serve.guard import RequestGuard, served_hosts
+from vq.pipeline.serve.studio import KEEP_FILES_S, Studio, gr
+from vq.pipeline.serve.tabs import complete_tab, model_tab, sample_tab, sketch_tab
+
+INSTALL = "the web studio needs Gradio: pip install 'vq[serve]'"
+MAX_UPLOAD = "10mb"  # per file; larger uploads are refused before they reach vq
+MAX_REQUEST = 11 * 2**20  # a request's whole body: one file of up to 10 MB and the form around it
+QUEUE_SIZE = 16  # requests waiting beyond this are turned away ("the queue is full")
+CSS = """
+.vq-pixels img, .vq-pixels canvas { image-rendering: pixelated; }
+.vq-big img { width: 100%; height: 100%; object-fit: contain; }
+#sketch-read img { padding-top: 28px; box-sizing: border-box; }  /* clear of the label: the lines reach the top */
+div.vq-gallery .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(32px, 1fr));
+  grid-template-rows: none; grid-auto-rows: auto; gap: 6px; }
+div.vq-gallery .grid-wrap { max-height: 820px; height: auto; }
+"""
+
+
+def build_app(pipe: Pipeline, private: Path, *, max_n: int = 64):
+    """The studio's Blocks over `pipe`, writing its images under `private`/images and reading only
+    uploads under `private`/gradio (`private_files`); tabs as the models allow."""
+    if gr is None:
+        raise VQError(INSTALL)
+    studio = Studio(pipe, max_n, private / "images", private / "gradio")
+    with gr.Blocks(title="vq studio", analytics_enabled=False, delete_cache=(600, KEEP_FILES_S)) as app:
+        gr.Markdown(f"## vq studio\n{pipe.tokenizer_info.kind.name} + "
+                    f"{pipe.prior_info.kind.name if pipe.prior_info else 'its latent prior'}, {pipe.image_size} px, "
+                    f"{len(pipe.class_names)} classes")
+        with gr.Tab("Sample", id="sample"):
+            sample_tab(studio)
+        if "sketch" in pipe.conditions:
+            with gr.Tab("Sketch", id="sketch"):
+                sketch_tab(studio)
+        if pipe.prior_info is not None:
+            with gr.Tab("Complete", id="complete"):
+                complete_tab(studio)
+        with gr.Tab("Model", id="model"):
+            model_tab(studio)
+        api_endpoints(studio)
+    app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    return app
+
+
+@contextmanager
+def private_files():
+    """A folder of this server's own for everything the page can read (Gradio's uploads and
+    outputs too, through GRADIO_TEMP_DIR), removed when the server stops."""
+    folder = Path(tempfile.mkdtemp(prefix="vq-serve-"))
+    saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_EXAMPLES_CACHE")}
+    os.environ["GRADIO_TEMP_DIR"] = str(folder / "gradio")
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(folder / "examples")
+    (folder / "images").mkdir()
+    try:
+        yield folder
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def launch(app, host: str, port: int, hosts: frozenset[str]):
+    """Start serving, answering only requests addressed to `hosts` (`guard.RequestGuard`); -> the
+    local URL. No share link, no server-side rendering, no MCP."""
+    from starlette.middleware import Middleware
+
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    guard = Middleware(RequestGuard, hosts=hosts, max_body=MAX_REQUEST)
+    try:
+        _, url, _ = app.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
+                               max_file_size=MAX_UPLOAD, allowed_paths=[], show_error=False, quiet=True, ssr_mode=False,
+                               mcp_server=False, pwa=False, footer_links=["api"], theme=theme, css=CSS,
+                               app_kwargs={"middleware": [guard]})
+    except OSError:  # Gradio's own message speaks of its environment variables and launch()
+        raise VQError(f"cannot serve on {host}:{port}: the port is taken, or the address is not this machine's; "
+                      "pass another --port or --host") from None
+    return url
+
+
+def serve(tokenizer: Path, prior: Path | None, *, pipeline: str | None = None, revision: str | None = None,
+          host: str = "127.0.0.1", port: int = 7860, device: str = "auto", max_n: int = 64,
+          allowed_hosts: tuple[str, ...] = (), on_ready: Callable[[str], None] | None = None) -> None:
+    """`vq serve`: load the runs (or a saved pipeline, or a Hub id) once, refusing missing or
+    mismatched ones in one line; serve the studio until Ctrl-C or SIGTERM."""
+    if gr is None:
+        raise VQError(INSTALL)
+    pipe = (Pipeline.from_pretrained(pipeline, revision=revision, device=device) if pipeline is not None
+            else Pipeline.from_pretrained(tokenizer, prior, device=device))
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    with private_files() as folder:
+        app = build_app(pipe, folder, max_n=max_n)
+        url = launch(app, host, port, served_hosts(host, allowed_hosts))
+        if on_ready is not None:
+            on_ready(url)
+        try:
+            while app.is_running:
+                time.sleep(0.2)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal way to stop a server
+            pass
+        finally:
+            app.close()

@@ -1,0 +1,226 @@
+"""The studio's page: a tab to sample by class, one to draw a sketch (for a sketch prior), one to
+paint the region of an image to redraw, and one that shows what is loaded and its `vq eval`
+figures. Each tab's events are private: the API endpoints (`api`) are the public interface."""
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vq.pipeline.data.images import decode, open_image, to_uint8
+from vq.pipeline.errors import VQError
+from vq.pipeline.generate.inputs import SIDES, read_image
+from vq.pipeline.generate.options import DRAWING_CLASS_GUIDANCE
+from vq.pipeline.generate.pipeline import to_pil
+from vq.pipeline.serve.studio import EVERY_CLASS, NO_CLASS, Studio, gr, one_line_errors
+
+CANVAS = 280  # px a side of the drawing and painting canvases
+MODEL_LOCK = "model"  # the concurrency group of every generation: one at a time per model
+
+
+def sketch_image(lines: torch.Tensor) -> Image.Image:
+    """(groups, 1, S, S) bool -> the first as a Pillow image: white lines on black, as `vq sample --sketch` saves it."""
+    return to_pil(lines.to(torch.uint8) * 255)[0]
+
+
+def blank_canvas() -> dict:
+    """White paper to draw on (with it the brush is ready, no tool to pick first)."""
+    return {"background": Image.new("RGB", (CANVAS, CANVAS), "white"), "layers": [], "composite": None}
+
+
+def painted_keep_mask(editor: dict | None) -> np.ndarray | None:
+    """The painting canvas's strokes -> a keep-mask (True = keep, what was not painted), or None
+    when nothing is painted."""
+    layers = [np.asarray(layer) for layer in (editor or {}).get("layers") or [] if layer is not None]
+    painted = [layer[..., 3] > 0 if layer.ndim == 3 and layer.shape[-1] == 4 else layer.any(axis=-1) for layer in layers]
+    if not painted or not any(p.any() for p in painted):
+        return None
+    return ~np.logical_or.reduce(painted)
+
+
+def seed_line(count: int, what: str, seed: int) -> str:
+    return f"{count} {what} · seed **{seed}** (enter it as the seed to repeat them)"
+
+
+def image_gallery(label: str, elem_id: str, **kwargs):
+    return gr.Gallery(label=label, columns=8, height="auto", object_fit="contain", format="png", elem_id=elem_id,
+                      elem_classes=["vq-pixels", "vq-gallery"], buttons=["download", "fullscreen"], **kwargs)
+
+
+def shown(files: list, n) -> "gr.Gallery":
+    """Images for a page's gallery: n a row (a class a row when every class is drawn), 4 to 16
+    columns, without the captions the API gives (the file names carry the class)."""
+    return gr.Gallery([f if isinstance(f, str) else f[0] for f in files], columns=min(max(int(n), 4), 16))
+
+def sampling_controls(studio: Studio, tab: str, class_choices: list[str], default_class: str, n: int, full: bool,
+                      class_guidance: bool = False) -> list:
+    """Class, n, guidance, (when `class_guidance`) the class's own guidance beside a drawing, and
+    (when `full`) temperature, top-k, top-p; then the seed. Returned in that order, the class
+    guidance last."""
+    class_box = gr.Dropdown(class_choices, value=default_class, label="class", elem_id=f"{tab}-class")
+    n_box = gr.Slider(1, studio.max_n, value=n, step=1, label="images per class" if full else "images", elem_id=f"{tab}-n")
+    guidance = gr.Slider(0, 8, value=2.0, step=0.1, label="guidance", info="classifier-free guidance; 1 = none")
+    extra = [gr.Slider(0, 8, value=DRAWING_CLASS_GUIDANCE * guidance.value, step=0.1, label="class guidance", elem_id=f"{tab}-class-guidance",
+                       info="with a class: how strongly it counts beside the drawing (guidance: the drawing; 4 is twice its default)")] if class_guidance else []
+    more = []
+    if full:
+        with gr.Accordion("sampling", open=False):
+            more = [gr.Slider(0, 2, value=1.0, step=0.05, label="temperature", info="0 = always the likeliest code"),
+                    gr.Number(0, precision=0, minimum=0, label="top-k", info="0 = no cut"),
+                    gr.Slider(0.05, 1, value=1.0, step=0.05, label="top-p", info="1 = no cut")]
+    seed = gr.Textbox("", label="seed", placeholder="blank = a fresh one", max_lines=1, elem_id=f"{tab}-seed")
+    return [class_box, n_box, guidance, *more, seed, *extra]
+
+
+def sample_tab(studio: Studio) -> None:
+    pipe = studio.pipe
+    by_class = pipe.tokenizer_info.samples_by_class
+    choices = [EVERY_CLASS, *pipe.class_names] if by_class else [NO_CLASS]
+    with gr.Row():
+        with gr.Column(scale=1):
+            inputs = sampling_controls(studio, "sample", choices, pipe.class_names[0] if by_class else NO_CLASS, 8, full=True)
+            go = gr.Button("Generate", variant="primary", elem_id="sample-go")
+        with gr.Column(scale=2):
+            gallery = image_gallery("samples", "sample-gallery")
+            status = gr.Markdown(elem_id="sample-status")
+
+    @one_line_errors
+    def run(class_name, n, guidance, temperature, top_k, top_p, seed, progress=gr.Progress()):
+        progress(None, desc="drawing codes")
+        samples = studio.sample(class_name, n, guidance, temperature, top_k, top_p, seed)
+        return shown(studio.sample_files(samples), n), seed_line(len(samples.images), "images", samples.seed)
+
+    go.click(run, inputs, [gallery, status], api_visibility="private", concurrency_id=MODEL_LOCK)
+
+
+def sketch_tab(studio: Studio) -> None:
+    pipe = studio.pipe
+    with gr.Row():
+        with gr.Column(scale=1):
+            canvas = gr.Sketchpad(blank_canvas(), label="draw here", type="numpy", image_mode="RGBA", canvas_size=(CANVAS, CANVAS),
+                                  fixed_canvas=True, layers=False, transforms=(), elem_id="sketch-canvas",
+                                  brush=gr.Brush(default_size=6, colors=["#000000"], color_mode="fixed"),
+                                  eraser=gr.Eraser(default_size=24))
+            class_box, n_box, guidance, seed, class_guidance = sampling_controls(
+                studio, "sketch", [NO_CLASS, *pipe.class_names], NO_CLASS, 4, full=False, class_guidance=True)
+            with gr.Row():
+                clear = gr.Button("Clear")
+                go = gr.Button("Generate", variant="primary", elem_id="sketch-go")
+        with gr.Column(scale=2):
+            with gr.Row():
+                read = gr.Image(label="the prior reads", format="png", height=208, width=180,
+                                elem_id="sketch-read", elem_classes=["vq-pixels", "vq-big"], interactive=False)
+                gallery = image_gallery("samples", "sketch-gallery", scale=3)
+            status = gr.Markdown(elem_id="sketch-status")
+
+    @one_line_errors
+    def run(drawing, class_name, n, guidance, seed, class_guidance, progress=gr.Progress()):
+        composite = (drawing or {}).get("composite")
+        if composite is None:
+            raise VQError("draw a sketch first")
+        progress(None, desc="drawing codes")
+        samples = studio.sample(class_name, n, guidance, seed=seed, drawing=composite, class_guidance=class_guidance)
+        line = seed_line(len(samples.images), "images", samples.seed) + f"  \nsketch: {samples.sketch_note}"
+        return sketch_image(samples.sketch), shown(studio.sample_files(samples), n), line
+
+    clear.click(lambda: blank_canvas(), None, canvas, api_visibility="private")
+    go.click(run, [canvas, class_box, n_box, guidance, seed, class_guidance], [read, gallery, status], api_visibility="private",
+             concurrency_id=MODEL_LOCK)
+
+
+def complete_tab(studio: Studio) -> None:
+    pipe = studio.pipe
+    with gr.Row():
+        with gr.Column(scale=1):
+            upload = gr.File(label="image to complete (PNG, JPEG, ...)", file_types=["image"], type="filepath",
+                             elem_id="complete-upload")
+            editor = gr.ImageEditor(label="paint what to redraw", type="numpy", image_mode="RGBA", sources=(),
+                                    canvas_size=(CANVAS, CANVAS), fixed_canvas=True, layers=False, transforms=(),
+                                    brush=gr.Brush(default_size=28, colors=[("#ff3030", 0.6)], color_mode="fixed"),
+                                    eraser=gr.Eraser(default_size=28), elem_id="complete-editor", elem_classes=["vq-pixels"])
+            keep = gr.Radio(list(SIDES), value="top", label="nothing painted? keep this side")
+            fraction = gr.Slider(0.1, 0.9, value=0.5, step=0.05, label="fraction kept")
+            class_box, n_box, guidance, seed = sampling_controls(studio, "complete", [NO_CLASS, *pipe.class_names], NO_CLASS, 8, full=False)
+            go = gr.Button("Complete", variant="primary", elem_id="complete-go")
+        with gr.Column(scale=2):
+            with gr.Row():
+                original = gr.Image(label="original", format="png", height=180, width=180, interactive=False,
+                                    elem_id="complete-original", elem_classes=["vq-pixels", "vq-big"])
+                masked = gr.Image(label="what the prior sees", format="png", height=180, width=180, interactive=False,
+                                  elem_id="complete-masked", elem_classes=["vq-pixels", "vq-big"])
+            gallery = image_gallery("completions", "complete-gallery")
+            status = gr.Markdown(elem_id="complete-status")
+
+    @one_line_errors
+    def show(path):
+        """An upload, read as the tokenizer reads it, becomes the canvas to paint on."""
+        if path is None:
+            return None, ""
+        x, note = read_image(studio.upload(path, "image"), pipe.channels, pipe.image_size)
+        big = to_pil(to_uint8(x))[0].convert("RGB").resize((CANVAS, CANVAS), resample=0)
+        return {"background": big, "layers": [], "composite": None}, f"read {note}; paint over what to redraw"
+
+    @one_line_errors
+    def run(path, painting, keep_side, fraction_kept, class_name, n, guidance, seed, progress=gr.Progress()):
+        progress(None, desc="drawing codes")
+        done = studio.complete(path, painted_keep_mask(painting), keep_side, fraction_kept, n, class_name, seed, guidance)
+        line = seed_line(len(done.images), "completions", done.seed) + f"  \n{done.known_codes}/{done.codes} codes kept"
+        return to_pil(done.original)[0], to_pil(done.masked)[0], shown(studio.completion_files(done), n), line
+
+    upload.upload(show, upload, [editor, status], api_visibility="private")
+    upload.clear(lambda: (None, ""), None, [editor, status], api_visibility="private")
+    go.click(run, [upload, editor, keep, fraction, class_box, n_box, guidance, seed], [original, masked, gallery, status],
+             api_visibility="private", concurrency_id=MODEL_LOCK)
+
+
+RECON_PIXELS = 4 * 2**20  # the largest reconstruction grid the Model tab shows
+
+
+def reconstructions_html(path: Path) -> str | None:
+    """The tokenizer's reconstruction grid, read as vq reads every image (decompression bombs
+    refused) and inlined as a data URI, so the page names no file of the machine; None when there
+    is none, or it is no image or too large an image."""
+    if not path.is_file():
+        return None
+    try:
+        img = open_image(path)
+        if img.width * img.height > RECON_PIXELS:
+            return None
+        img = decode(img)
+    except VQError:
+        return None
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    data = base64.b64encode(buf.getvalue()).decode()
+    return (f'<figure style="margin:0"><img src="data:image/png;base64,{data}" style="width:100%; max-height:300px; '
+            'object-fit:contain; image-rendering:pixelated" alt="reconstructions">'
+            "<figcaption>reconstructions: rows of test images, each above the tokenizer's</figcaption></figure>")
+
+
+def model_tab(studio: Studio) -> None:
+    """What is loaded; the tokenizer's reconstructions; the `vq eval` table (else the tokenizer's
+    own test figures, from its training). No path of the machine is shown: the runs by their
+    folders' names."""
+    pipe = studio.pipe
+    tok, prior = pipe.tokenizer_info, pipe.prior_info
+    report = pipe.eval_report()
+    facts = [("tokenizer", f"{tok.kind.name} ({tok.run_dir.name})"),
+             ("prior", f"{prior.kind.name}, conditions: {', '.join(sorted(prior.conditions))} ({prior.run_dir.name})" if prior else "none"),
+             ("images", f"{pipe.image_size}x{pipe.image_size}, {'grey' if pipe.channels == 1 else 'RGB'}"),
+             ("codes", "x".join(map(str, pipe.code_shape)) if pipe.code_shape else "none (a continuous latent)"),
+             ("codebook size", str(pipe.codebook_size or "-")),
+             ("classes", ", ".join(pipe.class_names)),
+             ("device", str(pipe.device)),
+             *([] if report else [(f"tokenizer test {k}", f"{v:.4g}") for k, v in tok.metrics.items()])]
+    with gr.Row():
+        gr.Markdown("| loaded | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in facts), elem_id="model-facts")
+        recon = reconstructions_html(tok.run_dir / "reconstructions.png")
+        if recon is not None:
+            gr.HTML(recon, label="reconstructions", elem_id="model-recon", elem_classes=["vq-pixels"])
+    if report is not None:
+        gr.Markdown("**vq eval**\n\n" + report.markdown(), elem_id="model-eval")
+
+
