@@ -20,8 +20,8 @@ from vq.pipeline.records import RunRecord
 
 WEIGHTS = "model.safetensors"
 MAX_PARAMETERS = 4_000_000_000  # a model larger than this is no model vq trains (16 GB of fp32 weights)
-MAX_IMAGE_BYTES = 2**31  # working memory to make one image (a prior's caches, a decoder's activations): one
-# sampling batch's (`generate.draw.CHUNK_BYTES`)
+MAX_IMAGE_BYTES = 2**31  # working memory to make one image (a prior's caches, a decoder's activations), and
+# what one sampling batch may take (`generate.draw.CHUNK_BYTES`)
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, record: RunRecord) -> RunRecord:

@@ -56,7 +56,7 @@ def build(cls, *layers: dict, where: str = "config"):
                 continue
             if key not in fields:
                 raise VQError(f"unknown {where} key '{key}' (known: {', '.join(sorted(fields))})")
-            if value is not None and not _accepts(hints[key], value):
+            if not _accepts(hints[key], value):
                 raise VQError(f"{where} key '{key}' expects {getattr(hints[key], '__name__', hints[key])}, got {value!r}")
             merged[key] = float(value) if hints[key] is float else value
     for key, (low, high) in getattr(cls, "RANGES", {}).items():

@@ -16,6 +16,8 @@ from pathlib import Path
 from vq.pipeline.errors import VQError
 
 STATE_FILE = "train_state.safetensors"  # a training run's whole state, for --resume
+UMASK = os.umask(0o022)  # read once, as the process started (reading it means setting it) ...
+os.umask(UMASK)  # ... and put back at once
 
 
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota exceeded, file-size limit
@@ -29,6 +31,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp's file is private: give it the mode a plain write would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

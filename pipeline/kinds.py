@@ -37,29 +37,23 @@ def load_plugins() -> None:
         _loaded.append(name)
 
 
-def tokenizer_class(name: str) -> type[Tokenizer]:
+def kind_class(stage: str, name: str) -> type:
+    """The class of a kind of this stage ("tokenizer" or "prior") by its name, or a name an older vq
+    stored, the packages that add kinds loaded first; else one line naming the known kinds."""
     load_plugins()
-    kind = tokenizer_kind(str(name))
+    registry, find = (TOKENIZERS, tokenizer_kind) if stage == "tokenizer" else (PRIORS, prior_kind)
+    kind = find(str(name))
     if kind is None:
-        raise VQError(f"unknown tokenizer kind '{str(name)[:40]}' (known: {', '.join(TOKENIZERS)})")
+        raise VQError(f"unknown {stage} kind '{str(name)[:40]}' (known: {', '.join(registry)})")
     return kind
+
+
+def tokenizer_class(name: str) -> type[Tokenizer]:
+    return kind_class("tokenizer", name)
 
 
 def prior_class(name: str) -> type[Prior]:
-    load_plugins()
-    kind = prior_kind(str(name))
-    if kind is None:
-        raise VQError(f"unknown prior kind '{str(name)[:40]}' (known: {', '.join(PRIORS)})")
-    return kind
-
-
-def registry_of(stage: str) -> dict:
-    """The registry a run of this stage ("tokenizer" or "prior") names its kind in."""
-    return TOKENIZERS if stage == "tokenizer" else PRIORS
-
-
-def kind_class(stage: str, name: str) -> type:
-    return tokenizer_class(name) if stage == "tokenizer" else prior_class(name)
+    return kind_class("prior", name)
 
 
 def described_kinds() -> dict[str, list[tuple[str, str, str]]]:

@@ -46,6 +46,8 @@ class DataOptions:
     strict: bool = False  # not stored: each command's own --strict
     spec_from_run: str | None = None  # a local spec relative to the run, so that moved runs find their data
 
+    RANGES: ClassVar[dict] = {"image_size": (1, 4096), "channels": (1, 4), "limit": (1, 2**40)}
+
     def stored(self, run_dir: Path) -> "DataOptions":
         """As a run keeps it: a local path absolute and relative to the run, so both a moved run
         and a project moved with its data find it from any working directory."""
@@ -64,6 +66,18 @@ class DataOptions:
 
 
 # --- the sketch part: a sketch prior's detector and the boxes drawings are framed to -------------
+
+def is_share(x) -> bool:
+    """A share of the image's side, as a box measures it: in (0, 1]."""
+    return is_number(x) and 0 < x <= 1
+
+
+def is_class_box(b) -> bool:
+    """{"side": a share, "aspect": [low, high]}, 0 < low <= high <= 100, as the export writes it."""
+    aspect = b.get("aspect") if isinstance(b, dict) else None
+    return (is_share(b.get("side")) and isinstance(aspect, list) and len(aspect) == 2 and all(is_number(a) for a in aspect)
+            and 0 < aspect[0] <= aspect[1] <= 100) if isinstance(b, dict) else False
+
 
 class ClassBox(NamedTuple):
     """How a drawing given with a class is framed: the class's typical longer side (a share of the
@@ -86,10 +100,8 @@ class SketchRecord:
     @classmethod
     def from_json(cls, d, where: str) -> "SketchRecord":
         boxes = d.get("class_boxes", []) if isinstance(d, dict) else None
-        ok = (isinstance(d, dict) and isinstance(d.get("detector"), int) and (d.get("box") is None or is_number(d["box"]))
-              and isinstance(boxes, list) and all(b is None or (isinstance(b, dict) and is_number(b.get("side"))
-                                                                and isinstance(b.get("aspect"), list) and len(b["aspect"]) == 2
-                                                                and all(is_number(a) for a in b["aspect"])) for b in boxes))
+        ok = (isinstance(d, dict) and isinstance(d.get("detector"), int) and (d.get("box") is None or is_share(d["box"]))
+              and isinstance(boxes, list) and len(boxes) <= MAX_CLASSES and all(b is None or is_class_box(b) for b in boxes))
         if not ok:
             raise VQError(f"{where}: its sketch record is not in the form vq writes")
         known = {"detector", "outline", "size", "box", "class_boxes"}
@@ -132,6 +144,9 @@ def check_stored(info, path: Path, stage: str) -> None:
         raise VQError(f"{path.parent} holds a {str(info.get('kind', 'unknown thing'))[:40]}, not a {stage}")
     if version > FORMAT_VERSION:
         raise VQError(f"{path.parent} was written by a newer vq (format {version}); upgrade vq")
+    missing = next((k for k in ("model", "config") if k not in info), None)
+    if missing:
+        raise VQError(f"{path} records no '{missing}'; it is no {stage} vq wrote")
     for key, tp in STORED_TYPES.items():
         if key in info and not isinstance(info[key], tp) or (isinstance(info.get(key), bool) and tp is int):
             raise VQError(f"{path}: '{key}' must be a {getattr(tp, '__name__', 'string')}, not {type(info[key]).__name__}")
@@ -140,6 +155,11 @@ def check_stored(info, path: Path, stage: str) -> None:
         raise VQError(f"{path}: class_names must be at most {MAX_CLASSES:,} names of 1 to 200 characters")
     if not all(isinstance(k, str) and is_number(v) for k, v in info.get("metrics", {}).items()):
         raise VQError(f"{path}: metrics must map names to finite numbers")
+
+
+def name_only(value):
+    """An absolute path as its last part (what it was, not where it lay); anything else as it is."""
+    return Path(value).name if isinstance(value, str) and Path(value).is_absolute() else value
 
 
 def read_stored(run_dir: Path, stage: str) -> dict:
@@ -183,8 +203,8 @@ class RunRecord:
     def read(cls, run_dir: Path | str):
         run_dir = Path(run_dir)
         info = read_stored(run_dir, cls.stage)
-        kind = cls.find_kind(info.get("model", ""))
-        config = model_config(kind.config_class, info.get("config", {}), str(run_dir / CONFIG))
+        kind = cls.find_kind(info["model"])
+        config = model_config(kind.config_class, info["config"], str(run_dir / CONFIG))
         common = dict(run_dir=run_dir, kind=kind, config=config, fingerprint=info.get("fingerprint") or "",
                       class_names=tuple(info.get("class_names", [])), metrics=dict(info.get("metrics", {})),
                       preset=info.get("preset"), train=info.get("train", {}), dataset=info.get("dataset", {}))
@@ -219,9 +239,12 @@ class RunRecord:
         atomic_write_json(Path(run_dir or self.run_dir) / CONFIG, self.to_json())
 
     def portable(self) -> "RunRecord":
-        """As a saved pipeline keeps it: without paths of the machine it ran on."""
-        dataset = {k: v for k, v in self.dataset.items() if k != "source"}
-        return replace(self, dataset=dataset)
+        """As a saved pipeline keeps it: without paths of the machine it ran on (a local dataset or a
+        file a config names keeps its name only: it tells what it was)."""
+        dataset = {k: name_only(v) for k, v in self.dataset.items() if k != "source"}
+        config = replace(self.config, **{f.name: name_only(getattr(self.config, f.name)) for f in fields(self.config)
+                                         if isinstance(getattr(self.config, f.name), str)})
+        return replace(self, dataset=dataset, config=config)
 
 
 @dataclass(frozen=True)
@@ -242,6 +265,10 @@ class TokenizerRecord(RunRecord):
         if not self.class_names or (self.conditional and len(self.class_names) != self.config.num_classes):
             raise VQError(f"{self.run_dir / CONFIG} names {len(self.class_names)} classes"
                           + (f" for a model of {self.config.num_classes}" if self.class_names else "; a tokenizer knows at least one"))
+        data = self.data
+        if data is not None and (data.image_size, data.channels) not in ((None, None), (self.image_size, self.channels)):
+            raise VQError(f"{self.run_dir / CONFIG}: its data options read {data.channels}x{data.image_size} px images, "
+                          f"its model takes {self.channels}x{self.image_size}")
 
     def own_json(self, own: dict) -> dict:
         return {**({"data_options": self.data.to_json()} if self.data else {}),
@@ -251,8 +278,7 @@ class TokenizerRecord(RunRecord):
         record = super().portable()
         if self.data is None:
             return record
-        spec = Path(self.data.spec).name if self.data.spec and Path(self.data.spec).is_absolute() else self.data.spec
-        return replace(record, data=replace(self.data, spec=spec, spec_from_run=None))  # a local folder: its name tells what it was
+        return replace(record, data=replace(self.data, spec=name_only(self.data.spec), spec_from_run=None))
 
     def data_options(self) -> DataOptions:
         """How it read its data, a stored local path resolved."""

@@ -61,6 +61,14 @@ class ResBlock(nn.Module):
         return x + self.block(x)
 
 
+# The sizes the convolutional tokenizers share in their presets (`presets` of each kind): `demo`
+# fits a few minutes on 2 CPU cores, `full` one GPU, both sized for 28 px images.
+CONV_PRESETS = {"demo": {"hidden": 64, "res_blocks": 2, "downsample": 4},
+                "full": {"hidden": 128, "res_blocks": 2, "upper_res_blocks": 1}}
+TRAIN_PRESETS = {"demo": {"batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "eval_every": 500},
+                 "full": {"steps": 8000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 500, "eval_every": 1000}}
+
+
 def level_channels(hidden: int, downsample: int) -> list[int]:
     """Channels at each resolution, full resolution first: `hidden` at the code grid, halved at
     each finer resolution (at least 16), so the costly full-resolution layers stay thin."""
@@ -109,7 +117,7 @@ class Decoder(nn.Module):
 
 def conv_memory(config: ConvConfig) -> tuple[int, str]:
     """(bytes, what sets them): about the working memory of one image through the encoder or the
-    decoder (fp32), a few live tensors of each resolution's channels, full resolution included."""
+    decoder (fp32): eight live tensors of each resolution's channels, full resolution included."""
     chs = level_channels(config.hidden, config.downsample)
-    floats = 8 * config.channels * sum(ch * (config.image_size // 2**i) ** 2 for i, ch in enumerate(chs))
+    floats = 8 * sum(ch * (config.image_size // 2**i) ** 2 for i, ch in enumerate(chs))
     return 4 * floats, f"{config.image_size} px images through layers of up to {config.hidden} channels"

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vq.stage1_vqvae.base import HeldOut, Tokenizer, TokenizerOutput
-from vq.stage1_vqvae.modules import ConvConfig, Decoder, Encoder, conv_memory
+from vq.stage1_vqvae.modules import CONV_PRESETS, TRAIN_PRESETS, ConvConfig, Decoder, Encoder, conv_memory
 
 @dataclass
 class VAEConfig(ConvConfig):
@@ -26,10 +26,8 @@ class VAEConfig(ConvConfig):
 
 # As the VQ-VAE's presets: `demo` for a laptop CPU, `full` for one GPU, sized for 28 px images.
 PRESETS = {
-    "demo": ({"hidden": 64, "res_blocks": 2, "downsample": 4, "latent_dim": 32, "kl_warmup_steps": 500},
-             {"steps": 1500, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "eval_every": 500}),
-    "full": ({"hidden": 128, "res_blocks": 2, "upper_res_blocks": 1, "downsample": 4, "latent_dim": 64, "kl_warmup_steps": 2000},
-             {"steps": 8000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 500, "eval_every": 1000}),
+    "demo": ({**CONV_PRESETS["demo"], "latent_dim": 32, "kl_warmup_steps": 500}, {**TRAIN_PRESETS["demo"], "steps": 1500}),
+    "full": ({**CONV_PRESETS["full"], "downsample": 4, "latent_dim": 64, "kl_warmup_steps": 2000}, TRAIN_PRESETS["full"]),
 }
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from vq.stage1_vqvae.base import Tokenizer, TokenizerOutput
 from vq.stage1_vqvae.losses import PatchDiscriminator, adaptive_weight, hinge_d_loss, perceptual_module, ssim_loss
-from vq.stage1_vqvae.modules import ConvConfig, Decoder, Encoder, conv_memory
+from vq.stage1_vqvae.modules import CONV_PRESETS, TRAIN_PRESETS, ConvConfig, Decoder, Encoder, conv_memory
 from vq.stage1_vqvae.quantizer import FSQ, QuantizerOutput, VectorQuantizer
 
 QUANTIZERS = ("ema", "l2", "fsq")
@@ -65,15 +65,12 @@ class VQVAEConfig(ConvConfig):
         if self.codebook_size > 65536:
             raise ValueError(f"a codebook of {self.codebook_size} codes is more than the 65,536 the export and the prior take")
 
-# `demo` fits a few minutes on 2 CPU cores, `full` one GPU; both are sized for 28 px images (the
-# image size always comes from the data; a preset fixes the downsampling: demo turns 28 px into
-# 7x7 codes, full into 14x14). Each gives model-config and train-config keys; a config file and
-# flags override them.
+# The image size always comes from the data; a preset fixes the downsampling: demo turns 28 px
+# into 7x7 codes, full into 14x14. Each gives model-config and train-config keys; a config file
+# and flags override them.
 PRESETS = {
-    "demo": ({"hidden": 64, "res_blocks": 2, "downsample": 4, "code_dim": 16, "codebook_size": 256},
-             {"steps": 1000, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "eval_every": 500}),
-    "full": ({"hidden": 128, "res_blocks": 2, "upper_res_blocks": 1, "downsample": 2, "code_dim": 32, "codebook_size": 1024},
-             {"steps": 8000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 500, "eval_every": 1000}),
+    "demo": ({**CONV_PRESETS["demo"], "code_dim": 16, "codebook_size": 256}, {**TRAIN_PRESETS["demo"], "steps": 1000}),
+    "full": ({**CONV_PRESETS["full"], "downsample": 2, "code_dim": 32, "codebook_size": 1024}, TRAIN_PRESETS["full"]),
 }
 
 

@@ -16,7 +16,7 @@ Shape legend: b - batch, n - sequence, h w - code grid, k - codebook size.
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from x_transformers import Decoder, TransformerWrapper
+from x_transformers import Decoder
 
 from vq.stage2_prior.base import HeldOut, PriorOutput, SamplingOptions
 from vq.stage2_prior.conditions import ConditionedPrior, layer_options
@@ -48,15 +48,8 @@ class AutoregressivePrior(ConditionedPrior):
         super().__init__(config)
         c = config
         dim_head = c.dim // c.heads
-        self.net = TransformerWrapper(
-            num_tokens=c.codebook_size + c.num_classes + 1,
-            logits_dim=c.codebook_size,
-            max_seq_len=c.seq_len + 1,
-            use_abs_pos_emb=False,
-            emb_dropout=c.dropout,
-            attn_layers=Decoder(rotary_pos_emb=True, rotary_emb_dim=min(dim_head, max(32, dim_head // 2)),
-                                **layer_options(c)),
-        )
+        self.net = self.network(Decoder(rotary_pos_emb=True, rotary_emb_dim=min(dim_head, max(32, dim_head // 2)),
+                                        **layer_options(c)))
         self.add_conditions()
 
     def sample(self, labels: torch.Tensor | None, *, options: SamplingOptions, generator: torch.Generator | None = None,

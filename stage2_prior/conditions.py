@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from x_transformers import TransformerWrapper
 
 from vq.stage2_prior.base import Prior
 from vq.stage2_prior.config import PriorConfig
@@ -65,6 +66,15 @@ class ConditionedPrior(Prior):
     order: a seed decides the same initial weights as before)."""
 
     config_class = PriorConfig
+
+    def network(self, attn_layers, extra_tokens: int = 0, abs_positions: bool = False) -> TransformerWrapper:
+        """The prior's x-transformers network over `[class token] + codes`: its input vocabulary the
+        K codes, one token per class, the null class and `extra_tokens` more; K logits out, so no
+        other token can ever be sampled."""
+        c = self.config
+        return TransformerWrapper(num_tokens=c.codebook_size + c.num_classes + 1 + extra_tokens, logits_dim=c.codebook_size,
+                                  max_seq_len=c.seq_len + 1, use_abs_pos_emb=abs_positions, emb_dropout=c.dropout,
+                                  attn_layers=attn_layers)
 
     def add_conditions(self) -> None:
         """A sketch prior's condition modules: the sketch encoder and the learned null sketch."""

@@ -7,6 +7,8 @@ guides by image and text.
 Shape legend: b - images, rows - what the network runs (1 to 3 per image), k - codebook size.
 """
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -56,3 +58,59 @@ def guide(logits: torch.Tensor, b: int, guidance: float, class_guidance: float |
         return null + guidance * (sketch - null) + class_guidance * (cond - sketch)
     cond, null = logits[:b], logits[b:]
     return cond + (guidance - 1.0) * (cond - null)
+
+
+@dataclass
+class Draw:
+    """What both samplers (`sampling.sample_codes`, `masked_sampling.sample_masked`) take beside the
+    prior, the rows' classes and the network to run:
+
+    num: images to draw when no labels are given (unconditional rows).
+    guidance: 1 is plain conditional sampling; larger trades diversity for class fidelity.
+    class_guidance: a sketch prior's guidance for the class on top of the sketch, for rows with
+      both (None: guidance, both conditions guided together); see `guide`.
+    temperature (0: greedy), top_k, top_p: the draw's filters; generator: its random numbers.
+    known, known_mask: (b, h, w) codes and a bool mask of the positions to keep fixed.
+    sketch: (b, c, S, S) sketches for a sketch prior (None: the null sketch): the lines, and for a
+      flagged prior optionally the drawing flag. Guidance contrasts the rows' class and sketch
+      together with the null class and null sketch.
+    force_guidance_batch: run the null rows even at scale 1 (tests use it to check the mixing)."""
+
+    num: int | None = None
+    guidance: float = 1.0
+    class_guidance: float | None = None
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    generator: torch.Generator | None = None
+    known: torch.Tensor | None = None
+    known_mask: torch.Tensor | None = None
+    sketch: torch.Tensor | None = None
+    force_guidance_batch: bool = False
+
+    def rows(self, model, labels: torch.Tensor | None) -> "Rows":
+        """The batch a sampler runs for these images (`condition_rows`)."""
+        device = next(model.parameters()).device
+        b = labels.shape[0] if labels is not None else self.num
+        if b is None:
+            raise ValueError("give labels or num")
+        labels = labels.to(device) if labels is not None else None
+        twins = guidance_twins(self.guidance, self.class_guidance, labels, self.sketch, self.force_guidance_batch)
+        cls, context = condition_rows(model, labels, self.sketch, b, device, twins)
+        return Rows(b, twins, cls, context, device)
+
+    def mix(self, logits: torch.Tensor, rows: "Rows") -> torch.Tensor:
+        """The images' logits from the rows' (`guide`), or the rows' own when unguided."""
+        return guide(logits, rows.b, self.guidance, self.class_guidance) if rows.twins > 1 else logits
+
+
+@dataclass
+class Rows:
+    """The rows a sampler runs for b images: `twins` per image, their (rows, 1) class tokens and the
+    cross-attention context (None for a class prior), on `device`."""
+
+    b: int
+    twins: int
+    cls: torch.Tensor
+    context: torch.Tensor | None
+    device: torch.device

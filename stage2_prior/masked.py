@@ -38,7 +38,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from x_transformers import Encoder, TransformerWrapper
+from x_transformers import Encoder
 
 from vq.stage2_prior.autoregressive import PRESETS
 from vq.stage2_prior.base import HeldOut, PriorOutput, SamplingOptions
@@ -82,16 +82,9 @@ class MaskedPrior(ConditionedPrior):
     def __init__(self, config: MaskedPriorConfig):
         super().__init__(config)
         c = config
-        self.net = TransformerWrapper(
-            num_tokens=c.codebook_size + c.num_classes + 2,
-            logits_dim=c.codebook_size,
-            max_seq_len=c.seq_len + 1,
-            # Learned absolute positions, as MaskGIT's: every code sees every other, and a table
-            # can learn the grid's two dimensions, which a raster-order rotary offset cannot.
-            use_abs_pos_emb=True,
-            emb_dropout=c.dropout,
-            attn_layers=Encoder(**layer_options(c)),
-        )
+        # One more token, the mask; learned absolute positions, as MaskGIT's: every code sees every
+        # other, and a table can learn the grid's two dimensions, which a raster-order rotary offset cannot.
+        self.net = self.network(Encoder(**layer_options(c)), extra_tokens=1, abs_positions=True)
         self.add_conditions()
 
     @property

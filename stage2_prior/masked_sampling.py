@@ -22,7 +22,7 @@ import torch
 from einops import rearrange
 
 from vq.stage2_prior.fast import GraphRecordError, compute_dtype, resolve_mode
-from vq.stage2_prior.guidance import condition_rows, guidance_twins, guide
+from vq.stage2_prior.guidance import Draw
 from vq.stage2_prior.masking import confidence, masked_count, remask
 from vq.stage2_prior.sampling import draw
 
@@ -35,31 +35,14 @@ def plain_stepper(model, rows: int, context: torch.Tensor | None):
 
 
 @torch.no_grad()
-def sample_masked(
-    model,
-    labels: torch.Tensor | None = None,
-    *,
-    num: int | None = None,
-    guidance: float = 1.0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-    known: torch.Tensor | None = None,
-    known_mask: torch.Tensor | None = None,
-    sketch: torch.Tensor | None = None,
-    class_guidance: float | None = None,
-    steps: int | None = None,
-    choice_temperature: float = CHOICE_TEMPERATURE,
-    force_guidance_batch: bool = False,
-    stepper=None,
-) -> torch.Tensor:
-    """Draw code maps by MaskGIT's parallel decoding. labels, num, sketch, guidance, class_guidance,
-    temperature, top_k, top_p, generator and force_guidance_batch mean what they mean to
-    `sampling.sample_codes`.
+def sample_masked(model, labels: torch.Tensor | None = None, *, steps: int | None = None,
+                  choice_temperature: float = CHOICE_TEMPERATURE, stepper=None, **draw_args) -> torch.Tensor:
+    """Draw code maps by MaskGIT's parallel decoding.
 
-    known, known_mask: (b, h, w) codes and a bool mask of the positions to keep, a region of any
-      shape: they are never masked, and come back unchanged.
+    labels: (b,) class indices, or None (or -1 entries) for unconditional rows.
+    draw_args: what `guidance.Draw` names (num, guidance, class_guidance, temperature, top_k, top_p,
+      generator, known, known_mask, sketch, force_guidance_batch); known codes, a region of any
+      shape, are never masked and come back unchanged.
     steps: decoding iterations (default STEPS = 8); each predicts every masked code at once.
     choice_temperature: the Gumbel noise on the confidences at the first step, falling linearly
       to zero at the last (0: keep the most likely draws, no noise).
@@ -67,37 +50,24 @@ def sample_masked(
       prior's forward; `sample_masked_fast` passes its static-shape one).
     Returns (b, h, w) int64 codes in [0, k).
     """
-    c = model.config
-    device = next(model.parameters()).device
-    b = labels.shape[0] if labels is not None else num
-    if b is None:
-        raise ValueError("give labels or num")
+    d, c = Draw(**draw_args), model.config
     steps = STEPS if steps is None else steps
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
-    if labels is not None:
-        labels = labels.to(device)
-    n = c.seq_len
-    twins = guidance_twins(guidance, class_guidance, labels, sketch, force_guidance_batch)
-    guided = twins > 1
-
-    codes = torch.full((b, n), model.mask_token, dtype=torch.long, device=device)
-    if known is not None:
-        keep = rearrange(known_mask, "b h w -> b (h w)").to(device)
-        codes = torch.where(keep, rearrange(known, "b h w -> b (h w)").to(device).long(), codes)
+    rows = d.rows(model, labels)
+    b, n = rows.b, c.seq_len
+    codes = torch.full((b, n), model.mask_token, dtype=torch.long, device=rows.device)
+    if d.known is not None:
+        keep = rearrange(d.known_mask, "b h w -> b (h w)").to(rows.device)
+        codes = torch.where(keep, rearrange(d.known, "b h w -> b (h w)").to(rows.device).long(), codes)
     unknown = (codes == model.mask_token).sum(-1)
-
-    cls, context = condition_rows(model, labels, sketch, b, device, twins)
-    step = (stepper or plain_stepper)(model, cls.shape[0], context)
+    step = (stepper or plain_stepper)(model, rows.cls.shape[0], rows.context)
     for t in range(1, steps + 1):
         masked = codes == model.mask_token
-        tokens = torch.cat([cls, codes.repeat(twins, 1)], dim=1)
-        logits = step(tokens).float()
-        if guided:
-            logits = guide(logits, b, guidance, class_guidance)
-        drawn = draw(rearrange(logits, "b n k -> (b n) k"), temperature, top_k, top_p, generator).view(b, n)
+        logits = d.mix(step(torch.cat([rows.cls, codes.repeat(rows.twins, 1)], dim=1)).float(), rows)
+        drawn = draw(rearrange(logits, "b n k -> (b n) k"), d.temperature, d.top_k, d.top_p, d.generator).view(b, n)
         drawn = torch.where(masked, drawn, codes)  # known and decided codes stay as they are
-        score = confidence(logits, drawn, masked, choice_temperature * (1 - t / steps), generator)
+        score = confidence(logits, drawn, masked, choice_temperature * (1 - t / steps), d.generator)
         again = remask(score, masked_count(unknown, masked.sum(-1), t, steps))
         codes = drawn.masked_fill(again, model.mask_token)
     return rearrange(codes, "b (h w) -> b h w", h=c.height, w=c.width)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from x_transformers.x_transformers import apply_rotary_pos_emb
 
-from vq.stage2_prior.guidance import condition_rows, guidance_twins, guide
+from vq.stage2_prior.guidance import Draw
 
 
 def decoder_blocks(net, who: str) -> list[tuple]:
@@ -141,65 +141,31 @@ def draw(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: flo
 
 
 @torch.no_grad()
-def sample_codes(
-    model,
-    labels: torch.Tensor | None = None,
-    *,
-    num: int | None = None,
-    guidance: float = 1.0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-    known: torch.Tensor | None = None,
-    known_mask: torch.Tensor | None = None,
-    sketch: torch.Tensor | None = None,
-    class_guidance: float | None = None,
-    force_guidance_batch: bool = False,
-    stepper=None,
-) -> torch.Tensor:
-    """Draw code maps from the prior.
+def sample_codes(model, labels: torch.Tensor | None = None, *, stepper=None, **draw_args) -> torch.Tensor:
+    """Draw code maps from the prior, one code at a time in raster order.
 
     labels: (b,) class indices, or None (or -1 entries) for unconditional rows.
-    sketch: (b, c, S, S) sketches for a sketch prior (None: the null sketch): the lines, and for a
-      flagged prior optionally the drawing flag (`sketch.as_drawing`). Guidance contrasts the
-      rows' class and sketch together with the null class and null sketch.
-    known, known_mask: (b, h, w) codes and a bool mask of the positions to keep fixed.
-    guidance: 1 is plain conditional sampling; larger trades diversity for class fidelity.
-    class_guidance: a sketch prior's guidance for the class on top of the sketch, for rows with both
-      (None: guidance, both conditions guided together); see `guide`.
-    force_guidance_batch: run the null rows even at scale 1 (tests use it to check the mixing).
+    draw_args: what `guidance.Draw` names (num, guidance, class_guidance, temperature, top_k, top_p,
+      generator, known, known_mask, sketch, force_guidance_batch). Known codes are forced in place
+      of the draw, so the prior conditions on them for everything after them.
     stepper: (model, rows, context) -> step(tokens, t) -> logits, the decoder to run (default an
       `IncrementalDecoder`; `fast.sample_codes_fast` passes its static-shape one).
     Returns (b, h, w) int64 codes in [0, k).
     """
-    c = model.config
-    device = next(model.parameters()).device
-    b = labels.shape[0] if labels is not None else num
-    if b is None:
-        raise ValueError("give labels or num")
-    if labels is not None:
-        labels = labels.to(device)
+    d, c = Draw(**draw_args), model.config
+    rows = d.rows(model, labels)
     n = c.seq_len
-    twins = guidance_twins(guidance, class_guidance, labels, sketch, force_guidance_batch)
-    guided = twins > 1
-    if known is not None:
-        known = rearrange(known, "b h w -> b (h w)").to(device)
-        known_mask = rearrange(known_mask, "b h w -> b (h w)").to(device)
-
-    cls, context = condition_rows(model, labels, sketch, b, device, twins)
-    x = cls[:, 0]
-    out = torch.empty(b, n, dtype=torch.long, device=device)
-    step = (stepper or incremental_stepper)(model, x.shape[0], context)
+    known = rearrange(d.known, "b h w -> b (h w)").to(rows.device) if d.known is not None else None
+    known_mask = rearrange(d.known_mask, "b h w -> b (h w)").to(rows.device) if d.known is not None else None
+    x = rows.cls[:, 0]
+    out = torch.empty(rows.b, n, dtype=torch.long, device=rows.device)
+    step = (stepper or incremental_stepper)(model, x.shape[0], rows.context)
     for t in range(n):
-        logits = step(x, t).float()
-        if guided:
-            logits = guide(logits, b, guidance, class_guidance)
-        token = draw(logits, temperature, top_k, top_p, generator)
+        token = draw(d.mix(step(x, t).float(), rows), d.temperature, d.top_k, d.top_p, d.generator)
         if known is not None:
             token = torch.where(known_mask[:, t], known[:, t], token)
         out[:, t] = token
-        x = token.repeat(twins)
+        x = token.repeat(rows.twins)
     return rearrange(out, "b (h w) -> b h w", h=c.height, w=c.width)
 
 

@@ -184,7 +184,8 @@ CRAFTED = {  # name -> (change to a copy of a saved pipeline, words of the one-l
                     "key 'hidden' must lie"),
     "num_classes 10^9": (lambda f: edit_json(f / "prior" / "config.json", lambda d: d["config"].update(num_classes=10**9)),
                          "key 'num_classes' must lie"),
-    "a 1024x1024 code grid": (lambda f: [edit_json(f / "tokenizer" / "config.json", lambda d: d["config"].update(image_size=4096)),
+    "a 1024x1024 code grid": (lambda f: [edit_json(f / "tokenizer" / "config.json",
+                                                   lambda d: [d["config"].update(image_size=4096), d["data_options"].update(image_size=4096)]),
                                          edit_json(f / "prior" / "config.json", lambda d: d["config"].update(height=1024, width=1024))],
                               "GB to make one image"),
     "heads 0": (lambda f: edit_json(f / "prior" / "config.json", lambda d: d["config"].update(heads=0)), "key 'heads' must lie"),
@@ -202,6 +203,15 @@ CRAFTED = {  # name -> (change to a copy of a saved pipeline, words of the one-l
                              "key 'dropout' expects float"),
     "sketch boxes of strings": (lambda f: edit_json(f / "prior" / "config.json", lambda d: d.update(sketch={"box": "big"})),
                                 "sketch record is not in the form vq writes"),
+    "a box of 0": (lambda f: edit_json(f / "prior" / "config.json", lambda d: d.update(sketch={"detector": 1, "box": 0})),
+                   "sketch record is not in the form vq writes"),
+    "no model config": (lambda f: edit_json(f / "tokenizer" / "config.json", lambda d: d.pop("config")), "records no 'config'"),
+    "a null image size": (lambda f: edit_json(f / "tokenizer" / "config.json", lambda d: d["config"].update(image_size=None)),
+                          "key 'image_size' expects int, got None"),
+    "data of 10^9 px": (lambda f: edit_json(f / "tokenizer" / "config.json", lambda d: d["data_options"].update(image_size=10**9)),
+                        "data option key 'image_size' must lie from 1 to 4096"),
+    "data of another size": (lambda f: edit_json(f / "tokenizer" / "config.json", lambda d: d["data_options"].update(image_size=64)),
+                             "its data options read 1x64 px images, its model takes 1x28"),
 }
 
 PROBE = """
@@ -277,11 +287,52 @@ def test_save_never_deletes_its_input_and_force_replaces_only_a_pipeline(chain, 
     # A saved pipeline is replaced with --force, whole.
     copy = tmp_path / "copy"
     shutil.copytree(saved, copy)
-    (copy / "stale.txt").write_text("from before")
+    (copy / "eval.json").write_text("{}")  # a report of the pipeline replaced; these runs have none
     r = vq("save", copy, *args, "--force")
     assert r.returncode == 0, r.stderr
-    assert not (copy / "stale.txt").exists() and (copy / "model_index.json").is_file()
+    assert not (copy / "eval.json").exists() and (copy / "model_index.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".copy.")]  # no half-written folder left behind
-    # Without --name, the card names the folder, not a path of this machine.
+    # Without --name, the card names the folder, not a path of this machine; files have the usual modes.
     card = (copy / "README.md").read_text()
     assert 'Pipeline.from_pretrained("copy")' in card and str(tmp_path) not in card
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in copy.rglob("*") if p.is_file())
+    assert (copy.stat().st_mode & 0o777) == 0o755
+    # A saved pipeline with more in its folder (a clone's .git) is not replaced, nor are its files.
+    (copy / ".git").mkdir()
+    assert_one_line_error(vq("save", copy, *args, "--force"), "holds a saved pipeline and more (.git)")
+    assert (copy / ".git").is_dir() and (copy / "model_index.json").is_file()
+    # OUT given as `.` from inside a saved pipeline, and as a link to one: the folder itself is replaced.
+    shutil.rmtree(copy / ".git")
+    r = vq("save", ".", "--tokenizer", runs / "tokenizer", "--prior", runs / "prior", "--device", "cpu", "--force", cwd=copy)
+    assert r.returncode == 0, r.stderr
+    assert 'Pipeline.from_pretrained("copy")' in (copy / "README.md").read_text()
+    link = tmp_path / "link"
+    link.symlink_to(copy, target_is_directory=True)
+    assert vq("save", link, *args, "--force").returncode == 0
+    assert link.is_symlink() and (copy / "model_index.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing half-written or left behind
+
+
+def test_a_saved_folder_holds_no_path_of_this_machine(vae_runs, tmp_path):
+    """Runs trained on a local folder record its absolute path (to find it again); what is saved
+    to share keeps its name only."""
+    out = tmp_path / "shared"
+    r = vq("save", out, "--tokenizer", vae_runs / "cvae", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert str(vae_runs) in (vae_runs / "cvae" / "config.json").read_text()  # the run itself keeps it
+    for path in out.rglob("*"):
+        if path.suffix in (".json", ".md"):
+            text = path.read_text()
+            assert str(vae_runs) not in text and str(tmp_path) not in text and "/tmp/" not in text, path
+    assert json.loads((out / "tokenizer" / "config.json").read_text())["dataset"]["spec"] == "shapes"
+
+
+def test_markup_from_someone_else_s_folder_stays_text():
+    from vq.pipeline.evaluate.report import EvalReport, markdown_text
+
+    assert markdown_text("![x](http://a.example/x.png) <img src=y>") == \
+        "&#33;&#91;x&#93;(http://a.example/x.png) &#60;img src=y&#62;"
+    report = EvalReport(tokenizer={"![t](http://a.example/t.png)": 1.0})
+    table = report.markdown()
+    assert "![" not in table and "<img" not in table and "&#33;&#91;t&#93;" in table
+    assert "not in the form" in EvalReport(classifier={"no": "test_acc"}).markdown()  # a report it cannot read: said so

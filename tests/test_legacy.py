@@ -2,6 +2,8 @@
 load and give the same pixels, completions and codes for a seed (`fixtures/legacy`)."""
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,13 @@ def test_an_old_prior_run_resumes(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stderr and "at step 30" in r.stderr
     assert Pipeline.from_pretrained(runs / "tokenizer", runs / "prior", device="cpu").sample("bag", n=1, seed=0)
+
+
+def test_sampling_a_saved_pipeline_needs_none_of_the_studio_hub_or_tracking_libraries():
+    # The GPU machine and a slim install lack them: each is imported where its feature is used.
+    code = ("import sys; from vq.pipeline import Pipeline; "
+            f"Pipeline.from_pretrained({str(LEGACY / 'saved')!r}, device='cpu').sample(n=1, seed=0); "
+            "print(sorted(m for m in ('gradio', 'huggingface_hub', 'wandb', 'datasets', 'torch_fidelity') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"

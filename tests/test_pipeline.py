@@ -195,10 +195,11 @@ def test_a_masked_prior_through_every_command(chain, tmp_path):
            "--out", tmp_path / "c")
     assert r.returncode == 0, r.stderr
     assert re.search(r"known codes\W+40/49", r.stdout)  # 3x3 cells redrawn, natively
-    r = vq("eval", *base, "--per-class", "2", "--complete-images", "4", "--sketch-images", "0",
+    r = vq("eval", *base, "--per-class", "2", "--complete-images", "4", "--sketch-images", "0", "--steps", "3",
            "--classifier", chain / "classifier", "--out", tmp_path / "eval.json")
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["sampling"]["settings"] == {"steps": 3}  # a masked prior's own setting, checked against its kind
     assert report["prior"]["name"] == "masked_bits_per_code" and report["prior"]["bits"] > 0 and "bits_per_dim" not in report["prior"]
     assert "not a likelihood" in r.stdout and report["samples"]["n"] == 20
     assert_one_line_error(vq("sample", "--tokenizer", chain / "tokenizer", "--prior", chain / "prior", "--steps", "4",

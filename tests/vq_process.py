@@ -43,7 +43,10 @@ PRELOAD = ["numpy", "torch", "torch.nn.functional", "torchvision", "einops", "x_
 LOAD_TIME_ENV = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "NUMEXPR_", "NPY_", "PYTORCH_", "TORCH", "CUDA", "HF_",
                  "HUGGINGFACE", "TRANSFORMERS", "PYTHON", "LD_", "MALLOC", "XDG_CACHE_HOME", "TERMINAL_WIDTH", "TYPER",
                  "_TYPER", "GITHUB_ACTIONS", "FORCE_COLOR", "PY_COLORS", "NO_COLOR")
-LOAD_TIME_EXCEPT = {"TORCH_HOME"}  # read when used (torch.hub.get_dir), not when torch loads
+# Read when used, not when the preloaded libraries load: TORCH_HOME (torch.hub.get_dir), and the Hub's
+# telemetry switch, which Gradio sets in the test process itself when a studio is built there (the
+# Hub client reads it when it loads, and the zygote does not load it).
+LOAD_TIME_EXCEPT = {"TORCH_HOME", "HF_HUB_DISABLE_TELEMETRY"}
 
 ZYGOTE = r'''
 import os, sys, json, struct

@@ -48,7 +48,7 @@ class CodeRecord:
                 return cls(version, str(d.get("tokenizer_fingerprint")), 0, (), (), {})
             return cls(version, d["tokenizer_fingerprint"], int(d["codebook_size"]), tuple(d["grid"]),
                        tuple(d["class_names"]), {s: list(d["shards"][s]) for s in SPLITS}, dict(d["splits"]), d["dtype"],
-                       dict(d["image"]), d.get("tokenizer_dir"), int(d.get("skipped", 0)), dict(d.get("dataset", {})),
+                       {key: int(d["image"][key]) for key in ("channels", "image_size")}, d.get("tokenizer_dir"), int(d.get("skipped", 0)), dict(d.get("dataset", {})),
                        SketchRecord.from_json(d["sketch"], str(path)) if d.get("sketch") else None)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise VQError(f"{path} is not the record of an export vq wrote; export again with --force") from None
@@ -71,8 +71,17 @@ class CodeRecord:
         return self.sketch is not None and self.sketch.detector == SKETCH_DETECTOR and self.sketch.outline == OUTLINE_VERSION
 
     @property
+    def image_size(self) -> int:
+        """The side of the tokenizer's images, in pixels."""
+        return self.image["image_size"]
+
+    @property
+    def channels(self) -> int:
+        return self.image["channels"]
+
+    @property
     def pixel_dims(self) -> int:
-        return self.image["channels"] * self.image["image_size"] ** 2
+        return self.channels * self.image_size ** 2
 
     def check_tokenizer(self, tokenizer: TokenizerRecord, codes_dir: Path) -> None:
         if self.tokenizer_fingerprint != tokenizer.fingerprint:

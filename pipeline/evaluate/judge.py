@@ -4,7 +4,7 @@ the Fréchet distance (`judge`). Its own test accuracy is reported beside every 
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -155,21 +155,35 @@ def ensure_classifier(data: ImageData, test: Split, root: Path = Path("runs/clas
     return load_model(JudgeRecord.read(out), "cpu")
 
 
+@dataclass
+class Judged:
+    """The judge's figures of a set of images: how many, the Fréchet distance of their features to
+    the test split's, and, for images of asked-for classes, the share seen as their class, overall
+    and per class (each with its own distance); for images of no class, the share it sees of each."""
+
+    n: int
+    fd: float
+    acc: float | None = None
+    per_class: dict[str, dict[str, float]] | None = None  # name -> {"acc", "fd"}
+    predicted_share: dict[str, float] | None = None
+
+    def to_json(self) -> dict:
+        """The figures as a report holds them: those measured, under their names."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 def judge(classifier, images: torch.Tensor, labels: torch.Tensor | None, test_feats: torch.Tensor,
-          test_labels: torch.Tensor, class_names: list[str]) -> dict:
-    """Class accuracy and Fréchet distance, overall and per class, of images in [-1, 1]."""
+          test_labels: torch.Tensor, class_names: list[str]) -> Judged:
+    """The judge's figures (`Judged`) of images in [-1, 1], of the classes `labels` (None: no class)."""
     pred, feats = predict(classifier, images)
-    out = {"n": int(images.shape[0]), "fd": frechet_distance(feats.numpy(), test_feats.numpy())}
-    if labels is not None:
-        out["acc"] = accuracy(pred, labels)
-        out["per_class"] = {}
-        for c, name in enumerate(class_names):
-            sel, ref = labels == c, test_labels == c
-            if sel.sum() > 1 and ref.sum() > 1:
-                out["per_class"][name] = {
-                    "acc": accuracy(pred[sel], labels[sel]),
-                    "fd": frechet_distance(feats[sel].numpy(), test_feats[ref].numpy()),
-                }
-    else:
-        out["predicted_share"] = {name: float((pred == c).float().mean()) for c, name in enumerate(class_names)}
-    return out
+    fd = frechet_distance(feats.numpy(), test_feats.numpy())
+    if labels is None:
+        share = {name: float((pred == c).float().mean()) for c, name in enumerate(class_names)}
+        return Judged(n=int(images.shape[0]), fd=fd, predicted_share=share)
+    per_class = {}
+    for c, name in enumerate(class_names):
+        sel, ref = labels == c, test_labels == c
+        if sel.sum() > 1 and ref.sum() > 1:
+            per_class[name] = {"acc": accuracy(pred[sel], labels[sel]),
+                               "fd": frechet_distance(feats[sel].numpy(), test_feats[ref].numpy())}
+    return Judged(n=int(images.shape[0]), fd=fd, acc=accuracy(pred, labels), per_class=per_class)

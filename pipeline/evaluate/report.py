@@ -21,6 +21,15 @@ LEGACY_PRIOR = {"test_bits_per_token": "test bits / code token",
 JUDGED = (("real train images (the floor)", "real_train"), ("reconstructions", "reconstructions"), ("samples", "samples"))
 
 
+MARKUP = "\\`*_[]<>|!#~&"  # what Markdown or HTML would read as markup in a table cell
+
+
+def markdown_text(text) -> str:
+    """Text for a Markdown table cell, its markup characters as entities: a report or a class name
+    from someone else's folder can add no link, image or HTML to a page or a card."""
+    return "".join(f"&#{ord(ch)};" if ch in MARKUP else ch for ch in str(text)).replace("\n", " ")
+
+
 @dataclass
 class Table:
     """A table as the command line prints it: plain strings, right-aligned but the first column."""
@@ -122,7 +131,8 @@ class EvalReport:
             rows = self.rows()
         except (KeyError, TypeError, ValueError, AttributeError):
             rows = [("report", REPORT, "not in the form `vq eval` writes: not shown")]
-        return "| stage | figure | value |\n|---|---|---:|\n" + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
+        return "| stage | figure | value |\n|---|---|---:|\n" + "".join(
+            f"| {markdown_text(a)} | {markdown_text(b)} | {markdown_text(c)} |\n" for a, b, c in rows)
 
     @property
     def fid_protocol(self) -> str | None:

@@ -28,7 +28,7 @@ from vq.pipeline.evaluate.judge import ensure_classifier, judge, predict
 from vq.pipeline.evaluate.report import REPORT, EvalReport
 from vq.pipeline.evaluate.tasks import completion_accuracy, inception_fid, prior_figure, sketch_agreement
 from vq.pipeline.generate.draw import generate_images
-from vq.pipeline.generate.options import check_options
+from vq.pipeline.generate.options import check_numbers, check_options
 from vq.pipeline.generate.pipeline import Pipeline
 from vq.pipeline.metrics import accuracy
 from vq.pipeline.share import folder
@@ -76,7 +76,7 @@ def evaluate_run(job: EvalJob, console: Console | None = None) -> tuple[EvalRepo
     when Inception-v3 weights can be had (else the report says it was skipped, and why)."""
     console = console or Console(stderr=True)
     t0 = time.time()
-    options = check_options(job.options)
+    options = check_numbers(job.options)  # the settings are checked once the prior's kind is known
     weights = inception_weights(job.inception_weights) if job.fid else None  # a bad path is refused before any work
     for path, what in ((job.out, "--out"), (job.classifier_root, "--classifier")):
         if path is not None and Path(path).exists() and Path(path).is_dir() == (what == "--out"):
@@ -98,14 +98,16 @@ def load_subject(job: EvalJob, options: SamplingOptions) -> Subject:
     tok, prior = pipe.tokenizer_info, pipe.prior_info
     subject = Subject(pipe, tokenizer_dir, prior_dir if prior is not None else None)
     sketched = prior is not None and "sketch" in prior.conditions
-    if prior is not None:  # the prior's figure means something only on this tokenizer's codes: check before any work
+    # The prior's figure means something only on this tokenizer's codes: checked before any work. A
+    # saved pipeline has no codes (and names no folder vq reads them from): its figure is measured
+    # on the test images encoded here.
+    if prior is not None and job.pipeline is None:
         codes_dir = codes_of_run(prior.codes_path, tokenizer_dir)
-        if job.pipeline is None or (codes_dir / "meta.json").exists():
-            subject.codes = load_codes(codes_dir)
-            subject.codes.record.check_tokenizer(tok, codes_dir)
-            if sketched and not subject.codes.record.has_sketches:
-                raise VQError(f"{codes_dir} holds no sketches for the sketch prior {prior_dir}; add them with "
-                              f"`vq export-codes --tokenizer {tokenizer_dir} --out {codes_dir} --sketches`")
+        subject.codes = load_codes(codes_dir)
+        subject.codes.record.check_tokenizer(tok, codes_dir)
+        if sketched and not subject.codes.record.has_sketches:
+            raise VQError(f"{codes_dir} holds no sketches for the sketch prior {prior_dir}; add them with "
+                          f"`vq export-codes --tokenizer {tokenizer_dir} --out {codes_dir} --sketches`")
     if sketched:
         check_detector(prior)
     if options.class_guidance is not None and not sketched:
@@ -153,9 +155,9 @@ def measure(job: EvalJob, subject: Subject, options: SamplingOptions, weights: P
         tokenizer_model=pipe.tokenizer_info.kind.name, dataset=data.describe(), tokenizer_dir=str(subject.tokenizer_dir),
         sampling={**{k: v for k, v in asdict(options).items() if v is not None and v != {}}, "per_class": job.per_class},
         classifier={"test_acc": accuracy(test_pred, test.labels), "dir": str(job.classifier_root)},
-        tokenizer=evaluate_tokenizer(tokenizer, test), real_train=judged(real, real_labels),
-        reconstructions=judged(recon, real_labels),
-        samples={**judged(samples, labels if conditional else None), "seconds": time.time() - ts}, device=str(dev))
+        tokenizer=evaluate_tokenizer(tokenizer, test), real_train=judged(real, real_labels).to_json(),
+        reconstructions=judged(recon, real_labels).to_json(),
+        samples={**judged(samples, labels if conditional else None).to_json(), "seconds": time.time() - ts}, device=str(dev))
     if prior is not None:
         report.prior = {**prior_figure(tokenizer, prior, subject.codes, test, dev), "dir": str(subject.prior_dir)}
     if job.fid:
@@ -174,8 +176,8 @@ def measure_prior_tasks(job: EvalJob, report: EvalReport, subject: Subject, opti
     for guidance, temperature in job.sweep:
         swept = replace(options, guidance=guidance, temperature=temperature, class_guidance=None)
         j = judged(generate_images(tokenizer, prior, labels, swept).cpu(), labels)
-        report.sweep.append({"guidance": guidance, "temperature": temperature, "acc": j["acc"], "fd": j["fd"], "n": j["n"]})
-        console.print(f"sweep guidance={guidance} T={temperature}: acc={j['acc']:.4f} fd={j['fd']:.3f}")
+        report.sweep.append({"guidance": guidance, "temperature": temperature, "acc": j.acc, "fd": j.fd, "n": j.n})
+        console.print(f"sweep guidance={guidance} T={temperature}: acc={j.acc:.4f} fd={j.fd:.3f}")
     if job.completions > 0:
         report.completion = completion_accuracy(tokenizer, prior, classifier, test, job.completions, options, dev)
     if "sketch" in prior.conditions and job.sketch_images > 0:

@@ -107,5 +107,5 @@ def sketch_agreement(tokenizer, prior, classifier, split, n: int, options: Sampl
               **({"class_guidance": options.class_guidance} if options.class_guidance is not None else {})}
     for key, x in images.items():
         j = judge(classifier, x, labels, test_feats, split.labels, names)
-        result[key] = {"edge_f1": float(edge_f1(edge_map(x), sketches).mean()), "acc": j["acc"], "fd": j["fd"]}
+        result[key] = {"edge_f1": float(edge_f1(edge_map(x), sketches).mean()), "acc": j.acc, "fd": j.fd}
     return result

@@ -9,10 +9,11 @@ Shape legend: b - images, C H W - an image, h w - the prior's code grid."""
 
 import torch
 
+from vq.pipeline.checkpoint import MAX_IMAGE_BYTES
 from vq.stage2_prior import SamplingOptions
 
 CHUNK = 256  # images per sampling batch, at most
-CHUNK_BYTES = 2**31  # working memory one sampling batch may take (the models' own estimates, `image_memory`)
+CHUNK_BYTES = MAX_IMAGE_BYTES  # working memory one sampling batch may take (the models' own estimates, `image_memory`)
 
 
 def chunk_size(*models) -> int:
@@ -82,5 +83,13 @@ def complete_codes(prior, codes: torch.Tensor, mask: torch.Tensor, label: int | 
     if draws == n:
         return drawn
     # Score with the unconditional (or class) prior over the whole map, restricted to known codes.
-    scores = prior.score(drawn, labels, kmask)
+    scores = torch.cat([prior.score(drawn[i : i + chunk], labels[i : i + chunk], kmask[i : i + chunk])
+                        for i in range(0, draws, chunk)])
     return drawn[scores.topk(n).indices.sort().values]
+
+
+@torch.no_grad()
+def decode_codes(tokenizer, codes: torch.Tensor) -> torch.Tensor:
+    """(b, *code_shape) codes -> (b, C, H, W) images in [-1, 1], decoded in batches of `chunk_size`."""
+    chunk = chunk_size(tokenizer)
+    return torch.cat([tokenizer.decode_indices(codes[i : i + chunk]) for i in range(0, codes.shape[0], chunk)])

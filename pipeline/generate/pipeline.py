@@ -23,13 +23,13 @@ from vq.pipeline.data.images import to_uint8
 from vq.pipeline.device import resolve_device
 from vq.pipeline.errors import VQError
 from vq.pipeline.evaluate.report import EvalReport
-from vq.pipeline.generate.draw import complete_codes, generate_images, to_prior, to_tokenizer
+from vq.pipeline.generate.draw import complete_codes, decode_codes, generate_images, to_prior, to_tokenizer
 from vq.pipeline.generate.images import image_grid
 from vq.pipeline.generate.inputs import read_images
 from vq.pipeline.generate.options import check_numbers, fresh_seed
 from vq.pipeline.generate.plans import CompletionRequest, SampleRequest, class_index, plan_completion, plan_samples, records
 from vq.pipeline.records import PriorRecord, TokenizerRecord
-from vq.pipeline.share import folder, hub
+from vq.pipeline.share import folder
 from vq.pipeline.sketch.drawings import as_drawing
 from vq.stage1_vqvae import Tokenizer
 from vq.stage2_prior import Prior, SamplingOptions
@@ -133,6 +133,8 @@ class Pipeline:
                     dry_run: bool = False) -> dict:
         """Save this pipeline into a temporary folder and upload it to the Hub repo `repo_id`
         (created if missing) with `huggingface_hub`; with dry_run, only list what would go up."""
+        from vq.pipeline.share import hub  # huggingface_hub's Hub client: imported when pushing
+
         with tempfile.TemporaryDirectory() as tmp:
             saved = self.save_pretrained(Path(tmp) / "pipeline", license=license, name=repo_id)
             return hub.push(saved, repo_id, private=private, token=token, dry_run=dry_run)
@@ -225,7 +227,7 @@ class Pipeline:
             drawn = complete_codes(self.prior, to_prior(self.prior, codes), to_prior(self.prior, known[None])[0], request.label,
                                    request.n, request.options, request.candidates)
             drawn = to_tokenizer(self.tokenizer, drawn)
-            images = self.tokenizer.decode_indices(drawn)
+            images = decode_codes(self.tokenizer, drawn)
             self.last_seed = request.options.seed
         cells = self.tokenizer.known_pixels(known, x.shape[-2:])
         note = request.note + ("" if known.any() else "; no code lies mostly inside the kept region, so the whole image is drawn")
@@ -261,7 +263,7 @@ class Pipeline:
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
             raise VQError(f"codes must lie in [0, {self.codebook_size}), got {int(codes.min())}..{int(codes.max())}")
         with self._lock:
-            images = self.tokenizer.decode_indices(codes.long().to(self.device))
+            images = decode_codes(self.tokenizer, codes.long().to(self.device))
         return output(to_uint8(images).cpu(), output_type)
 
     @torch.no_grad()

@@ -2,10 +2,14 @@
 PNGs out, for gradio_client. Request fields are values, never paths: `keep` is one of the sides,
 and files arrive only as uploads."""
 
+import functools
+
 from vq.pipeline.errors import VQError
 from vq.pipeline.generate.inputs import SIDES
 from vq.pipeline.serve.studio import EVERY_CLASS, NO_CLASS, Studio, gr, one_line_errors
 from vq.pipeline.serve.tabs import MODEL_LOCK
+
+api_errors = functools.partial(one_line_errors, page=False)  # an API caller reads the line as text
 
 
 def api_endpoints(studio: Studio) -> None:
@@ -14,13 +18,15 @@ def api_endpoints(studio: Studio) -> None:
     pipe = studio.pipe
     with gr.Column(visible=False):
         class_name = gr.Textbox(EVERY_CLASS, label="class_name", info=f"a class name or index; '{EVERY_CLASS}' or blank: all")
-        n = gr.Number(1, precision=0, label="n")
+        # Numbers arrive as given (precision None: no rounding, no conversion that could fail in
+        # Gradio) and are checked by vq, with the rule and message of the command line and the API.
+        n = gr.Number(1, precision=None, label="n")
         guidance = gr.Number(2.0, label="guidance")
         class_guidance = gr.Number(None, label="class_guidance", info="with a drawing and a class: the class's own scale (blank: twice guidance above 1)")
         temperature = gr.Number(1.0, label="temperature")
-        top_k = gr.Number(0, precision=0, label="top_k")
-        top_p = gr.Number(1.0, label="top_p")
-        seed = gr.Number(None, precision=0, label="seed")
+        top_k = gr.Number(0, precision=None, label="top_k", info="0: no cut")
+        top_p = gr.Number(1.0, label="top_p", info="1: no cut")
+        seed = gr.Number(None, precision=None, label="seed", info="blank: a fresh one")
         image = gr.File(label="image", file_types=["image"], type="filepath")
         mask = gr.File(label="mask", file_types=["image"], type="filepath")
         keep = gr.Dropdown(list(SIDES), value="top", label="keep", info="without a mask: the side kept")
@@ -29,17 +35,17 @@ def api_endpoints(studio: Studio) -> None:
         out = gr.Gallery(label="images", format="png")
         trigger = gr.Button()
 
-    @one_line_errors
+    @api_errors
     def sample(class_name=EVERY_CLASS, n=1, guidance=2.0, temperature=1.0, top_k=0, top_p=1.0, seed=None):
         """n images of each class asked for (blank or 'every class': all); seed blank: fresh."""
         return studio.sample_files(studio.sample(class_name, n, guidance, temperature, top_k, top_p, seed))
 
-    @one_line_errors
+    @api_errors
     def complete(image, mask=None, n=1, seed=None, keep="top", fraction=0.5):
         """n completions of `image`: the mask image's white is kept (else `keep` side, `fraction`)."""
         return studio.completion_files(studio.complete(image, mask, keep, fraction, n, None, seed))
 
-    @one_line_errors
+    @api_errors
     def sketch(drawing, class_name=NO_CLASS, n=1, guidance=2.0, seed=None, class_guidance=None):
         """n images that follow `drawing` (any size and mode), of `class_name` if given, its class
         guided at `class_guidance` (blank: twice `guidance`, the drawing's, above 1)."""

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+from PIL import Image
+
 from vq.pipeline.errors import VQError
 from vq.pipeline.generate.pipeline import Pipeline
 from vq.pipeline.serve.api import api_endpoints
@@ -21,6 +23,7 @@ INSTALL = "the web studio needs Gradio: pip install 'vq[serve]'"
 MAX_UPLOAD = "10mb"  # per file; larger uploads are refused before they reach vq
 MAX_REQUEST = 11 * 2**20  # a request's whole body: one file of up to 10 MB and the form around it
 QUEUE_SIZE = 16  # requests waiting beyond this are turned away ("the queue is full")
+STUDIO_PIXELS = 2048 * 2048  # the largest image the studio decodes (its canvases are 280 px a side)
 CSS = """
 .vq-pixels img, .vq-pixels canvas { image-rendering: pixelated; }
 .vq-big img { width: 100%; height: 100%; object-fit: contain; }
@@ -85,7 +88,7 @@ def launch(app, host: str, port: int, hosts: frozenset[str]):
     guard = Middleware(RequestGuard, hosts=hosts, max_body=MAX_REQUEST)
     try:
         _, url, _ = app.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
-                               max_file_size=MAX_UPLOAD, allowed_paths=[], show_error=False, quiet=True, ssr_mode=False,
+                               max_file_size=MAX_UPLOAD, allowed_paths=[], show_error=True, quiet=True, ssr_mode=False,
                                mcp_server=False, pwa=False, footer_links=["api"], theme=theme, css=CSS,
                                app_kwargs={"middleware": [guard]})
     except OSError:  # Gradio's own message speaks of its environment variables and launch()
@@ -101,8 +104,13 @@ def serve(tokenizer: Path, prior: Path | None, *, pipeline: str | None = None, r
     mismatched ones in one line; serve the studio until Ctrl-C or SIGTERM."""
     if gr is None:
         raise VQError(INSTALL)
+    hosts = served_hosts(host, allowed_hosts)  # a bad --allowed-host is refused before anything loads
     pipe = (Pipeline.from_pretrained(pipeline, revision=revision, device=device) if pipeline is not None
             else Pipeline.from_pretrained(tokenizer, prior, device=device))
+    # Every image this server decodes, Gradio's canvases included, has at most STUDIO_PIXELS pixels
+    # (Pillow refuses twice as many outright, and vq's reader refuses more than this): a small
+    # upload cannot decode into gigabytes.
+    Image.MAX_IMAGE_PIXELS = STUDIO_PIXELS
 
     def stop(*_):
         raise KeyboardInterrupt
@@ -110,7 +118,7 @@ def serve(tokenizer: Path, prior: Path | None, *, pipeline: str | None = None, r
     signal.signal(signal.SIGTERM, stop)
     with private_files() as folder:
         app = build_app(pipe, folder, max_n=max_n)
-        url = launch(app, host, port, served_hosts(host, allowed_hosts))
+        url = launch(app, host, port, hosts)
         if on_ready is not None:
             on_ready(url)
         try:

@@ -11,15 +11,20 @@ TrustedHostMiddleware and a CSRF origin check in one, written for a server on th
   but GET, HEAD and OPTIONS) whose `Origin` is not the studio's own is refused; gradio_client
   and other programs send none and are served.
 - **Request size**: Gradio caps each uploaded file; this caps a request's whole body, so several
-  large files in one request are refused too, before they are written anywhere.
+  large files in one request are refused too: by its Content-Length before anything is read, or,
+  for a chunked body, as soon as it passes the cap (what arrived until then is dropped).
 
 Refusals are one plain-text line with a 4xx status."""
 
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
+from vq.pipeline.errors import VQError
+
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+ANY_ADDRESS = "*address*"  # among the served hosts: any IP address (a studio open to the network)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -35,12 +40,21 @@ def host_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,252}[a-z0-9])?|\[?[0-9a-f:.]+\]?", re.IGNORECASE)
+
+
 def served_hosts(host: str, allowed: list[str] | tuple[str, ...] = ()) -> frozenset[str]:
     """The host names the studio answers to when it listens on `host`: the loopback names, the
     address itself, and for an address that opens it to the network (0.0.0.0, ::) this machine's
-    names and addresses; plus any names the user allows (a name of a proxy in front of it)."""
+    names and addresses, and `ANY_ADDRESS` (any IP address: DNS rebinding needs a name, so a
+    request addressed to an address is one the user typed); plus any names the user allows (a
+    name of a proxy in front of it). A name that is no host name is refused in one line."""
+    for name in allowed:
+        if not HOST_NAME.fullmatch(name.strip()):
+            raise VQError(f"--allowed-host {name[:60]!r} is no host name; give a name such as studio.example.org")
     names = set(LOOPBACK) | {host_name(a) for a in allowed} | {host_name(host)}
     if is_wildcard(host_name(host)):
+        names.add(ANY_ADDRESS)
         for name in {socket.gethostname(), socket.getfqdn()}:
             names.add(name.lower())
             try:
@@ -48,6 +62,14 @@ def served_hosts(host: str, allowed: list[str] | tuple[str, ...] = ()) -> frozen
             except OSError:
                 pass
     return frozenset(n for n in names if n and not is_wildcard(n))
+
+
+def is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
 
 
 def is_wildcard(name: str) -> bool:
@@ -97,7 +119,7 @@ class RequestGuard:
 
     def refusal(self, scope, headers: dict) -> tuple[int, str] | None:
         host = host_name(headers.get("host", ""))
-        if host not in self.hosts:
+        if not self.serves(host):
             return 421, (f"vq studio: this server does not answer to the host name '{host[:100]}'; open it as "
                          "http://127.0.0.1:PORT/ (or pass vq serve --allowed-host NAME)")
         origin = headers.get("origin")
@@ -109,11 +131,14 @@ class RequestGuard:
             return 413, self.too_large()
         return None
 
+    def serves(self, host: str) -> bool:
+        return host in self.hosts or (ANY_ADDRESS in self.hosts and is_address(host))
+
     def same_origin(self, origin: str, host_header: str) -> bool:
         """The page's own origin: a served host name and the very host:port the request went to."""
         parts = urlsplit(origin)
         return parts.scheme in ("http", "https") and parts.netloc.lower() == host_header.strip().lower() \
-            and host_name(parts.netloc) in self.hosts
+            and self.serves(host_name(parts.netloc))
 
     def too_large(self) -> str:
         return f"vq studio: a request may carry at most {self.max_body / 2**20:.0f} MB of uploads in all"

@@ -10,6 +10,7 @@ own image reader, one generation at a time behind a bounded queue, n capped, no 
 page can read only files vq wrote for it (a private folder, removed when the server stops)."""
 
 import functools
+import html
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ from vq.pipeline.errors import VQError
 from vq.pipeline.generate.folders import file_stem
 from vq.pipeline.generate.images import save_png
 from vq.pipeline.generate.inputs import SIDES
-from vq.pipeline.generate.options import fresh_seed, whole
+from vq.pipeline.generate.options import whole
 from vq.pipeline.generate.pipeline import Completions, Pipeline, Samples, call_options
 from vq.pipeline.generate.plans import plan_completion, plan_samples
 
@@ -63,11 +64,12 @@ class Studio:
     def options(guidance, temperature, top_k, top_p, seed, class_guidance=None):
         """Blank seed: a fresh one; top-k 0 (or blank): no cut; top-p 1 (or blank): no cut; every
         number checked as the API checks it."""
-        text = "" if seed is None else str(seed).strip()
-        if text and not text.isdigit():
-            raise VQError(f"a seed is a whole number from 0 to 2^64 - 1 (or blank for a fresh one), got {text[:40]!r}")
-        return call_options(guidance, temperature, None if top_k in (None, 0) else top_k, top_p,
-                            fresh_seed(int(text) if text else None), class_guidance=class_guidance)
+        if isinstance(seed, str):  # the page's box: digits, or blank
+            if seed.strip() and not re.fullmatch(r"[0-9]{1,20}", seed.strip()):
+                raise VQError(f"a seed is a whole number from 0 to 2^64 - 1 (or blank for a fresh one), got {seed.strip()[:40]!r}")
+            seed = int(seed) if seed.strip() else None
+        return call_options(guidance, temperature, None if top_k in (None, 0) else top_k, top_p, seed,
+                            class_guidance=class_guidance)
 
     @staticmethod
     def classes(name):
@@ -129,9 +131,11 @@ class Studio:
         return self.pngs(done.images, [f"completion_{i}" for i in range(len(done.images))])
 
 
-def one_line_errors(fn: Callable) -> Callable:
+def one_line_errors(fn: Callable, *, page: bool = True) -> Callable:
     """A VQError (a bad upload, a value out of range) becomes Gradio's error toast with vq's one
-    line, naming an upload by its own name rather than the server's copy; the server keeps serving."""
+    line, naming an upload by its own name rather than the server's copy; the server keeps serving.
+    Gradio renders a toast's message as HTML: for the page (`page`), the line's markup characters
+    are escaped, so a class name or a value quoted in it stays text; an API caller gets it as is."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -139,7 +143,8 @@ def one_line_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except VQError as e:
             uploads = re.escape(gr.utils.get_upload_folder()) + r"/\w+/"
-            raise gr.Error(re.sub(uploads, "", str(e)), print_exception=False) from None
+            line = re.sub(uploads, "", str(e))
+            raise gr.Error(html.escape(line, quote=False) if page else line, print_exception=False) from None
         except gr.Error:
             raise
         except Exception as e:  # a bug of vq's: a line for the page, the traceback for the server's log

@@ -12,6 +12,7 @@ from PIL import Image
 
 from vq.pipeline.data.images import decode, open_image, to_uint8
 from vq.pipeline.errors import VQError
+from vq.pipeline.evaluate.report import markdown_text
 from vq.pipeline.generate.inputs import SIDES, read_image
 from vq.pipeline.generate.options import DRAWING_CLASS_GUIDANCE
 from vq.pipeline.generate.pipeline import to_pil
@@ -69,7 +70,7 @@ def sampling_controls(studio: Studio, tab: str, class_choices: list[str], defaul
     if full:
         with gr.Accordion("sampling", open=False):
             more = [gr.Slider(0, 2, value=1.0, step=0.05, label="temperature", info="0 = always the likeliest code"),
-                    gr.Number(0, precision=0, minimum=0, label="top-k", info="0 = no cut"),
+                    gr.Number(0, precision=None, minimum=0, label="top-k", info="0 = no cut"),
                     gr.Slider(0.05, 1, value=1.0, step=0.05, label="top-p", info="1 = no cut")]
     seed = gr.Textbox("", label="seed", placeholder="blank = a fresh one", max_lines=1, elem_id=f"{tab}-seed")
     return [class_box, n_box, guidance, *more, seed, *extra]
@@ -216,7 +217,8 @@ def model_tab(studio: Studio) -> None:
              ("device", str(pipe.device)),
              *([] if report else [(f"tokenizer test {k}", f"{v:.4g}") for k, v in tok.metrics.items()])]
     with gr.Row():
-        gr.Markdown("| loaded | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in facts), elem_id="model-facts")
+        gr.Markdown("| loaded | |\n|---|---|\n" + "\n".join(f"| {k} | {markdown_text(v)} |" for k, v in facts),
+                    elem_id="model-facts")
         recon = reconstructions_html(tok.run_dir / "reconstructions.png")
         if recon is not None:
             gr.HTML(recon, label="reconstructions", elem_id="model-recon", elem_classes=["vq-pixels"])

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from vq.pipeline.errors import VQError
 from vq.pipeline.evaluate.report import REPORT, EvalReport
-from vq.pipeline.files import atomic_write_json, read_json
+from vq.pipeline.files import UMASK, atomic_write_json, read_json
 from vq.pipeline.records import PriorRecord, RunRecord, TokenizerRecord
-from vq.pipeline.share.card import model_card
 
 INDEX = "model_index.json"
 INDEX_FORMAT = 1
@@ -95,10 +94,15 @@ def check_out(out: Path, force: bool, inputs: list[Path]) -> None:
     if not out.exists() or not any(out.iterdir()):
         return
     try:
-        read_index(out)
+        index = read_index(out)
     except VQError:
         raise VQError(f"{out} holds files that are no saved pipeline; choose an empty or new folder "
                       "(--force replaces only a pipeline saved by vq)") from None
+    ours = {INDEX, "README.md", "samples.png", REPORT} | {index[part] for part in ("tokenizer", "prior") if index.get(part)}
+    other = sorted(p.name for p in out.iterdir() if p.name not in ours)
+    if other:
+        raise VQError(f"{out} holds a saved pipeline and more ({other[0]}); --force replaces only a folder that holds "
+                      "nothing but a saved pipeline: choose another folder")
     if not force:
         raise VQError(f"{out} holds a saved pipeline; pass --force to replace it, or choose another folder")
 
@@ -112,7 +116,7 @@ def replacing(out: Path):
     fresh = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.saving-"))
     try:
         yield fresh
-        fresh.chmod(0o755)  # mkdtemp's folder is private
+        fresh.chmod(0o777 & ~UMASK)  # mkdtemp's folder is private: give it a folder's usual mode
         old = out.parent / f".{out.name}.old-{fresh.name.rsplit('-', 1)[-1]}"
         if out.exists():
             out.rename(old)
@@ -136,7 +140,10 @@ def write_index(out: Path, prior: bool, class_names: list[str]) -> None:
 def save(out: Path, tok: TokenizerRecord, prior: PriorRecord | None, report: EvalReport | None, grid, grid_note: str, *,
          license: str, name: str | None, force: bool) -> Path:
     """Write a pipeline's parts, index, report, sample grid (a Pillow image) and model card as one
-    folder at `out` (`check_out` says what it may replace)."""
+    folder at `out` (`check_out` says what it may replace; a link is followed to its folder)."""
+    from vq.pipeline.share.card import model_card  # huggingface_hub's ModelCard: imported when a card is written
+
+    out = Path(out).resolve()
     check_out(out, force, [record.run_dir for record in (tok, prior) if record is not None])
     with replacing(out) as fresh:
         save_part(tok, fresh / "tokenizer")

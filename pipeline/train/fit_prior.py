@@ -149,7 +149,7 @@ def build_prior(kind: type, codeset: CodeSet, layers: tuple[dict, ...], seed: in
     """The prior over these codes: the preset, what the codes decide, then the file and the flags."""
     codes = codeset.record
     from_codes = own_fields(kind, {**kind.shape_fields(codes.code_shape), "codebook_size": codes.codebook_size,
-                                   "num_classes": len(codes.class_names), "sketch_size": codes.image["image_size"]})
+                                   "num_classes": len(codes.class_names), "sketch_size": codes.image_size})
     seed_everything(seed)
     config = build(kind.config_class, layers[0], from_codes, *layers[1:], where="model config")
     try:
