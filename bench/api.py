@@ -65,7 +65,7 @@ def main() -> None:
     ]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"device {pipe.device}, threads {torch.get_num_threads()}")
-    print(f"| what | seconds | per call |\n|---|---:|---:|")
+    print("| what | seconds | per call |\n|---|---:|---:|")
     for what, total, per in rows:
         print(f"| {what} | {total:.2f} | {'' if per is None else f'{per:.3f}'} |")
     speedup = cli / (load + api_calls)

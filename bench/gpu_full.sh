@@ -150,7 +150,7 @@ step environment 60 "$PYTHON" - "$DEVICE" <<'EOF'
 import importlib.metadata as md, platform, subprocess, sys
 import torch
 import vq.cli.main, vq.stage2_prior.fast
-from vq.pipeline.data import fashion_mnist_dir
+from vq.pipeline.data.idx import fashion_mnist_dir
 print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda)
 for name in ("x-transformers", "einx", "typer", "rich", "einops", "safetensors", "numpy"):
     print(name, md.version(name))
@@ -165,15 +165,15 @@ if [[ $DEVICE == cuda* ]]; then  # the fast path's CUDA graphs against the forwa
     step fast_check 90 "$PYTHON" - "$DEVICE" <<'EOF'
 import sys
 import torch
-from vq.stage2_prior import CodePrior, PriorConfig, sample_codes
+from vq.stage2_prior import AutoregressivePrior, PriorConfig, sample_codes
 from vq.stage2_prior.fast import sample_codes_fast, stepper_for
 
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 device, worst = torch.device(sys.argv[1]), 0.0
 for kw in ({}, {"kv_heads": 2}, {"condition": "sketch", "sketch_size": 28}):
     torch.manual_seed(0)
-    model = CodePrior(PriorConfig(codebook_size=64, height=7, width=7, num_classes=10, dim=64, depth=2, heads=4,
-                                  dropout=0.0, **kw)).to(device).eval()
+    model = AutoregressivePrior(PriorConfig(codebook_size=64, height=7, width=7, num_classes=10, dim=64, depth=2,
+                                            heads=4, dropout=0.0, **kw)).to(device).eval()
     labels = torch.arange(8, device=device) % 10
     sketch = (torch.rand(8, 1, 28, 28, device=device) > 0.8) if kw.get("condition") else None
     gen = lambda seed: torch.Generator(device).manual_seed(seed)  # noqa: E731
@@ -187,8 +187,8 @@ for kw in ({}, {"kv_heads": 2}, {"condition": "sketch", "sketch_size": 28}):
             steps = torch.stack([stepper(tokens[:, t], t).clone() for t in range(49)], 1)
             diff = (steps - full).abs().max().item()
             worst = max(worst, diff)
-            same = {cfg: torch.equal(sample_codes_fast(model, labels, cfg_scale=cfg, sketch=sketch, compile=mode, generator=gen(2)),
-                                     sample_codes_fast(model, labels, cfg_scale=cfg, sketch=sketch, compile="eager", generator=gen(2)))
+            same = {cfg: torch.equal(sample_codes_fast(model, labels, guidance=cfg, sketch=sketch, compile=mode, generator=gen(2)),
+                                     sample_codes_fast(model, labels, guidance=cfg, sketch=sketch, compile="eager", generator=gen(2)))
                     for cfg in (1.0, 3.0)}
             print(f"{kw or 'class'} {mode}: max |logits - teacher-forced| {diff:.2e}, same draws as eager {same}", flush=True)
     if not kw:
@@ -253,10 +253,10 @@ print(f"tokenizer training: {tok_ips} images/s")
 line = f"prior training: {prior_tps} tokens/s"
 try:
     from train import mfu
-    from vq.pipeline.prior import flops_per_token
-    from vq.stage2_prior import PriorConfig
-    config = PriorConfig(**json.loads((runs / "prior" / "config.json").read_text())["config"])
-    flops = prior_tps * flops_per_token(config) if prior_tps else None
+    from vq.pipeline.records import PriorRecord
+    record = PriorRecord.read(runs / "prior")
+    per_token = record.kind.flops_per_token(record.config)
+    flops = prior_tps * per_token if prior_tps and per_token else None
     if flops:
         m = mfu(flops, device)
         line += f", {flops / 1e12:.2f} model TFLOP/s" + (f", MFU {m:.1%}" if m is not None else "")
@@ -269,10 +269,11 @@ for name in ("eval_g2.json", "eval_g1.5.json"):
         print(f"{name}: missing")
         continue
     s, real = r.get("samples", {}), r.get("real_train", {})
-    print(f"{name}: guidance {r['sampling']['cfg']}, n {s.get('n')}: samples acc {s.get('acc')}, fd {s.get('fd')}, "
+    guidance = r["sampling"].get("guidance", r["sampling"].get("cfg"))  # reports before the API names: cfg
+    print(f"{name}: guidance {guidance}, n {s.get('n')}: samples acc {s.get('acc')}, fd {s.get('fd')}, "
           f"{s.get('seconds', 0):.1f} s | real train acc {real.get('acc')}, fd {real.get('fd')} | "
           f"classifier test acc {r['classifier']['test_acc']}")
-    if "completion" in r:
+    if r.get("completion"):  # eval.json holds every field, null where it was not measured
         c = r["completion"]
         print(f"  completion of {c['n']} test images: acc with class {c.get('acc_with_class')}, "
               f"unconditional {c.get('acc_unconditional')}")

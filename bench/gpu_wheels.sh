@@ -5,8 +5,9 @@
 #   pyproject.toml) and its pure-Python needs (einx, loguru, frozendict, torch-einops-utils,
 #   einops), and the CLI's typer with its needs (pydantic and pydantic-core, rich, ...), each at the
 #   version installed in PYTHON's environment, the one the tests ran with. torch, numpy, sympy,
-#   packaging, safetensors, scipy, pillow and torchvision are the machine's own. datasets and
-#   wandb are not carried: vq imports them only for Hugging Face data and --wandb;
+#   packaging, safetensors, scipy, pillow and torchvision are the machine's own. datasets, wandb
+#   and huggingface_hub are not carried: vq imports them only for Hugging Face data, --wandb, and
+#   `vq save` / the Hub (tests/test_legacy.py checks that sampling needs none of them);
 # - Fashion-MNIST's IDX files (fashion-mnist/), from where vq finds them here;
 # - the cached evaluation classifier of Fashion-MNIST (classifier/), when runs/classifier holds
 #   it, so `vq eval` there does not spend the lease training it.
@@ -37,7 +38,7 @@ EOF
     -d "$DEST" "${SPECS[@]}"
 printf '%s\n' "${SPECS[@]}" >"$DEST/MANIFEST.txt"
 
-SRC=$("$PYTHON" -c "from vq.pipeline.data import fashion_mnist_dir; print(fashion_mnist_dir() or '')")
+SRC=$("$PYTHON" -c "from vq.pipeline.data.idx import fashion_mnist_dir; print(fashion_mnist_dir() or '')")
 if [[ -z $SRC ]]; then
     echo "Fashion-MNIST's IDX files were not found (set VQ_FASHION_MNIST_DIR)" >&2
     exit 1

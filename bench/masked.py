@@ -76,19 +76,20 @@ from rich.table import Table  # noqa: E402
 
 from sampling import geometry, seconds  # noqa: E402  (bench/sampling.py: "HxW" -> (h, w); a timed call)
 from vq.pipeline import Pipeline  # noqa: E402
-from vq.pipeline.classifier import ensure_classifier, predict  # noqa: E402
-from vq.pipeline.data import stored_data_options, to_float  # noqa: E402
+from vq.pipeline.data.images import to_float  # noqa: E402
+from vq.pipeline.data.loader import EvalImages, Skipped  # noqa: E402
+from vq.pipeline.data.sources import load_data  # noqa: E402
 from vq.pipeline.device import resolve_device  # noqa: E402
-from vq.pipeline.evaluate import judge  # noqa: E402
-from vq.pipeline.generate import CHUNK, SamplingOptions, generate_images  # noqa: E402
-from vq.pipeline.loader import EvalImages, Skipped  # noqa: E402
+from vq.pipeline.evaluate.judge import ensure_classifier, judge, predict  # noqa: E402
+from vq.pipeline.files import atomic_write_json, read_json  # noqa: E402
+from vq.pipeline.generate.draw import CHUNK, generate_images  # noqa: E402
+from vq.pipeline.generate.plans import plan_completion  # noqa: E402
+from vq.pipeline.kinds import prior_class, tokenizer_class  # noqa: E402
 from vq.pipeline.metrics import accuracy, psnr  # noqa: E402
-from vq.pipeline.pipeline import plan_completion  # noqa: E402
-from vq.pipeline.presets import PRIOR_PRESETS, TOKENIZER_PRESETS  # noqa: E402
-from vq.pipeline.prior import prior_class  # noqa: E402
-from vq.pipeline.runs import atomic_write_json, read_json  # noqa: E402
+from vq.stage2_prior import SamplingOptions  # noqa: E402
 from vq.stage2_prior.fast import sample_codes_fast  # noqa: E402
-from vq.stage2_prior.masked import STEPS, random_positions, sample_masked_fast  # noqa: E402
+from vq.stage2_prior.masked_sampling import STEPS, sample_masked_fast  # noqa: E402
+from vq.stage2_prior.masking import random_positions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("autoregressive", "masked")
@@ -226,10 +227,16 @@ def eval_stage(args, results: Results, console: Console) -> None:
 def judge_data(pipe: Pipeline, args):
     """The tokenizer's test split, as `vq eval` reads it, and `vq eval`'s judge (from its cache,
     or trained into it)."""
-    data = stored_data_options(pipe.tokenizer_info.stored, args.tokenizer).load()
+    data = load_data(pipe.tokenizer_info.data_options())
     test = EvalImages(data.test, None, Skipped()).split
-    classifier, _ = ensure_classifier(data, test, args.classifier, args.device)
+    classifier = ensure_classifier(data, test, args.classifier, args.device)
     return test, classifier.to(resolve_device(args.device)).eval()
+
+
+def decode_settings(steps: int | None) -> dict:
+    """A masked prior's own sampling settings (`SamplingOptions.settings`): its decoding steps, or
+    none (its default). An autoregressive prior takes none."""
+    return {"steps": steps} if steps else {}
 
 
 def sweep_stage(args, results: Results, console: Console) -> None:
@@ -245,7 +252,7 @@ def sweep_stage(args, results: Results, console: Console) -> None:
     record.update(per_class=args.sweep_per_class, guidance=args.guidance, seed=args.seed, masked={})
     warm = set()
     for kind, steps in [("autoregressive", None)] + [("masked", s) for s in args.sweep_steps]:
-        pipe, opts = pipes[kind], SamplingOptions(args.guidance, seed=args.seed, steps=steps)
+        pipe, opts = pipes[kind], SamplingOptions(guidance=args.guidance, seed=args.seed, settings=decode_settings(steps))
         if kind not in warm:  # untimed: the first call of a prior makes its static buffers
             warm.add(kind)
             generate_images(pipe.tokenizer, pipe.prior, labels[:CHUNK], opts)
@@ -253,7 +260,7 @@ def sweep_stage(args, results: Results, console: Console) -> None:
         images = generate_images(pipe.tokenizer, pipe.prior, labels, opts).cpu()
         elapsed = time.perf_counter() - t
         j = judge(classifier, images, labels, test_feats, test.labels, names)
-        row = {"n": j["n"], "acc": j["acc"], "fd": j["fd"], "sample_seconds": elapsed, "seconds_per_image": elapsed / j["n"]}
+        row = {"n": j.n, "acc": j.acc, "fd": j.fd, "sample_seconds": elapsed, "seconds_per_image": elapsed / j.n}
         if kind == "masked":
             record["masked"][str(steps)] = row
         else:
@@ -268,8 +275,8 @@ def sweep_stage(args, results: Results, console: Console) -> None:
 def random_prior(kind: str, preset: str, grid: tuple[int, int], device: torch.device):
     """A randomly initialised prior of the preset's size over a grid of the preset's codebook."""
     cls = prior_class(kind)
-    model_cfg, _ = PRIOR_PRESETS[cls.name][preset]
-    codebook = TOKENIZER_PRESETS["vqvae"][preset][0]["codebook_size"]
+    model_cfg, _ = cls.presets[preset]
+    codebook = tokenizer_class("vqvae").presets[preset][0]["codebook_size"]
     torch.manual_seed(0)
     config = cls.config_class(codebook_size=codebook, height=grid[0], width=grid[1], num_classes=10, **model_cfg)
     return cls(config).to(device).eval()
@@ -279,10 +286,10 @@ def speed_methods(args, grid: tuple[int, int], device: torch.device) -> dict:
     """Row name -> (the prior, a call drawing guided code maps for labels with a generator)."""
     ar, masked = (random_prior(kind, args.preset, grid, device) for kind in KINDS)
     g = args.guidance
-    methods = {"autoregressive, sample_codes_fast": (ar, lambda y, gen: sample_codes_fast(ar, y, cfg_scale=g, generator=gen))}
+    methods = {"autoregressive, sample_codes_fast": (ar, lambda y, gen: sample_codes_fast(ar, y, guidance=g, generator=gen))}
     for s in args.speed_steps:
         methods[f"masked {s} steps, sample_masked_fast"] = (
-            masked, lambda y, gen, s=s: sample_masked_fast(masked, y, cfg_scale=g, generator=gen, steps=s))
+            masked, lambda y, gen, s=s: sample_masked_fast(masked, y, guidance=g, generator=gen, steps=s))
     return methods
 
 
@@ -357,14 +364,17 @@ def complete_one(pipe: Pipeline, image: torch.Tensor, known: torch.Tensor, opts:
     return done, elapsed
 
 
-def completion_options(args, seed: int) -> SamplingOptions:
-    return SamplingOptions(cfg=args.complete_guidance, seed=seed, steps=args.eval_steps)
+def completion_options(pipe: Pipeline, args, seed: int) -> SamplingOptions:
+    """The options of one completion: --complete-guidance, and for the masked prior --eval-steps
+    (the autoregressive prior has no decoding steps, and refuses them)."""
+    steps = args.eval_steps if pipe.prior_info.kind.parallel_decoding else None
+    return SamplingOptions(guidance=args.complete_guidance, seed=seed, settings=decode_settings(steps))
 
 
 def completion_seconds(pipe: Pipeline, images, known, args, candidates: int) -> float:
     """The median seconds of one completion on these images, after a warm-up call."""
-    complete_one(pipe, images[0], known[0], completion_options(args, args.seed), candidates)
-    return statistics.median(complete_one(pipe, x, k, completion_options(args, args.seed + i), candidates)[1]
+    complete_one(pipe, images[0], known[0], completion_options(pipe, args, args.seed), candidates)
+    return statistics.median(complete_one(pipe, x, k, completion_options(pipe, args, args.seed + i), candidates)[1]
                              for i, (x, k) in enumerate(zip(images, known)))
 
 
@@ -385,7 +395,7 @@ def score_completions(pipe: Pipeline, images, labels, known, classifier, args, c
     """Complete every image once -> class kept, known codes kept, known-pixel PSNR, seconds."""
     outs, kept, times, psnr_done, psnr_recon = [], [], [], [], []
     for i, (x, k) in enumerate(zip(images, known)):
-        done, elapsed = complete_one(pipe, x, k, completion_options(args, args.seed + i), candidates)
+        done, elapsed = complete_one(pipe, x, k, completion_options(pipe, args, args.seed + i), candidates)
         original = pipe.encode(x)[0]
         px = pixel_mask(k, pipe.image_size).expand_as(x)
         real, recon = to_float(x), to_float(pipe.reconstruct(x, output_type="pt")[0])
@@ -405,7 +415,7 @@ def complete_stage(args, results: Results, console: Console) -> None:
     pipes = {kind: Pipeline.from_pretrained(args.tokenizer, prior_dir(args, kind), device=args.device) for kind in KINDS}
     test, classifier = judge_data(pipes["masked"], args)
     images, labels = draw_test_images(test, args.complete_images, args.seed)
-    grid = pipes["masked"].grid
+    grid = pipes["masked"].code_shape
     record = results.stage("completion")
     record.update(n=len(images), guidance=args.complete_guidance, steps=args.eval_steps, seed=args.seed,
                   random_unknown=args.random_unknown, threads=torch.get_num_threads(), grid=list(grid), masks={})

@@ -32,8 +32,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from x_transformers import AutoregressiveWrapper  # noqa: E402
 
-from vq.pipeline.presets import PRIOR_PRESETS, TOKENIZER_PRESETS  # noqa: E402
-from vq.stage2_prior import CodePrior, PriorConfig, sample_codes  # noqa: E402
+from vq.stage1_vqvae import VQVAE  # noqa: E402
+from vq.stage2_prior import AutoregressivePrior, PriorConfig, sample_codes  # noqa: E402
 from vq.stage2_prior.fast import sample_codes_fast  # noqa: E402
 
 PRESET_GEOMETRY = {"demo": "7x7", "full": "14x14"}
@@ -66,7 +66,7 @@ def seconds(fn, device: torch.device) -> float:
     return time.perf_counter() - t
 
 
-def make_runs(args, model: CodePrior, device: torch.device) -> dict[str, tuple[float, object]]:
+def make_runs(args, model: AutoregressivePrior, device: torch.device) -> dict[str, tuple[float, object]]:
     """Row name -> (guidance scale, a call that draws one batch)."""
     c = model.config
     labels = torch.arange(args.batch, device=device) % c.num_classes
@@ -78,10 +78,10 @@ def make_runs(args, model: CodePrior, device: torch.device) -> dict[str, tuple[f
         for cfg in (1.0, args.guidance):
             name = METHODS[method] + (f" + guidance {cfg:g}" if cfg != 1.0 else "")
             if method == "plain":
-                runs[name] = cfg, lambda cfg=cfg: sample_codes(model, labels, cfg_scale=cfg, top_k=args.top_k, generator=gen())
+                runs[name] = cfg, lambda cfg=cfg: sample_codes(model, labels, guidance=cfg, top_k=args.top_k, generator=gen())
             elif method in ("fast", "graph", "compile"):
                 mode = "eager" if method == "fast" else method
-                runs[name] = cfg, lambda cfg=cfg, mode=mode: sample_codes_fast(model, labels, cfg_scale=cfg, top_k=args.top_k,
+                runs[name] = cfg, lambda cfg=cfg, mode=mode: sample_codes_fast(model, labels, guidance=cfg, top_k=args.top_k,
                                                                                generator=gen(), compile=mode)
             elif cfg == 1.0:  # x-transformers' generate has no guidance
                 runs[name] = cfg, lambda cache=method == "generate": wrapper.generate(
@@ -94,12 +94,12 @@ def bench_geometry(args, spec: str, device: torch.device, ctx, record) -> None:
     gains a figure. Each method in turn: its warm-up, then its timed runs; with --interleave,
     every warm-up first, then rounds of one run of each method."""
     h, w = geometry(spec)
-    model_cfg, _ = PRIOR_PRESETS["transformer"][args.preset]
-    codebook = TOKENIZER_PRESETS["vqvae"][args.preset][0]["codebook_size"]
+    model_cfg, _ = AutoregressivePrior.presets[args.preset]
+    codebook = VQVAE.presets[args.preset][0]["codebook_size"]
     torch.manual_seed(0)
     config = PriorConfig(codebook_size=codebook, height=h, width=w, num_classes=10, **model_cfg,
                          **({"kv_heads": args.kv_heads} if args.kv_heads else {}))
-    model = CodePrior(config).to(device).eval()
+    model = AutoregressivePrior(config).to(device).eval()
     params = sum(p.numel() for p in model.parameters())
     rows: dict[str, dict] = {}
 

@@ -38,12 +38,13 @@ def free_port() -> int:
 @contextmanager
 def studio(pipe):
     """The studio over `pipe`, served in this process; -> its URL."""
-    from vq.pipeline.serve import build_app, launch, private_files
+    from vq.pipeline.serve.app import build_app, launch, private_files
+    from vq.pipeline.serve.guard import served_hosts
 
     with private_files() as folder:
-        app = build_app(pipe, folder / "images", max_n=64)
+        app = build_app(pipe, folder, max_n=64)
         try:
-            yield launch(app, "127.0.0.1", free_port())
+            yield launch(app, "127.0.0.1", free_port(), served_hosts("127.0.0.1"))
         finally:
             app.close()
 
@@ -173,7 +174,7 @@ def screenshots(pipe, sketch_pipe, out: Path, image: Path) -> None:
 
 def test_image(path: Path) -> Path:
     """The first Fashion-MNIST test image (an ankle boot), 112 px, as a user would upload it."""
-    from vq.pipeline.data import fashion_mnist_dir, load_fashion_mnist_idx
+    from vq.pipeline.data.idx import fashion_mnist_dir, load_fashion_mnist_idx
 
     boot = load_fashion_mnist_idx(fashion_mnist_dir()).test.images[0][0].numpy()
     Image.fromarray(boot, "L").resize((112, 112), Image.Resampling.NEAREST).save(path)

@@ -40,14 +40,15 @@ def hand_drawn(name: str, size: int = 400) -> Image.Image:
 
 
 def main() -> None:
-    from vq.pipeline.data import to_float
     from vq.pipeline import Pipeline
-    from vq.pipeline.generate import SamplingOptions, generate_images
-    from vq.pipeline.sketch import as_drawing, edge_map, load_drawing
-    from vq.pipeline.data import stored_data_options
-    from vq.pipeline.loader import EvalImages
-    from vq.pipeline.loader import Skipped
-    from vq.pipeline.images import save_grid
+    from vq.pipeline.data.images import to_float
+    from vq.pipeline.data.loader import EvalImages, Skipped
+    from vq.pipeline.data.sources import load_data
+    from vq.pipeline.generate.draw import generate_images
+    from vq.pipeline.generate.images import save_grid
+    from vq.pipeline.sketch.drawings import as_drawing, load_drawing
+    from vq.pipeline.sketch.edges import edge_map
+    from vq.stage2_prior import SamplingOptions
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokenizer", type=Path, default=Path("runs/tokenizer"))
@@ -61,10 +62,10 @@ def main() -> None:
     args = ap.parse_args()
 
     pipe = Pipeline.from_pretrained(args.tokenizer, args.prior, device="cpu")
-    tokenizer, prior, info = pipe.tokenizer, pipe.prior, pipe.tokenizer_info.stored
-    data = stored_data_options(info, args.tokenizer).load()
+    tokenizer, prior, info = pipe.tokenizer, pipe.prior, pipe.tokenizer_info
+    data = load_data(info.data_options())
     test = EvalImages(data.test, None, Skipped()).split
-    size = info["config"]["image_size"]
+    size = info.image_size
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(test), generator=g)[: args.test_rows]
     sources = [to_float(test.images[idx])]
@@ -78,12 +79,12 @@ def main() -> None:
         print(f"{path}: {note}")
         sketches.append(as_drawing(lines))  # a drawing: the flag 1 (read by a flagged prior only)
         small = np.asarray(hand_drawn(name).resize((size, size), Image.Resampling.BOX), np.float32) / 127.5 - 1
-        sources.append(torch.from_numpy(small)[None, None].expand(-1, info["config"]["channels"], -1, -1))
+        sources.append(torch.from_numpy(small)[None, None].expand(-1, info.channels, -1, -1))
     sketches, sources = torch.cat(sketches), torch.cat(sources)
     rows = sketches.shape[0]
     per_row = 8
     samples = generate_images(tokenizer, prior, torch.full((rows * per_row,), -1),
-                              SamplingOptions(cfg=args.guidance, seed=args.seed),
+                              SamplingOptions(guidance=args.guidance, seed=args.seed),
                               sketches.repeat_interleave(per_row, 0))
     channels = samples.shape[1]
     drawn = sketches[:, :1].float().expand(-1, channels, -1, -1) * 2 - 1

@@ -3,12 +3,12 @@ and one export. Variants (`--variants`):
 - `edges`: trained on the edge detector's maps alone (`--sketch-styles edges`, as vq trained
   sketch priors before);
 - `free`: trained on free-hand styles (edges, outlines and simplified sketches, deformed and
-  broken like a hand's; `pipeline.sketch_styles`) without the drawing flag, as the first free
+  broken like a hand's; `pipeline.sketch.styles`) without the drawing flag, as the first free
   runs were (`drawing_flag = false`);
 - `free+flag`: `--sketch-styles free` as new runs train it: 60% of the rows the exact edge map
   (flag 0), the rest free-hand styles (flag 1); drawings are read with the flag 1, test sketches 0.
 The README's `free` row was trained with the first, larger deformations (P_DEFORM 0.8, the ranges
-4/3 of today's); the script trains every variant with today's `pipeline.sketch_styles`.
+4/3 of today's); the script trains every variant with today's `pipeline.sketch.styles`.
 
 Stages (`--stages`, default all):
 - `train`: exports the codes with sketches once (timed), then trains the variants at the same
@@ -16,7 +16,7 @@ Stages (`--stages`, default all):
 - `eval`: for each prior, `vq eval`'s test-sketch figures (edge F1, class accuracy, Fréchet
   distance of samples drawn from n test images' edge maps) and the same images' outlines read as
   drawings (`outline_ceiling`: what a perfect outline drawing gets);
-- `drawings`: the free-hand figures of `pipeline.drawings` on `--drawings` (class seen by the
+- `drawings`: the free-hand figures of `pipeline.evaluate.drawings` on `--drawings` (class seen by the
   judge, inside / coverage of the drawn outline), each drawing read padded to a square (as before
   framing), framed to the export's object box, and (as vq reads them now) framed to its class's
   box when given with it; with the class at the drawing's guidance and at twice it (vq's default
@@ -61,13 +61,14 @@ def save(results: dict, path: Path) -> None:
 
 def fit_one(args) -> None:
     """One prior (the child's work): fit-prior's job, its FitResult written to WORK/VARIANT.json."""
-    from vq.pipeline.prior import PriorJob, fit_prior
+    from vq.pipeline.train.fit_prior import fit_prior
+    from vq.pipeline.train.jobs import FitJob
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    job = PriorJob(tokenizer=args.tokenizer, model="transformer", codes=args.work / "codes", out=args.work / args.fit,
-                   preset="demo", config_file=None, resume=False, force=True,
-                   model_overrides={"condition": "sketch", **VARIANTS[args.fit]},
-                   train_overrides={"steps": args.steps, "seed": args.seed, "workers": 0, "wandb": False})
+    job = FitJob(kind="autoregressive", tokenizer=args.tokenizer, codes=args.work / "codes", out=args.work / args.fit,
+                 preset="demo", config_file=None, resume=False, force=True,
+                 model_overrides={"condition": "sketch", **VARIANTS[args.fit]},
+                 train_overrides={"steps": args.steps, "seed": args.seed, "workers": 0, "wandb": False})
     r = fit_prior(job)
     (args.work / f"{args.fit}.json").write_text(json.dumps(
         {"steps": r.steps, "seconds": r.seconds, "wall_seconds": r.wall_seconds, "metrics": r.metrics,
@@ -77,7 +78,7 @@ def fit_one(args) -> None:
 
 def train(args, results: dict) -> None:
     """The export (timed), then the variants' priors at once, one thread each."""
-    from vq.pipeline.export import export_codes
+    from vq.pipeline.codes.export import export_codes
 
     t0 = time.time()
     export_codes(args.tokenizer, args.work / "codes", sketches=True, workers=0)
@@ -93,12 +94,12 @@ def train(args, results: dict) -> None:
 
 @torch.no_grad()
 def outline_ceiling(pipe, classifier, test, n: int, opts) -> dict:
-    """The best a drawn outline can do: n test images' own outlines (`sketch.outline_map`, what a
+    """The best a drawn outline can do: n test images' own outlines (`sketch.edges.outline_map`, what a
     perfect outline drawing of them would be), read as drawings; per mode (outline alone, outline +
     class), the share of samples the judge sees as the image's class and inside / coverage."""
-    from vq.pipeline.data import to_float
-    from vq.pipeline.drawings import drawn_region, follow_figures
-    from vq.pipeline.sketch import outline_map
+    from vq.pipeline.data.images import to_float
+    from vq.pipeline.evaluate.drawings import drawn_region, follow_figures
+    from vq.pipeline.sketch.edges import outline_map
 
     lines = outline_map(to_float(test.images[:n]))
     labels = torch.as_tensor(test.labels[:n]).long()
@@ -111,26 +112,26 @@ def outline_ceiling(pipe, classifier, test, n: int, opts) -> dict:
 
 def judged_prior(args, style: str):
     """A variant's pipeline, the dataset, its test split and `vq eval`'s judge (trained once, cached)."""
-    from vq.pipeline.classifier import ensure_classifier
-    from vq.pipeline.data import stored_data_options
-    from vq.pipeline.loader import EvalImages, Skipped
-    from vq.pipeline.pipeline import Pipeline
+    from vq.pipeline.data.loader import EvalImages, Skipped
+    from vq.pipeline.data.sources import load_data
+    from vq.pipeline.evaluate.judge import ensure_classifier
+    from vq.pipeline.generate.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(args.tokenizer, args.work / style)
-    data = stored_data_options(pipe.tokenizer_info.stored, args.tokenizer).load()
+    data = load_data(pipe.tokenizer_info.data_options())
     test = EvalImages(data.test, None, Skipped()).split
-    classifier, _ = ensure_classifier(data, test, args.classifier, "cpu", Console(stderr=True))
+    classifier = ensure_classifier(data, test, args.classifier, "cpu", Console(stderr=True))
     return pipe, data, test, classifier.eval()
 
 
 def evaluate(args, results: dict) -> None:
     """Per prior: the test-sketch figures and the perfect-outline ceiling (stage `eval`)."""
-    from vq.pipeline.classifier import predict
-    from vq.pipeline.data import to_float
-    from vq.pipeline.evaluate import sketch_agreement
-    from vq.pipeline.generate import SamplingOptions
+    from vq.pipeline.data.images import to_float
+    from vq.pipeline.evaluate.judge import predict
+    from vq.pipeline.evaluate.tasks import sketch_agreement
+    from vq.stage2_prior import SamplingOptions
 
-    opts = SamplingOptions(cfg=args.guidance, seed=args.seed)
+    opts = SamplingOptions(guidance=args.guidance, seed=args.seed)
     for style in args.variants:
         pipe, data, test, classifier = judged_prior(args, style)
         _, test_feats = predict(classifier, to_float(test.images))
@@ -148,7 +149,7 @@ READINGS = ("padded", "framed", "class_boxes")
 
 
 def evaluate_drawings(args, results: dict) -> None:
-    """Per prior, the free-hand figures of `pipeline.drawings` on `--drawings` (stage `drawings`),
+    """Per prior, the free-hand figures of `pipeline.evaluate.drawings` on `--drawings` (stage `drawings`),
     the drawings read three ways: padded to a square (as before framing), framed to the export's
     object box, and (as vq reads them now) framed to their class's box when given with it. Each
     reading with the class at the drawing's guidance (`sketch_and_class`) and at vq's default for
@@ -156,23 +157,25 @@ def evaluate_drawings(args, results: dict) -> None:
     class's own guidance at each `--class-guidance` (2 and 4 are those two). Priors trained before
     priors recorded class boxes get them from their export here, as the same prior trained today
     would record them (vq itself frames their drawings to the dataset's box)."""
-    from vq.pipeline.drawings import drawing_agreement, read_drawing_set
-    from vq.pipeline.export import sketch_record
-    from vq.pipeline.generate import SamplingOptions
-    from vq.pipeline.sketch import drawing_box
+    from dataclasses import replace
 
-    at_guidance = SamplingOptions(cfg=args.guidance, seed=args.seed, class_cfg=args.guidance)
-    default = SamplingOptions(cfg=args.guidance, seed=args.seed)
+    from vq.pipeline.codes.record import CodeRecord
+    from vq.pipeline.codes.shards import sketch_record
+    from vq.pipeline.evaluate.drawings import drawing_agreement, read_drawing_set
+    from vq.stage2_prior import SamplingOptions
+
+    at_guidance = SamplingOptions(guidance=args.guidance, seed=args.seed, class_guidance=args.guidance)
+    default = SamplingOptions(guidance=args.guidance, seed=args.seed)
     for style in args.variants:
         pipe, data, _, classifier = judged_prior(args, style)
         names, size = data.class_names, pipe.tokenizer_info.image_size
-        record = pipe.prior_info.stored
-        if "class_boxes" not in record["sketch"]:  # trained before priors recorded them: from its export, as a new run
-            meta = json.loads((args.work / "codes" / "meta.json").read_text())
-            record = {**record, "sketch": sketch_record(args.work / "codes", meta)}
-        box = drawing_box(record)
+        sketch = pipe.prior_info.sketch
+        if not sketch.class_boxes:  # trained before priors recorded them: from its export, as a new run
+            codes = args.work / "codes"
+            sketch = replace(sketch, class_boxes=sketch_record(codes, CodeRecord.read(codes)).class_boxes)
+        box = sketch.frame_for()  # the dataset's object box
         row = results.setdefault("eval", {}).setdefault(style, {})
-        for reading, rec in zip(READINGS, (None, {"sketch": {"box": box}}, record)):
+        for reading, rec in zip(READINGS, (None, replace(sketch, class_boxes=()), sketch)):
             drawings = read_drawing_set(args.drawings, names, size, rec)
             b = box if rec else None
             row[f"drawings_{reading}"] = r = drawing_agreement(pipe.tokenizer, pipe.prior, classifier, drawings,
@@ -183,7 +186,7 @@ def evaluate_drawings(args, results: dict) -> None:
             save(results, args.json)
         row["class_guidance"] = {}
         for c in args.class_guidance:  # the class's own guidance on top of the drawing's (`--class-guidance`)
-            o = SamplingOptions(cfg=args.guidance, seed=args.seed, class_cfg=c)
+            o = SamplingOptions(guidance=args.guidance, seed=args.seed, class_guidance=c)
             row["class_guidance"][str(c)] = drawing_agreement(  # `drawings`: the class-box set, read above
                 pipe.tokenizer, pipe.prior, classifier, drawings, args.per_drawing, o, names, box,
                 modes=("sketch_and_class",))["sketch_and_class"]
@@ -196,19 +199,20 @@ def figure(args) -> None:
     import numpy as np
     from PIL import Image
 
-    from vq.pipeline.generate import SamplingOptions, generate_images
-    from vq.pipeline.pipeline import Pipeline
-    from vq.pipeline.sketch import as_drawing, drawing_box, load_drawing
+    from vq.pipeline.generate.draw import generate_images
+    from vq.pipeline.generate.pipeline import Pipeline
+    from vq.pipeline.sketch.drawings import as_drawing, load_drawing
+    from vq.stage2_prior import SamplingOptions
 
     pipes = {style: Pipeline.from_pretrained(args.tokenizer, args.work / style) for style in args.variants}
     first = next(iter(pipes.values()))
-    box = drawing_box(first.prior_info.stored)
+    box = first.prior_info.sketch.frame_for() if first.prior_info.sketch else None  # the dataset's object box
     rows = []
     for path in sorted(args.drawings.glob("*-1.png")) + sorted(args.drawings.glob("*-4.png")):
         lines = load_drawing(path, first.tokenizer_info.image_size, box)[0]
         row = [lines[0, 0].float().numpy() * 2 - 1]
         for pipe in pipes.values():
-            x = generate_images(pipe.tokenizer, pipe.prior, torch.full((3,), -1), SamplingOptions(cfg=args.guidance, seed=args.seed),
+            x = generate_images(pipe.tokenizer, pipe.prior, torch.full((3,), -1), SamplingOptions(guidance=args.guidance, seed=args.seed),
                                 as_drawing(lines).repeat(3, 1, 1, 1))
             row += [im[0].numpy() for im in x]
         rows.append(np.concatenate(row, 1))

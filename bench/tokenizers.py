@@ -8,7 +8,7 @@ data the class accuracy and Fréchet distance of reconstructions of n real train
     python bench/tokenizers.py --data /tmp/crops32 --variants ema-mse ema-both --no-judge
     python bench/tokenizers.py --variants ema-mse@2500     # MSE alone, given both's wall time
 
-Prints a table and writes bench/results/tokenizers_<data>.json (rows appended, keyed by variant).
+Prints a table and writes bench/results/tokenizers_<data>.json, or --json (rows appended, keyed by variant).
 """
 
 import argparse
@@ -60,18 +60,18 @@ def toml(model: dict) -> str:
 def judge_reconstructions(run: Path, per_class: int, classifier_root: Path) -> dict:
     """Class accuracy and Fréchet distance of reconstructions of per_class real train images per
     class, as `vq eval` measures them."""
-    from vq.pipeline.classifier import ensure_classifier, predict
-    from vq.pipeline.data import to_float
-    from vq.pipeline.evaluate import judge, real_images
-    from vq.pipeline.loader import Skipped
-    from vq.pipeline.data import stored_data_options
-    from vq.pipeline.loader import EvalImages
-    from vq.pipeline.tokenizer import load_tokenizer
+    from vq.pipeline.checkpoint import load_model
+    from vq.pipeline.data.images import to_float
+    from vq.pipeline.data.loader import EvalImages, Skipped, real_images
+    from vq.pipeline.data.sources import load_data
+    from vq.pipeline.evaluate.judge import ensure_classifier, judge, predict
+    from vq.pipeline.records import TokenizerRecord
 
-    tokenizer, info = load_tokenizer(run, "cpu")
-    data = stored_data_options(info, run).load()
+    record = TokenizerRecord.read(run)
+    tokenizer = load_model(record, "cpu")
+    data = load_data(record.data_options())
     test = EvalImages(data.test, None, Skipped()).split
-    classifier, _ = ensure_classifier(data, test, classifier_root, "cpu")
+    classifier = ensure_classifier(data, test, classifier_root, "cpu")
     _, test_feats = predict(classifier.eval(), to_float(test.images))
     real = real_images(data.train, per_class, len(data.class_names), 0)
     x, y = to_float(real.images), real.labels
@@ -79,7 +79,7 @@ def judge_reconstructions(run: Path, per_class: int, classifier_root: Path) -> d
         recon = torch.cat([tokenizer.reconstruct(x[i : i + 500]).float() for i in range(0, len(x), 500)]).clamp(-1, 1)
     real_j = judge(classifier, x, y, test_feats, test.labels, data.class_names)
     rec_j = judge(classifier, recon, y, test_feats, test.labels, data.class_names)
-    return {"n": rec_j["n"], "recon_acc": rec_j["acc"], "recon_fd": rec_j["fd"], "real_acc": real_j["acc"], "real_fd": real_j["fd"]}
+    return {"n": rec_j.n, "recon_acc": rec_j.acc, "recon_fd": rec_j.fd, "real_acc": real_j.acc, "real_fd": real_j.fd}
 
 
 def main() -> None:
@@ -91,9 +91,10 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=1000)
     ap.add_argument("--classifier", type=Path, default=ROOT / "runs" / "classifier")
     ap.add_argument("--no-judge", action="store_true", help="unlabelled data: skip accuracy and Fréchet distance")
+    ap.add_argument("--json", type=Path, help="the results file (default: bench/results/tokenizers_<data>.json)")
     args = ap.parse_args()
     tag = Path(args.data).name
-    results_path = ROOT / "bench" / "results" / f"tokenizers_{tag}.json"
+    results_path = args.json or ROOT / "bench" / "results" / f"tokenizers_{tag}.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for name in args.variants:
         out = args.work / tag / name

@@ -78,12 +78,12 @@ def prior_speed(args, procs: int, tokenizer: Path, work: Path) -> dict:
                            "--eval-every", "1000000", "--tokenizer", str(tokenizer), "--codes", str(work / "codes"),
                            "--workers", "0", "--out", str(out), "--force"]
     r = run(cmd, f"fit-prior ({procs} process)", env=threads_env(procs))
-    from vq.pipeline.prior import flops_per_token
-    from vq.stage2_prior import PriorConfig
+    from vq.pipeline.records import PriorRecord
 
-    config = PriorConfig(**json.loads((out / "config.json").read_text())["config"])
+    record = PriorRecord.read(out)
+    per_token = record.kind.flops_per_token(record.config)  # None: a kind that does not know its own
     tokens = summary_value(r["stdout"], "tokens/s")
-    flops = tokens * flops_per_token(config) if tokens else None
+    flops = tokens * per_token if tokens and per_token else None
     return {"tokens_per_s": tokens, "model_tflops": flops / 1e12 if flops else None, "procs": procs,
             "mfu": mfu(flops, args.device), "steps": args.prior_steps}
 
@@ -104,8 +104,8 @@ def warm_page_cache(folder: Path) -> None:
 
 
 def loader_speed(folder: Path, workers: int, batches: int = 150, batch: int = 128) -> dict:
-    from vq.pipeline.data import load_image_data
-    from vq.pipeline.loader import TrainBatches
+    from vq.pipeline.data.loader import TrainBatches
+    from vq.pipeline.data.sources import load_image_data
 
     data = load_image_data(str(folder))
     stream = iter(TrainBatches(data.train, batch_size=batch, seed=0, device=torch.device("cpu"), workers=workers))
@@ -169,7 +169,8 @@ def main() -> None:
     for r in results["tokenizer"]:
         table.add_row("tokenizer training", str(r["procs"]), f"{r['images_per_s']:,.0f} images/s")
     for r in results["prior"]:
-        extra = f", {r['model_tflops'] * 1e3:.1f} GFLOP/s" + (f", MFU {r['mfu']:.1%}" if r["mfu"] is not None else "")
+        extra = (f", {r['model_tflops'] * 1e3:.1f} GFLOP/s" if r["model_tflops"] is not None else "") + (
+            f", MFU {r['mfu']:.1%}" if r["mfu"] is not None else "")
         table.add_row("prior training", str(r["procs"]), f"{r['tokens_per_s']:,.0f} tokens/s{extra}")
     for r in results.get("loader", []):
         table.add_row("DataLoader, 64x64 PNGs", f"{r['workers']} workers", f"{r['images_per_s']:,.0f} images/s")
