@@ -3,6 +3,7 @@ refusals (`friendly`), help read as prose, and the short rich summary a command 
 
 import functools
 import inspect
+import os
 import sys
 
 import typer
@@ -43,6 +44,12 @@ def friendly(fn):
         from vq.pipeline.errors import VQError  # the pipeline's error type (no torch): imported as a command starts
 
         try:
+            if "threads" in kwargs:  # a command that computes: a bad VQ_THREADS is refused before any work
+                from vq.pipeline.threads import ENV, pinned_threads  # loads torch, as the command would
+
+                if kwargs["threads"] is not None:  # --threads N is VQ_THREADS=N for all the command runs
+                    os.environ[ENV] = str(kwargs["threads"])
+                pinned_threads()
             return fn(*args, **kwargs)
         except VQError as e:
             print_error(str(e))

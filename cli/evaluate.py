@@ -7,7 +7,7 @@ import typer
 
 from vq.cli.app import app, err, friendly, print_tables
 from vq.cli.options import (ClassGuidanceOpt, DeviceOpt, GuidanceOpt, PipelineOpt, PriorDirOpt, StepsDecodeOpt, TempOpt,
-                            TokenizerDirOpt, TopKOpt, TopPOpt)
+                            ThreadsOpt, TokenizerDirOpt, TopKOpt, TopPOpt)
 
 SWEEP = [(g, t) for t in (1.0, 0.8) for g in (1.0, 1.5, 2.0, 3.0, 5.0)]
 
@@ -36,6 +36,7 @@ def evaluate(
     fid: bool = typer.Option(False, "--fid/--no-fid", help="Also compute FID and Inception Score the way the field does (torch-fidelity's Inception-v3), samples against the test split; skipped, with how to get the weights, when they cannot be had."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="torch-fidelity's Inception-v3 weights file (weights-inception-2015-12-05-6726825d.pth), for --fid on a machine that cannot download it."),
     device: Optional[str] = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
 ):
     """Measure every stage: reconstruction (MSE, PSNR, SSIM, codebook use), prior NLL, and how
     class-like samples and completions are, judged by a classifier trained on the dataset, beside

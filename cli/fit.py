@@ -11,8 +11,8 @@ from vq.cli.app import app, err, friendly, summary
 from vq.cli.options import (CODES_HELP, TRAIN_FLAGS, BatchOpt, ChannelsOpt, CompileOpt, ConfigOpt, DataOpt, DeterministicOpt,
                             DeviceOpt, EpochsOpt, EvalEveryOpt, ForceOpt, ImageColOpt, ImageSizeOpt, LabelColOpt, LimitOpt,
                             LogEveryOpt, LrOpt, PrecisionOpt, PresetOpt, PrintConfigOpt, ResumeOpt, SaveEveryOpt, SeedOpt,
-                            SkipNonfiniteOpt, StepsOpt, StreamingOpt, StrictOpt, TimeBudgetOpt, TokenizerDirOpt, WandbOpt,
-                            WorkersOpt, check, conditions, library_choice, prior_kinds, quantizers, sketch_styles,
+                            SkipNonfiniteOpt, StepsOpt, StreamingOpt, StrictOpt, ThreadsOpt, TimeBudgetOpt, TokenizerDirOpt,
+                            WandbOpt, WorkersOpt, check, conditions, library_choice, prior_kinds, quantizers, sketch_styles,
                             tokenizer_kinds)
 
 
@@ -36,6 +36,7 @@ def fit_tokenizer(
     out: Path = typer.Option(Path("runs/tokenizer"), "--out", "-o", help="Run directory to write."),
     config: Optional[Path] = ConfigOpt,
     device: Optional[str] = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
     batch_size: Optional[int] = BatchOpt,
     workers: Optional[int] = WorkersOpt,
     epochs: Optional[float] = EpochsOpt,
@@ -101,6 +102,7 @@ def export_codes(
     tokenizer: Path = TokenizerDirOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=CODES_HELP),
     device: Optional[str] = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
     batch_size: int = typer.Option(500, "--batch-size", min=1, help="Images encoded at once, per process."),
     workers: Optional[int] = WorkersOpt,
     force: bool = typer.Option(False, "--force", help="Re-export even if OUT holds codes (of any tokenizer)."),
@@ -131,6 +133,7 @@ def fit_prior(
     preset: str = PresetOpt,
     config: Optional[Path] = ConfigOpt,
     device: Optional[str] = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
     batch_size: Optional[int] = BatchOpt,
     epochs: Optional[float] = EpochsOpt,
     steps: Optional[int] = StepsOpt,

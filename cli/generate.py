@@ -8,7 +8,7 @@ import typer
 
 from vq.cli.app import app, err, friendly, summary
 from vq.cli.options import (ClassGuidanceOpt, DeviceOpt, GuidanceOpt, KeepOpt, PipelineOpt, PriorDirOpt, SampleSeedOpt,
-                            StepsDecodeOpt, TempOpt, TokenizerDirOpt, TopKOpt, TopPOpt)
+                            StepsDecodeOpt, TempOpt, ThreadsOpt, TokenizerDirOpt, TopKOpt, TopPOpt)
 
 
 @app.command("sample")
@@ -29,6 +29,7 @@ def sample(
     pipeline: Optional[str] = PipelineOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: a new runs/samples/NNN)."),
     device: Optional[str] = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite same-named files in --out."),
 ):
     """Sample new images: prior -> decoder for a VQ-VAE, the latent prior for a VAE or conditional
@@ -68,6 +69,7 @@ def complete(
     pipeline: Optional[str] = PipelineOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: a new runs/completions/NNN)."),
     device: Optional[str] = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite same-named files in --out."),
 ):
     """Keep part of an image and let the prior invent the rest, N ways. Writes completion_<i>.png,

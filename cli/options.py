@@ -94,6 +94,7 @@ LimitOpt = typer.Option(None, "--limit", min=1, help="Use only the first N image
 PresetOpt = typer.Option("demo", "--preset", "-p", help="The kind's size preset: demo (minutes on a laptop CPU) or full (one GPU). Both are sized for 28 px images (demo: 7x7 codes, full: 14x14); other sizes keep the preset's --downsample.")
 ConfigOpt = typer.Option(None, "--config", help="TOML or JSON file with \\[model] and \\[train] tables; flags override it.")
 DeviceOpt = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:N or mps.")
+ThreadsOpt = typer.Option(None, "--threads", min=1, max=4096, help="CPU threads for torch (also VQ_THREADS). Default: chosen by vq: the cores this process may use, less its DataLoader workers and the cores other work keeps busy, followed while training; one thread for a few images. Pin it when running several things at once, or for bit-identical reruns.")
 BatchOpt = typer.Option(None, "--batch-size", "-b", min=1, help="Global batch size: under torchrun each of N processes takes batch-size / N.")
 WorkersOpt = typer.Option(None, "--workers", min=0, help="DataLoader processes that decode images, per training process (default: from the CPU count).")
 SaveEveryOpt = typer.Option(None, "--save-every", help="Save the whole training state every N steps (500) or every so often (10m, the default), so a killed run (kill -9, a lost node) resumes with --resume losing at most that much.")

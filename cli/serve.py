@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 
 from vq.cli.app import app, console, err, friendly
-from vq.cli.options import DeviceOpt, PipelineOpt, PriorDirOpt, RevisionOpt, TokenizerDirOpt
+from vq.cli.options import DeviceOpt, PipelineOpt, PriorDirOpt, RevisionOpt, ThreadsOpt, TokenizerDirOpt
 
 
 @app.command("serve")
@@ -21,6 +21,7 @@ def serve(
     max_n: int = typer.Option(64, "--max-n", min=1, max=1024, help="Most images one request may ask for of each class (or completions of one image)."),
     allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", help="Another host name the page may be opened under (a proxy's, or this machine's name on the network); repeat for more. Requests to any other name are refused (against DNS rebinding)."),
     device: Optional[str] = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
 ):
     """Open the web studio in a browser: sample by class, draw a sketch (for a sketch prior), paint
     the region of an image to redraw, and see what is loaded. Each action is also an API endpoint
@@ -28,6 +29,9 @@ def serve(
     from vq.pipeline.serve.app import serve as run
 
     def ready(url: str) -> None:
+        from vq.pipeline.threads import Threads  # loaded with the models by now
+
+        err.print(Threads().generation_line(), highlight=False)
         err.print(f"vq studio on {url} (Ctrl-C to stop)", highlight=False)
 
     run(tokenizer, prior, pipeline=pipeline, revision=revision, host=host, port=port, device=device or "auto", max_n=max_n,

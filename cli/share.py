@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from vq.cli.app import app, err, friendly, summary
-from vq.cli.options import DeviceOpt, PriorDirOpt, TokenizerDirOpt
+from vq.cli.options import DeviceOpt, PriorDirOpt, ThreadsOpt, TokenizerDirOpt
 
 
 @app.command("save")
@@ -19,6 +19,7 @@ def save(
     name: Optional[str] = typer.Option(None, "--name", help="The Hub id it will have (user/name), for the model card's examples; default: the folder's name."),
     license: str = typer.Option("mit", "--license", help="The license the model card declares (a Hub license id)."),
     device: Optional[str] = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
     force: bool = typer.Option(False, "--force", help="Replace the pipeline OUT holds (never a folder holding anything else)."),
 ):
     """Save two runs as one pipeline folder to share: tokenizer/ and prior/ (config.json +

@@ -16,7 +16,7 @@ The rooms, each a package whose docstring says what lives there and what it may 
 Beside them, the modules every room may import: `errors`, `files` (atomic writes, limited
 reads, locks), `configs` (typed layered configs), `kinds` (the stages' registries),
 `records` (a run's config.json, typed), `checkpoint` (a model on disk), `device`, `distributed`,
-`metrics`. Imports run one way: cli -> pipeline -> {stage1_vqvae, stage2_prior}."""
+`metrics`, `threads` (how many compute threads a process runs on). Imports run one way: cli -> pipeline -> {stage1_vqvae, stage2_prior}."""
 
 __all__ = ["Pipeline", "VQError", "image_grid"]
 

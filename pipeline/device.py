@@ -1,6 +1,7 @@
 """Where models run: the device a name asks for (checked, with one-line refusals), bf16 autocast
 where it pays, and the seed that decides initial weights. Every job and the `Pipeline` use these."""
 
+import os
 from contextlib import nullcontext
 
 import torch
@@ -29,6 +30,20 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise VQError(f"unsupported device '{name}' (use auto, cpu, cuda, cuda:N or mps)")
     return dist.local_device(device) if device.index is None else device
+
+
+def training_device(name: str, deterministic: bool) -> torch.device:
+    """The device a training run asks for, set up for training: TF32 for fp32 matmuls on CUDA
+    (outside the quantizer, which switches it off for itself); with `deterministic`, deterministic
+    kernels only."""
+    device = resolve_device(name)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' condition for determinism
+        torch.use_deterministic_algorithms(True)
+    return device
 
 
 PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 on CUDA, else fp32

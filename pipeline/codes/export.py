@@ -26,12 +26,13 @@ from vq.pipeline.codes.shards import (SHARD_SIZE, code_dtype, detect_shard, enco
                                       shard_name)
 from vq.pipeline.data.loader import Skipped, default_workers
 from vq.pipeline.data.sources import load_data
-from vq.pipeline.data.splits import StreamImages
+from vq.pipeline.data.splits import Split, StreamImages
 from vq.pipeline.device import resolve_device
 from vq.pipeline.errors import VQError
 from vq.pipeline.files import run_lock, stored_path
 from vq.pipeline.records import TokenizerRecord
 from vq.pipeline.sketch.edges import OUTLINE_VERSION, SKETCH_DETECTOR
+from vq.pipeline.threads import Threads
 
 
 @dataclass
@@ -71,12 +72,16 @@ def export_codes(tokenizer_dir: Path, out: Path | None = None, *, device: str = 
     if data.class_names != list(tok.class_names):
         raise VQError(f"the dataset's classes changed since {tokenizer_dir} was trained")
     shards = {name: [shard_name(name, i) for i in range(max(1, -(-len(getattr(data, name)) // SHARD_SIZE)))] for name in SPLITS}
+    workers = default_workers() if workers is None else workers
+    lazy = not all(isinstance(getattr(data, name), Split) for name in SPLITS)  # only lazy data starts workers
+    started = Threads(workers if lazy else 0, follow=False).start()
+    if dist.is_main():
+        console.print(started)
     if dist.is_main():
         start_folder(out, tok, force, plan)
     dist.barrier()
     with run_lock(out) if dist.is_main() else nullcontext():
-        skipped = encode_all(out, model, data, shards, plan.sketches, dev, batch_size,
-                             default_workers() if workers is None else workers, console)
+        skipped = encode_all(out, model, data, shards, plan.sketches, dev, batch_size, workers, console)
         if dist.is_main():
             finish(out, tok, model, shards, plan.sketches, skipped, console)
     dist.barrier()

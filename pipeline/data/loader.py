@@ -150,6 +150,11 @@ class TrainBatches:
         self.split = split
 
     @property
+    def workers_started(self) -> int:
+        """The DataLoader processes this starts: none for data held in memory."""
+        return 0 if self.memory is not None else self.workers
+
+    @property
     def epoch_size(self) -> int | None:
         """Steps per epoch, or None for a stream of unknown length."""
         if self.stream is not None:

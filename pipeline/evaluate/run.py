@@ -33,6 +33,7 @@ from vq.pipeline.generate.pipeline import Pipeline
 from vq.pipeline.metrics import accuracy
 from vq.pipeline.share import folder
 from vq.pipeline.sketch.drawings import check_detector
+from vq.pipeline.threads import Threads
 from vq.pipeline.train.scores import evaluate_tokenizer
 from vq.stage2_prior import SamplingOptions
 
@@ -83,6 +84,7 @@ def evaluate_run(job: EvalJob, console: Console | None = None) -> tuple[EvalRepo
             raise VQError(f"{what} {path} is a {'folder' if what == '--out' else 'file'}; give a "
                           f"{'file name for eval.json' if what == '--out' else 'folder'}")
     subject = load_subject(job, options)
+    console.print(Threads(follow=False).start())
     report = measure(job, subject, replace(options, settings=check_options(options, subject.pipe.prior).settings),
                      weights, console)
     report.seconds = time.time() - t0

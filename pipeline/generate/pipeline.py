@@ -12,6 +12,7 @@ static buffers belong to the model, so two threads may share one Pipeline."""
 
 import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from vq.pipeline.generate.options import check_numbers, fresh_seed
 from vq.pipeline.generate.plans import CompletionRequest, SampleRequest, class_index, plan_completion, plan_samples, records
 from vq.pipeline.records import PriorRecord, TokenizerRecord
 from vq.pipeline.share import folder
+from vq.pipeline.threads import Threads
 from vq.pipeline.sketch.drawings import as_drawing
 from vq.stage1_vqvae import Tokenizer
 from vq.stage2_prior import Prior, SamplingOptions
@@ -96,6 +98,7 @@ class Pipeline:
         self.prior, self.prior_info = (prior.eval() if prior is not None else None), prior_info
         self.last_seed: int | None = None  # the seed of the last call, given or drawn, to repeat it
         self._lock = threading.RLock()
+        self._threads = Threads()  # each call's compute threads (`threads`)
 
     @classmethod
     def from_pretrained(cls, tokenizer: str | Path, prior: str | Path | None = None, *, revision: str | None = None,
@@ -213,7 +216,7 @@ class Pipeline:
     def run_samples(self, request: SampleRequest) -> Samples:
         labels = request.labels
         sketches = as_drawing(request.sketch).repeat_interleave(request.n, 0) if request.sketch is not None else None
-        with self._lock:
+        with self._busy(labels.shape[0]):
             images = generate_images(self.tokenizer, self.prior, labels, request.options, sketches)
             self.last_seed = request.options.seed
         return Samples(to_uint8(images).cpu(), labels, request.options.seed, request.sketch, request.sketch_note)
@@ -221,7 +224,7 @@ class Pipeline:
     @torch.no_grad()
     def run_completion(self, request: CompletionRequest) -> Completions:
         x = request.image.to(self.device)
-        with self._lock:
+        with self._busy(request.n):
             codes = self.tokenizer.encode_indices(x)
             known = self.tokenizer.known_codes(request.pixel_mask).to(self.device)
             drawn = complete_codes(self.prior, to_prior(self.prior, codes), to_prior(self.prior, known[None])[0], request.label,
@@ -233,6 +236,12 @@ class Pipeline:
         note = request.note + ("" if known.any() else "; no code lies mostly inside the kept region, so the whole image is drawn")
         return Completions(to_uint8(images).cpu(), to_uint8(x).cpu(), to_uint8(x * cells).cpu(), drawn.cpu(), known.cpu(),
                            request.options.seed, note)
+
+    @contextmanager
+    def _busy(self, images: int):
+        """One computation at a time on this pipeline, on the threads chosen for `images` images."""
+        with self._lock, self._threads.for_images(images):
+            yield
 
     # --- codes -------------------------------------------------------------------------------
 
@@ -247,7 +256,7 @@ class Pipeline:
         (b, h, w) int64 codes, on the CPU."""
         self._needs_codes("encode")
         x = read_images(images, self.channels, self.image_size).to(self.device)
-        with self._lock:
+        with self._busy(x.shape[0]):
             return self.tokenizer.encode_indices(x).cpu()
 
     @torch.no_grad()
@@ -262,7 +271,7 @@ class Pipeline:
                           f"({', '.join(map(str, shape))}), got {given}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
             raise VQError(f"codes must lie in [0, {self.codebook_size}), got {int(codes.min())}..{int(codes.max())}")
-        with self._lock:
+        with self._busy(codes.shape[0]):
             images = decode_codes(self.tokenizer, codes.long().to(self.device))
         return output(to_uint8(images).cpu(), output_type)
 
@@ -279,6 +288,6 @@ class Pipeline:
             if len(items) != x.shape[0]:
                 raise VQError(f"{len(items)} classes for {x.shape[0]} images; give one class, or one per image")
             labels = torch.tensor([class_index(c, self.class_names) for c in items], device=self.device)
-        with self._lock:
+        with self._busy(x.shape[0]):
             recon = self.tokenizer.reconstruct(x, labels)
         return output(to_uint8(recon).cpu(), output_type)

@@ -29,9 +29,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vq.pipeline import distributed as dist
 from vq.pipeline.configs import to_dict
 from vq.pipeline.data.loader import Skipped, TrainBatches, default_workers
-from vq.pipeline.device import autocast_context, resolve_device
+from vq.pipeline.device import autocast_context, training_device
 from vq.pipeline.errors import Interrupted, VQError
 from vq.pipeline.files import STATE_FILE
+from vq.pipeline.threads import Threads
 from vq.pipeline.train.config import (MEASURE_FROM, MEASURE_TO, Schedule, TrainConfig, clip, fit_budget, make_optimizers,
                                       parse_duration, save_interval, total_steps)
 from vq.pipeline.train.state import MetricsLog, TrainState, stop_signals
@@ -112,15 +113,9 @@ class Trainer:
         self.main = dist.is_main()
         self.run_dir = Path(run_dir)
         self.state_path = self.run_dir / STATE_FILE
-        self.device = resolve_device(cfg.device)
+        self.device = training_device(cfg.device, cfg.deterministic)
         dist.setup(self.device)
         self.ctx = autocast_context(self.device, cfg.precision)
-        if self.device.type == "cuda":  # TF32 for fp32 matmuls outside the quantizer, which switches it off for itself
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        if cfg.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' condition for determinism
-            torch.use_deterministic_algorithms(True)
         self.budget = parse_duration(cfg.time_budget) if cfg.time_budget else None
         self.skipped = skipped or Skipped()
 
@@ -135,6 +130,10 @@ class Trainer:
                                  workers=default_workers() if cfg.workers is None else cfg.workers,
                                  start=self.step, skipped=self.skipped)
         self.schedule = self._make_schedule(saved_total, keep_schedule)
+        self.threads = Threads(self.data.workers_started, follow=not cfg.deterministic)
+        started = self.threads.start()
+        if self.main:
+            self.console.print(started)
         self.scheds = [torch.optim.lr_scheduler.LambdaLR(opt, self.schedule, last_epoch=self.step - 1)
                        for opt in self.optimizers.values()]
         if resume and self.main:
@@ -171,6 +170,8 @@ class Trainer:
                 while self.step < self.schedule.total:
                     out = self._train_step(self.prepare(next(batches), self.device))
                     self.progress.update(self.task, advance=1)
+                    if (changed := self.threads.follow()) and self.main:
+                        self.progress.console.print(changed)
                     self._time_the_steps()
                     if self._read_due():
                         self._read_loss(out.metrics)
