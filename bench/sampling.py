@@ -1,5 +1,5 @@
 """Sampling speed: our KV-cached loop (`sample_codes`), the static-shape fast path
-(`sample_codes_fast`: eager, CUDA graphs, torch.compile) and x-transformers'
+(`sample_codes_fast`: eager, fused (the CPU's default), CUDA graphs, torch.compile) and x-transformers'
 `AutoregressiveWrapper.generate` with and without its KV cache, each with and without guidance
 where it has it, on the same randomly initialised prior and batch (speed does not depend on the
 weights). Prints a table of images per second per code geometry; `--json FILE` also writes the
@@ -12,6 +12,7 @@ compiling the step. `--interleave` times in rounds of one call of each method, s
 load changes during the run slows every method alike.
 
     python bench/sampling.py                                  # demo prior, 7x7 codes, this CPU
+    python bench/sampling.py --batch 1 8 64 256 --threads 1 --interleave
     python bench/sampling.py --geometry 7x7 14x14 --kv-heads 1
     python bench/sampling.py --preset full --geometry 7x7 14x14 --device cuda --dtype bf16 --batch 1024
 """
@@ -40,12 +41,13 @@ PRESET_GEOMETRY = {"demo": "7x7", "full": "14x14"}
 METHODS = {
     "plain": "vq sample_codes (KV cache)",
     "fast": "vq sample_codes_fast, eager",
+    "fused": "vq sample_codes_fast, fused",
     "graph": "vq sample_codes_fast, CUDA graphs",
     "compile": "vq sample_codes_fast, torch.compile",
     "generate": "x-transformers generate(cache_kv=True)",
     "uncached": "x-transformers generate(cache_kv=False)",
 }
-DEFAULT_METHODS = {"cpu": ["plain", "fast", "generate", "uncached"], "cuda": ["plain", "fast", "graph", "compile"]}
+DEFAULT_METHODS = {"cpu": ["plain", "fast", "fused", "generate", "uncached"], "cuda": ["plain", "fast", "graph", "compile"]}
 
 
 def geometry(spec: str) -> tuple[int, int]:
@@ -79,7 +81,7 @@ def make_runs(args, model: AutoregressivePrior, device: torch.device) -> dict[st
             name = METHODS[method] + (f" + guidance {cfg:g}" if cfg != 1.0 else "")
             if method == "plain":
                 runs[name] = cfg, lambda cfg=cfg: sample_codes(model, labels, guidance=cfg, top_k=args.top_k, generator=gen())
-            elif method in ("fast", "graph", "compile"):
+            elif method in ("fast", "fused", "graph", "compile"):
                 mode = "eager" if method == "fast" else method
                 runs[name] = cfg, lambda cfg=cfg, mode=mode: sample_codes_fast(model, labels, guidance=cfg, top_k=args.top_k,
                                                                                generator=gen(), compile=mode)
@@ -141,7 +143,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), help="default: plain fast generate uncached on a CPU, "
                     "plain fast graph compile on CUDA")
     ap.add_argument("--guidance", type=float, default=1.5, help="the guided rows' scale")
-    ap.add_argument("--batch", type=int, default=64, help="images per call (guided: twice the rows)")
+    ap.add_argument("--batch", type=int, nargs="+", default=[64], help="images per call (guided: twice the rows); "
+                    "several: a table each")
     ap.add_argument("--top-k", type=int, default=32, help="same top-k filter for every method")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--interleave", action="store_true", help="time in rounds of one run of each method (a machine "
@@ -182,20 +185,22 @@ def main() -> None:
                 json.dump(results, f, indent=2)
 
     console = Console(width=None if sys.stdout.isatty() else 150)
-    for spec in args.geometry:
+    batches = args.batch
+    for spec, args.batch in [(spec, batch) for spec in args.geometry for batch in batches]:
         bench_geometry(args, spec, device, ctx, record)
         rows = results["rows"][setting(spec)]
         params = next(iter(rows.values()))["params"]
         table = Table(title=f"sampling {setting(spec)}, {params / 1e6:.1f}M parameters, {where}, median of {args.repeats}")
-        for col, justify in (("method", "left"), ("images/s", "right"), ("vs sample_codes", "right"), ("first call, s", "right")):
+        for col, justify in (("method", "left"), ("ms / call", "right"), ("images/s", "right"), ("vs sample_codes", "right"),
+                             ("first call, s", "right")):
             table.add_column(col, justify=justify)
         for name, row in rows.items():
             if "error" in row or "images_per_s" not in row:
-                table.add_row(name, "-", "-", row.get("error", "not timed")[:60])
+                table.add_row(name, "-", "-", "-", row.get("error", "not timed")[:60])
                 continue
             plain = next((r for n, r in rows.items() if n.startswith(METHODS["plain"]) and r["guidance"] == row["guidance"]), {})
             ratio = f"{row['images_per_s'] / plain['images_per_s']:.2f}x" if plain.get("images_per_s") else "-"
-            table.add_row(name, f"{row['images_per_s']:,.1f}", ratio, f"{row['warmup_s']:.2f}")
+            table.add_row(name, f"{row['seconds'] * 1000:,.1f}", f"{row['images_per_s']:,.1f}", ratio, f"{row['warmup_s']:.2f}")
         console.print(table)
 
 

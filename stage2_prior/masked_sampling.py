@@ -187,5 +187,6 @@ def sample_masked_fast(model, labels: torch.Tensor | None = None, *, compile: bo
     "compile" / True (torch.compile; CUDA graphs on CUDA), False (eager). Under "auto", a GPU on
     which recording CUDA graphs fails samples without them. Returns (b, h, w) int64 codes in [0, k)."""
     mode = resolve_mode(compile, next(model.parameters()).device)
+    mode = "eager" if mode == "fused" else mode  # the folded decoder is the autoregressive prior's: here it is the forward
     make = lambda model, rows, context: ready_step(model, rows, context, mode, compile == "auto")  # noqa: E731
     return sample_masked(model, labels, stepper=make, **kwargs)

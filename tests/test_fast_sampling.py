@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from vq.stage2_prior import AutoregressivePrior, PriorConfig, sample_codes
-from vq.stage2_prior.fast import SPAN, StaticDecoder, resolve_mode, round_up, sample_codes_fast, stepper_for
+from vq.stage2_prior.fast import SPAN, StaticDecoder, probed, resolve_mode, round_up, sample_codes_fast, stepper_for
+from vq.stage2_prior.fused import FusedDecoder, Unsupported
 
 K = 16
 
@@ -118,9 +119,63 @@ def test_decoders_are_kept_per_batch_and_renewed_with_the_weights():
     assert torch.equal(sample_codes_fast(model, torch.tensor([0, 1, 2, 0]), temperature=0), before)
 
 
+@pytest.mark.parametrize("kind", list(PRIORS))
+def test_fused_decoder_draws_the_same_codes_as_the_plain_loop(kind):
+    """The CPU's default path (folded weights, complex rotary, grouped heads) on every prior
+    layout: the same codes as `sample_codes`, guided and not, with a filter and with known codes."""
+    model = PRIORS[kind]()
+    labels = torch.tensor([0, 1, 2, -1] * 3)
+    known = torch.randint(0, K, (12, model.config.height, model.config.width), generator=torch.Generator().manual_seed(2))
+    mask = torch.rand(known.shape, generator=torch.Generator().manual_seed(3)) < 0.3
+    for kw in (dict(guidance=1.0), dict(guidance=2.5, top_k=6), dict(guidance=1.5, known=known, known_mask=mask)):
+        kw["sketch"] = sketches(model, 12)
+        plain = sample_codes(model, labels, generator=torch.Generator().manual_seed(11), **kw)
+        fused = sample_codes_fast(model, labels, compile="fused", generator=torch.Generator().manual_seed(11), **kw)
+        assert torch.equal(fused, plain)
+        rows = 12 * (2 if kw["guidance"] != 1.0 else 1)
+        assert stepper_for(model, rows, "fused").mode == "fused"  # folded, not a silent fallback
+    with torch.no_grad():  # and its logits are the teacher-forced pass's
+        tokens = torch.cat([model.class_tokens(labels, 12, "cpu"), known.flatten(1)], 1)
+        dec = FusedDecoder(model, 12)
+        dec.set_context(model.context(sketches(model, 12), 12))
+        steps = torch.stack([dec.step(tokens[:, t], t) for t in range(model.config.seq_len)], 1)
+        torch.testing.assert_close(steps, model.logits(known, labels, sketches(model, 12)), atol=1e-5, rtol=1e-4)
+
+
+def test_fused_decoder_refuses_what_it_does_not_fold():
+    model = tiny_prior()
+    with torch.no_grad():
+        broken = FusedDecoder(model, 2)
+        broken.layers[0][1].mul_(1.01)  # folded weights that no longer give the prior's logits
+        with pytest.raises(Unsupported, match="differ"):
+            probed(broken, model)
+    model.net.attn_layers.layers[0][1].qk_norm = True  # a layout it does not fold: the eager step runs it
+    with pytest.raises(Unsupported):
+        FusedDecoder(model, 2)
+    assert stepper_for(model, 2, "fused").mode == "eager"
+    double = tiny_prior().to(torch.float64)  # float64 weights: eager, the same draws
+    labels = torch.tensor([0, 1, 2])
+    assert torch.equal(sample_codes_fast(double, labels, generator=torch.Generator().manual_seed(1)),
+                       sample_codes(double, labels, generator=torch.Generator().manual_seed(1)))
+    assert stepper_for(double, 3, "fused").mode == "eager"
+
+
+def test_fused_decoder_follows_weights_changed_in_place():
+    """Its weights are folded copies: a prior trained in place (an optimizer step, a state dict
+    loaded) gets a new decoder, so samples follow the current weights."""
+    model = tiny_prior()
+    labels = torch.tensor([0, 1, 2, -1])
+    first = stepper_for(model, 4, "fused")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    assert stepper_for(model, 4, "fused") is not first
+    assert torch.equal(sample_codes_fast(model, labels, temperature=0), sample_codes(model, labels, temperature=0))
+
+
 def test_modes():
     cpu = torch.device("cpu")
-    assert resolve_mode("auto", cpu) == "eager" and resolve_mode(False, cpu) == "eager"
+    assert resolve_mode("auto", cpu) == "fused" and resolve_mode(False, cpu) == "eager"
     assert resolve_mode("auto", torch.device("cuda")) == "graph" and resolve_mode(True, cpu) == "compile"
     with pytest.raises(ValueError):
         resolve_mode("fastest", cpu)
