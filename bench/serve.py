@@ -149,6 +149,13 @@ def screenshots(pipe, sketch_pipe, out: Path, image: Path) -> None:
             page = open_page(browser, url)
             pick_class(page, "sample", "every class")
             generate(page, "sample", 100, out, n=10)
+            narrow = browser.new_page(viewport={"width": 400, "height": 900})  # a phone's width
+            narrow.goto(url)
+            narrow.wait_for_selector("#sample-go", timeout=60_000)
+            pick_class(narrow, "sample", "every class")
+            generate(narrow, "sample", 100, out, n=10)
+            (out / "serve_sample.png").rename(out / "serve_sample_400px.png")
+            page.screenshot(path=out / "serve_sample.png", full_page=True)
 
             page.get_by_role("tab", name="Complete").click()
             page.set_input_files("#complete-upload input[type=file]", image)

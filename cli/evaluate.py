@@ -32,7 +32,7 @@ def evaluate(
     steps: Optional[int] = StepsDecodeOpt,
     sweep: bool = typer.Option(False, "--sweep", help="Also sweep guidance 1, 1.5, 2, 3, 5 at temperatures 1.0 and 0.8."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval.json (default: in the prior's run, or the tokenizer's; beside a saved pipeline's parts; runs/eval/USER--NAME.json for a Hub id)."),
-    classifier: Path = typer.Option(Path("runs/classifier"), "--classifier", help="Cache of evaluation classifiers."),
+    classifier: Optional[Path] = typer.Option(None, "--classifier", help="Cache of evaluation classifiers (default: $VQ_CACHE/classifier, else ~/.cache/vq/classifier, shared by every directory)."),
     fid: bool = typer.Option(False, "--fid/--no-fid", help="Also compute FID and Inception Score the way the field does (torch-fidelity's Inception-v3), samples against the test split; skipped, with how to get the weights, when they cannot be had."),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="torch-fidelity's Inception-v3 weights file (weights-inception-2015-12-05-6726825d.pth), for --fid on a machine that cannot download it."),
     device: Optional[str] = DeviceOpt,

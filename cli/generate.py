@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from vq.cli.app import app, err, friendly, summary
 from vq.cli.options import (ClassGuidanceOpt, DeviceOpt, GuidanceOpt, KeepOpt, PipelineOpt, PriorDirOpt, SampleSeedOpt,
@@ -44,6 +45,8 @@ def sample(
     if written.note:
         err.print(f"{sketch}: {written.note}", highlight=False)
     err.print(f"seed {written.seed} (repeat with --seed {written.seed})", highlight=False)
+    for line in written.warnings:
+        err.print(f"[yellow]note: {escape(line)}[/yellow]", highlight=False)
     summary(f"samples -> {written.out}", {"images": written.images, "classes": ", ".join(written.classes),
                                           "seed": written.seed, "grid": written.grid})
 
@@ -54,7 +57,7 @@ def complete(
     image: Path = typer.Argument(..., help="A PNG or JPEG of any mode and size."),
     keep: str = KeepOpt,
     fraction: float = typer.Option(0.5, "--fraction", help="Share of the image that --keep keeps, strictly between 0 and 1."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Mask image, white = keep (instead of --keep)."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Mask image, white = keep (instead of --keep): the image's shape at any size (a 28x28 mask serves a 112x112 image)."),
     class_: Optional[str] = typer.Option(None, "--class", "-c", help="Class to complete as (default: unconditional)."),
     n: int = typer.Option(8, "--completions", "-n", help="Completions to make of the input image."),
     candidates: int = typer.Option(8, "--candidates", help="Draws per completion, ranked by the prior, when known codes follow unknown ones (1 to 256)."),
@@ -64,6 +67,7 @@ def complete(
     top_p: Optional[float] = TopPOpt,
     seed: Optional[int] = SampleSeedOpt,
     steps: Optional[int] = StepsDecodeOpt,
+    paste: bool = typer.Option(True, "--paste/--no-paste", help="Show the kept region as the image's own pixels, with a soft seam (--no-paste: as the tokenizer redraws them from their codes)."),
     tokenizer: Path = TokenizerDirOpt,
     prior: Path = PriorDirOpt,
     pipeline: Optional[str] = PipelineOpt,
@@ -79,8 +83,11 @@ def complete(
 
     written = complete_to_folder(image, tokenizer, prior, keep=keep, fraction=fraction, mask_path=mask, class_value=class_,
                                  n=n, options=call_options(guidance, temperature, top_k, top_p, seed, steps),
-                                 candidates=candidates, out=out, device=device or "auto", force=force, pipeline=pipeline)
+                                 candidates=candidates, out=out, device=device or "auto", force=force, pipeline=pipeline,
+                                 paste=paste)
     err.print(f"image: {image} converted {written.note}", highlight=False)
     err.print(f"seed {written.seed} (repeat with --seed {written.seed})", highlight=False)
+    for line in written.warnings:
+        err.print(f"[yellow]note: {escape(line)}[/yellow]", highlight=False)
     summary(f"completions -> {written.out}", {"completions": written.images, "known codes": f"{written.known_codes}/{written.codes}",
                                               "seed": written.seed, "grid": written.grid})

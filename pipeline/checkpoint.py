@@ -6,6 +6,7 @@ lists, be of a size vq makes (parameters, and the memory one image takes: the ki
 `image_memory`); then the weights must be finite. Nothing a user hands in is ever unpickled."""
 
 import hashlib
+import json
 import stat
 from dataclasses import replace
 from pathlib import Path
@@ -89,3 +90,31 @@ def load_model(record: RunRecord, device: str | torch.device = "cpu") -> torch.n
         raise VQError(f"{record.run_dir}/{WEIGHTS} holds weights that are not finite (NaN or inf) in {bad}")
     model.load_state_dict(state, strict=True)  # `check_size` matched every key and shape
     return model.to(device).eval()
+
+
+MAX_STATE_HEADER = 4 * 2**20  # a training state's header (its structure as JSON) is far smaller
+
+
+def unfinished_training(run_dir: Path) -> tuple[int, int | None] | None:
+    """(step, total steps or None) of a run whose training stopped before its last step (Ctrl-C,
+    a kill, a crash after a periodic save), read from its training state's header alone; None when
+    its training finished, when it has no training state (a saved pipeline) or when the state is
+    older than the mark (it cannot tell). Reads at most MAX_STATE_HEADER bytes of a regular file."""
+    from vq.pipeline.files import STATE_FILE
+
+    path = Path(run_dir) / STATE_FILE
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size <= MAX_STATE_HEADER:
+                return None
+            meta = json.loads(f.read(size)).get("__metadata__", {})
+        tree = json.loads(meta.get("vq", "{}")).get("tree", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    step, total = tree.get("step"), tree.get("total")
+    if tree.get("finished") is not False or not isinstance(step, int):
+        return None
+    return step, total if isinstance(total, int) else None

@@ -6,6 +6,14 @@ own: autoregressive (a transformer, KV-cached sampling) and masked (MaskGIT). Th
 Imports: torch, einops, x-transformers and this package only (never stage 1, the pipeline or the
 command line): a prior depends on exported code maps alone."""
 
+import warnings
+
+with warnings.catch_warnings():
+    # x-transformers decorates a helper with torch.jit.script when it is imported, which this torch
+    # deprecates: a FutureWarning on every `import vq.pipeline` that no vq user can act on.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    import x_transformers  # noqa: F401
+
 from vq.stage2_prior.autoregressive import AutoregressivePrior
 from vq.stage2_prior.base import PRIORS, HeldOut, NoSettings, Prior, PriorOutput, SamplingOptions, prior_kind, register_prior
 from vq.stage2_prior.config import PriorConfig

@@ -55,6 +55,7 @@ def layer_options(c: PriorConfig) -> dict:
         dim=c.dim, depth=c.depth, heads=c.heads, attn_dim_head=c.dim // c.heads,
         attn_dropout=c.dropout, ff_dropout=c.dropout, ff_mult=c.ff_mult,
         attn_flash=True,  # F.scaled_dot_product_attention: flash / memory-efficient kernels on GPUs
+        verbose=False,  # no advice printed for language models at every load (a small prior's rotary dimensions)
         cross_attend="sketch" in c.conditions,
         **({"attn_kv_heads": c.kv_heads} if c.kv_heads not in (None, c.heads) else {}),
     )

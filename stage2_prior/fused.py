@@ -142,7 +142,7 @@ class FusedDecoder:
         return ("a", (w * g).t().contiguous(), out)
 
     def _buffers(self, device) -> None:
-        r, h, kv, d, n, D = self.rows, self.h, self.kv, self.d, self.slots, self.D
+        r, h, kv, d, n = self.rows, self.h, self.kv, self.d, self.slots
         g = h // kv
         # Per attention layer, the projections' buffer, and its queries and keys as complex pairs
         # (r, heads, d / 2) and values (r, kv, d).

@@ -5,6 +5,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# vq eval's judges go to a per-user cache by default (~/.cache/vq): the suite's to one of its own.
+os.environ.setdefault("VQ_CACHE", __import__("tempfile").mkdtemp(prefix="vq-test-cache-"))
 # One compute thread per process, here and in every `vq` the tests start (they inherit this
 # environment): the suite's models are tiny, and on a 2-core machine shared with a DataLoader
 # worker, a server or another job, a second OpenMP/OpenBLAS thread's spin-waits cost far more

@@ -91,6 +91,45 @@ def test_completion_keeps_the_known_codes(pipe):
 
 
 @needs_fashion_mnist
+def test_completion_shows_the_kept_pixels_as_given(pipe):
+    """Pasted back with a soft seam inside the kept region (default), never outside it; --no-paste
+    shows what the tokenizer redraws from the known codes (what `vq eval` judges)."""
+    image = np.asarray(pipe.sample("sneaker", n=1, seed=3)[0]).copy()
+    image[::3, ::2] = 255 - image[::3, ::2]  # fine detail a 7x7 code grid cannot keep
+    keep = np.zeros((28, 28), bool)
+    keep[:, 14:] = True
+    pasted = pipe.complete(image, mask=keep, n=2, seed=4, output_type="pt")[:, 0].numpy()
+    redrawn = pipe.complete(image, mask=keep, n=2, seed=4, paste=False, output_type="pt")[:, 0].numpy()
+    assert (pasted[:, :, 16:] == image[:, 16:]).all()  # a seam's width (1 pixel at 28) inside: the user's pixels
+    assert not (redrawn[:, :, 16:] == image[:, 16:]).all()
+    assert (pasted[:, :, :14] == redrawn[:, :, :14]).all()  # outside the kept region: untouched
+    seam = pasted[:, :, 14:16].astype(int)
+    low, high = np.minimum(redrawn[:, :, 14:16], image[:, 14:16]), np.maximum(redrawn[:, :, 14:16], image[:, 14:16])
+    assert ((seam >= low.astype(int) - 1) & (seam <= high.astype(int) + 1)).all()  # a blend of the two
+
+
+@needs_fashion_mnist
+def test_a_prior_whose_training_stopped_early_is_said_so(chain, pipe, tmp_path):
+    """The CLI, `vq eval` and the studio's Model tab read `training_notes`; finished runs have none."""
+    import shutil
+    from dataclasses import replace
+
+    from vq.pipeline.files import STATE_FILE
+    from vq.pipeline.train.state import TrainState
+    from vq.stage2_prior import AutoregressivePrior
+
+    assert pipe.training_notes == []
+    stopped = tmp_path / "stopped-prior"
+    shutil.copytree(chain / "prior", stopped, symlinks=True)
+    state = TrainState.load(stopped / STATE_FILE, AutoregressivePrior)
+    replace(state, step=5, finished=False).save(stopped / STATE_FILE, AutoregressivePrior)  # as a Ctrl-C at step 5 leaves it
+    notes = Pipeline.from_pretrained(chain / "tokenizer", stopped, device="cpu").training_notes
+    assert len(notes) == 1 and "stopped-prior stopped at step 5 of 10" in notes[0] and "--resume" in notes[0]
+    r = vq("sample", "--tokenizer", chain / "tokenizer", "--prior", stopped, "-c", "bag", "-n", "1", "--out", tmp_path / "s")
+    assert r.returncode == 0 and "note: the prior stopped-prior stopped at step 5 of 10" in r.stderr, r.stderr
+
+
+@needs_fashion_mnist
 def test_bad_input_is_one_line(chain, pipe, tmp_path):
     assert "unknown class 'dog'; valid classes: T-shirt/top" in refusal(pipe.sample, "dog")
     assert "class index 10 is out of range" in refusal(pipe.sample, 10)

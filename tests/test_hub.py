@@ -45,7 +45,9 @@ def test_a_saved_pipeline_is_a_shareable_folder(chain, saved):
 
     files = sorted(str(p.relative_to(saved)) for p in saved.rglob("*") if p.is_file())
     assert files == ["README.md", "model_index.json", "prior/config.json", "prior/model.safetensors", "samples.png",
-                     "tokenizer/config.json", "tokenizer/model.safetensors"]  # never a training state
+                     "tokenizer/config.json", "tokenizer/model.safetensors",
+                     "tokenizer/reconstructions.png"]  # never a training state; the reconstructions for the Model tab
+    assert (saved / "tokenizer/reconstructions.png").read_bytes() == (chain / "tokenizer/reconstructions.png").read_bytes()
     for part in ("tokenizer", "prior"):
         assert (saved / part / "model.safetensors").read_bytes() == (chain / part / "model.safetensors").read_bytes()
         config = json.loads((saved / part / "config.json").read_text())

@@ -82,7 +82,7 @@ def test_transparency_is_composited_over_black(tmp_path):
     opaque = Image.new("RGBA", (2, 2), (255, 255, 255, 255))
     opaque.save(tmp_path / "opaque.png")
     x, note = read_image(tmp_path / "opaque.png", 1, 2)
-    assert (x == 1).all() and note == "RGBA 2x2 -> L 2x2"
+    assert (x == 1).all() and note == "2x2 colour with transparency -> 2x2 grey"
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -93,7 +93,7 @@ def test_exif_orientation_is_applied(tmp_path):
     img.save(tmp_path / "turned.png", exif=exif)
     x, note = read_image(tmp_path / "turned.png", 1, 10)
     assert (x[0, 0, :5] == 1).all() and (x[0, 0, 5:] == -1).all()
-    assert note == "L 20x10 -> L 10x10, EXIF orientation 6 applied"
+    assert note == "20x10 grey -> 10x10 grey, EXIF orientation 6 applied"
     assert upright_size(tmp_path / "turned.png") == (10, 20)
 
 
@@ -101,7 +101,7 @@ def test_a_large_jpeg_is_decoded_in_draft(tmp_path):
     Image.new("RGB", (4000, 3000), (200, 10, 10)).save(tmp_path / "big.jpg")
     assert decode(open_image(tmp_path / "big.jpg"), 3, 28).size == (500, 375)  # 1/8 scale, still >= 28
     x, note = read_image(tmp_path / "big.jpg", 3, 28)
-    assert x.shape == (1, 3, 28, 28) and note.startswith("RGB 4000x3000 -> RGB 28x28")
+    assert x.shape == (1, 3, 28, 28) and note.startswith("4000x3000 colour -> 28x28 colour")
     assert abs(float(x[0, 0].mean()) - (200 / 127.5 - 1)) < 0.05
 
 
@@ -152,14 +152,39 @@ def test_mask_checks(tmp_path):
     good = _mask(tmp_path / "good.png", (30, 20), 0, (0, 0, 30, 10))  # top half white: keep it
     m = keep_mask(good, 8, 0.5, image)
     assert m[:4].all() and not m[4:].any()
-    message = refusal(keep_mask, _mask(tmp_path / "small.png", (15, 10), 0, (0, 0, 15, 5)), 8, 0.5, image)
-    assert "small.png" in message and "15x10" in message and "30x20" in message
+    small = _mask(tmp_path / "small.png", (15, 10), 0, (0, 0, 15, 5))  # the image's shape at half the size: scaled
+    assert torch.equal(keep_mask(small, 8, 0.5, image), m)
+    message = refusal(keep_mask, _mask(tmp_path / "square.png", (20, 20), 0, (0, 0, 20, 10)), 8, 0.5, image)
+    assert "square.png" in message and "20x20" in message and "30x20" in message and "shape" in message
     message = refusal(keep_mask, _mask(tmp_path / "black.png", (30, 20), 0), 8, 0.5, image)
     assert "black.png" in message and "keeps nothing" in message and "vq sample" in message
     message = refusal(keep_mask, _mask(tmp_path / "white.png", (30, 20), 255), 8, 0.5, image)
     assert "white.png" in message and "nothing to complete" in message
     assert "keeps nothing" in refusal(keep_mask, "top", 28, 0.01)
     assert "fraction" in refusal(keep_mask, "top", 28, 1.0)
+
+
+def test_one_mask_rule_for_files_pillow_images_and_arrays(tmp_path):
+    """A mask has its image's shape at any size, whatever form either comes in; another shape is
+    refused (never stretched), the same from files, Pillow images, arrays and tensors."""
+    image_file = tmp_path / "img.png"
+    Image.new("L", (112, 112), 128).save(image_file)
+    forms = {"file": image_file, "pil": Image.open(image_file), "array": np.full((112, 112), 128, np.uint8),
+             "tensor": torch.zeros(1, 112, 112)}
+    top = np.zeros((28, 28), bool)
+    top[:14] = True
+    tall = np.zeros((28, 20), bool)
+    tall[:14] = True
+    masks = {"file": _mask(tmp_path / "m.png", (28, 28), 0, (0, 0, 28, 14)), "pil": Image.fromarray(top.astype(np.uint8) * 255),
+             "array": top, "tensor": torch.from_numpy(top)}
+    tall_masks = {"file": _mask(tmp_path / "tall.png", (20, 28), 0, (0, 0, 20, 14)), "pil": Image.fromarray(tall.astype(np.uint8) * 255),
+                  "array": tall, "tensor": torch.from_numpy(tall)}
+    for image in forms.values():
+        for name in masks:
+            m = keep_mask(masks[name], 8, 0.5, image)  # a 28x28 mask serves a 112x112 image
+            assert m[:4].all() and not m[4:].any(), name
+            message = refusal(keep_mask, tall_masks[name], 8, 0.5, image)
+            assert "20x28" in message and "112x112" in message and "shape" in message, (name, message)
 
 
 def test_complete_refuses_a_bad_mask_before_loading_any_model(tmp_path, monkeypatch):

@@ -99,7 +99,7 @@ def test_complete_an_rgba_image_of_another_size(chain, tmp_path):
     r = vq("complete", tmp_path / "shirt.png", "--tokenizer", chain / "tokenizer", "--prior", chain / "prior",
            "-n", "3", "--class", "shirt", "--keep", "left", "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr
-    assert "RGBA 90x60 -> L 28x28" in r.stderr
+    assert "90x60 colour with transparency -> 28x28 grey" in r.stderr
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert names == {"completion_0.png", "completion_1.png", "completion_2.png", "masked.png", "grid.png"}
     assert Image.open(tmp_path / "out" / "grid.png").size[0] > 5 * 28

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from vq.pipeline.codes.maps import codes_of_run, load_codes
 from vq.pipeline.data.images import to_float
@@ -24,7 +25,7 @@ from vq.pipeline.device import resolve_device
 from vq.pipeline.errors import VQError
 from vq.pipeline.evaluate.drawings import drawing_agreement, read_drawing_set
 from vq.pipeline.evaluate.fid import inception_weights
-from vq.pipeline.evaluate.judge import ensure_classifier, judge, predict
+from vq.pipeline.evaluate.judge import classifier_cache, ensure_classifier, judge, predict
 from vq.pipeline.evaluate.report import REPORT, EvalReport
 from vq.pipeline.evaluate.tasks import completion_accuracy, inception_fid, prior_figure, sketch_agreement
 from vq.pipeline.generate.draw import generate_images
@@ -55,7 +56,7 @@ class EvalJob:
     drawings: Path | None = None
     drawing_samples: int = 8
     device: str = "auto"
-    classifier_root: Path = Path("runs/classifier")
+    classifier_root: Path | None = None  # the judges' cache (None: `judge.classifier_cache()`)
     out: Path | None = None
 
 
@@ -85,6 +86,8 @@ def evaluate_run(job: EvalJob, console: Console | None = None) -> tuple[EvalRepo
                           f"{'file name for eval.json' if what == '--out' else 'folder'}")
     subject = load_subject(job, options)
     console.print(Threads(follow=False).start())
+    for line in subject.pipe.training_notes:
+        console.print(f"[yellow]note: {escape(line)}[/yellow]", highlight=False)
     report = measure(job, subject, replace(options, settings=check_options(options, subject.pipe.prior).settings),
                      weights, console)
     report.seconds = time.time() - t0
@@ -156,7 +159,7 @@ def measure(job: EvalJob, subject: Subject, options: SamplingOptions, weights: P
     report = EvalReport(
         tokenizer_model=pipe.tokenizer_info.kind.name, dataset=data.describe(), tokenizer_dir=str(subject.tokenizer_dir),
         sampling={**{k: v for k, v in asdict(options).items() if v is not None and v != {}}, "per_class": job.per_class},
-        classifier={"test_acc": accuracy(test_pred, test.labels), "dir": str(job.classifier_root)},
+        classifier={"test_acc": accuracy(test_pred, test.labels), "dir": str(job.classifier_root or classifier_cache())},
         tokenizer=evaluate_tokenizer(tokenizer, test), real_train=judged(real, real_labels).to_json(),
         reconstructions=judged(recon, real_labels).to_json(),
         samples={**judged(samples, labels if conditional else None).to_json(), "seconds": time.time() - ts}, device=str(dev))

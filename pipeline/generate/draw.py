@@ -8,6 +8,7 @@ shape (`Tokenizer.code_shape`, any rank): codes are reshaped between the two her
 Shape legend: b - images, C H W - an image, h w - the prior's code grid."""
 
 import torch
+import torch.nn.functional as F
 
 from vq.pipeline.checkpoint import MAX_IMAGE_BYTES
 from vq.stage2_prior import SamplingOptions
@@ -35,14 +36,17 @@ def to_prior(prior, codes: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def generate_images(tokenizer, prior, labels: torch.Tensor, options: SamplingOptions,
-                    sketches: torch.Tensor | None = None) -> torch.Tensor:
+                    sketches: torch.Tensor | None = None, progress=None) -> torch.Tensor:
     """(b,) labels (and for a sketch prior, (b, c, S, S) sketches: the lines, and for drawings the
-    drawing flag) -> (b, C, H, W) images in [-1, 1], in chunks, from one seeded generator."""
+    drawing flag) -> (b, C, H, W) images in [-1, 1], in chunks, from one seeded generator.
+    progress: called with (images done, images) before the first chunk and after each."""
     device = next(tokenizer.parameters()).device
     g = torch.Generator(device=device).manual_seed(options.seed)
     out = []
     chunk = chunk_size(tokenizer, prior)
     for i in range(0, labels.shape[0], chunk):
+        if progress is not None:
+            progress(i, labels.shape[0])
         y = labels[i : i + chunk].to(device)
         if prior is not None:
             sk = sketches[i : i + chunk].to(device) if sketches is not None else None
@@ -86,6 +90,19 @@ def complete_codes(prior, codes: torch.Tensor, mask: torch.Tensor, label: int | 
     scores = torch.cat([prior.score(drawn[i : i + chunk], labels[i : i + chunk], kmask[i : i + chunk])
                         for i in range(0, draws, chunk)])
     return drawn[scores.topk(n).indices.sort().values]
+
+
+def paste_known(images: torch.Tensor, original: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The user's own pixels pasted back over the kept region of completions, as inpainting tools
+    do: images (b, C, H, W) and original (1, C, H, W) in [-1, 1], keep (H, W) bool. A soft seam:
+    the weight of the original is 1 a seam's width inside the region and falls to 0 at its edge,
+    so no pixel outside the region is touched. The seam is 1 pixel per 28 of the image (4 at 112)."""
+    r = max(1, round(keep.shape[-1] / 28))
+    k = 2 * r + 1
+    kept = keep[None, None].to(images.dtype)
+    inner = 1 - F.max_pool2d(1 - kept, k, stride=1, padding=r)  # the region less a seam's width
+    weight = F.avg_pool2d(inner, k, stride=1, padding=r, count_include_pad=False).to(images.device)
+    return images * (1 - weight) + original.to(images.device) * weight
 
 
 @torch.no_grad()

@@ -55,6 +55,7 @@ class Written:
     note: str | None = None  # how the sketch or the image was read
     known_codes: int | None = None  # a completion's codes kept from the image ...
     codes: int | None = None  # ... of its codes
+    warnings: list[str] = field(default_factory=list)  # `Pipeline.training_notes`: runs whose training stopped early
 
 
 def sample_to_folder(tokenizer_dir: Path, prior_dir: Path, class_value: str | None, n: int, options: SamplingOptions,
@@ -72,13 +73,15 @@ def sample_to_folder(tokenizer_dir: Path, prior_dir: Path, class_value: str | No
     stems = [file_stem(names[c]) if c >= 0 else "sketch" if sketched else "sample" for c in request.groups]
     files = [f"{stem}_{i}.png" for stem in stems for i in range(n)] + ["grid.png"] + (["sketch.png"] if sketched else [])
     out = new_output_dir(out, Path("runs/samples"), files, force)
-    samples = Pipeline.from_pretrained(tokenizer_dir, prior_dir if prior is not None else None, device=device).run_samples(request)
+    pipe = Pipeline.from_pretrained(tokenizer_dir, prior_dir if prior is not None else None, device=device)
+    samples = pipe.run_samples(request)
     images = to_float(samples.images)
     out.mkdir(parents=True, exist_ok=True)
     for img, name in zip(samples.images, files):
         save_png(img, out / name)
     nrow = n if len(request.groups) > 1 else max(1, math.ceil(math.sqrt(n)))
-    result = Written(out, out / "grid.png", len(images), request.options.seed, [names[c] if c >= 0 else "-" for c in request.groups])
+    result = Written(out, out / "grid.png", len(images), request.options.seed, [names[c] if c >= 0 else "-" for c in request.groups],
+                     warnings=pipe.training_notes)
     if sketched:
         drawn = samples.sketch.float().expand(-1, images.shape[1], -1, -1) * 2 - 1  # white lines on black
         save_png(drawn[0], out / "sketch.png")
@@ -92,21 +95,23 @@ def sample_to_folder(tokenizer_dir: Path, prior_dir: Path, class_value: str | No
 def complete_to_folder(image: Path, tokenizer_dir: Path, prior_dir: Path, *, keep: str = "top", fraction: float = 0.5,
                        mask_path: Path | None = None, class_value: str | None = None, n: int = 8,
                        options: SamplingOptions, candidates: int = 8, out: Path | None = None, device: str = "auto",
-                       force: bool = False, pipeline: str | None = None) -> Written:
+                       force: bool = False, pipeline: str | None = None, paste: bool = True) -> Written:
     """`vq complete`: completion_<i>.png, masked.png (what the prior is given) and grid.png
-    (original | masked | completions)."""
+    (original | masked | completions); `paste`: the kept pixels as given (`Pipeline.complete`)."""
     n = whole(n, "n", 1, MAX_IMAGES)  # before any file is read
     tokenizer_dir, prior_dir = run_dirs(tokenizer_dir, prior_dir, pipeline)
     tok, prior = records(tokenizer_dir, prior_dir)
     request = plan_completion(tok, prior, image, mask_path if mask_path is not None else keep, fraction=fraction, n=n,
-                              classes=class_value, options=options, candidates=candidates)
+                              classes=class_value, options=options, candidates=candidates, paste=paste)
     files = [f"completion_{i}.png" for i in range(n)] + ["grid.png", "masked.png"]
     out = new_output_dir(out, Path("runs/completions"), files, force)
-    done = Pipeline.from_pretrained(tokenizer_dir, prior_dir, device=device).run_completion(request)
+    pipe = Pipeline.from_pretrained(tokenizer_dir, prior_dir, device=device)
+    done = pipe.run_completion(request)
     out.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(done.images):
         save_png(img, out / f"completion_{i}.png")
     save_png(done.masked[0], out / "masked.png")
     row = torch.cat([done.original, done.masked, done.images])
     save_grid(to_float(row), out / "grid.png", nrow=row.shape[0])
-    return Written(out, out / "grid.png", n, done.seed, note=done.note, known_codes=done.known_codes, codes=done.codes)
+    return Written(out, out / "grid.png", n, done.seed, note=done.note, known_codes=done.known_codes, codes=done.codes,
+                   warnings=pipe.training_notes)

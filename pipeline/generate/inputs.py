@@ -19,6 +19,14 @@ from vq.pipeline.sketch.drawings import load_drawing
 SIDES = ("top", "bottom", "left", "right")
 
 
+# Pillow's image modes in words, for the notes people read ("a 112x112 grey image").
+MODE_WORDS = {"1": "black and white", "L": "grey", "LA": "grey with transparency", "La": "grey with transparency",
+              "P": "palette", "PA": "palette with transparency", "RGB": "colour", "RGBA": "colour with transparency",
+              "RGBa": "colour with transparency", "CMYK": "CMYK colour", "YCbCr": "colour", "LAB": "Lab colour",
+              "HSV": "HSV colour", "I": "32-bit grey", "F": "floating-point grey", "I;16": "16-bit grey",
+              "I;16B": "16-bit grey", "I;16L": "16-bit grey", "I;16N": "16-bit grey"}
+
+
 def is_pil(x) -> bool:
     from PIL import Image
 
@@ -70,7 +78,7 @@ def read_image(image, channels: int, size: int, what: str = "image") -> tuple[to
         mode, (w, h) = img.mode, img.size
         with reading(what):
             arr = pil_to_array(img, channels, size, notes)
-    note = f"{mode} {w}x{h} -> {'L' if channels == 1 else 'RGB'} {size}x{size}" + "".join(f", {n}" for n in notes)
+    note = f"{w}x{h} {MODE_WORDS.get(mode, mode)} -> {size}x{size} {'grey' if channels == 1 else 'colour'}" + "".join(f", {n}" for n in notes)
     return to_float(torch.from_numpy(arr)[None]), note
 
 
@@ -89,11 +97,41 @@ def read_images(images, channels: int, size: int) -> torch.Tensor:
     return torch.cat([read_image(x, channels, size, f"image {i}")[0] for i, x in enumerate(images)])
 
 
+def picture_size(x) -> tuple[int, int] | None:
+    """(width, height) of an image a user gave, as shown (a file after its EXIF orientation, a
+    Pillow image, an (H, W[, C]) array, a (C, H, W) or (1, C, H, W) tensor); None when unknown."""
+    if isinstance(x, (str, Path)):
+        return upright_size(x)
+    if is_pil(x):
+        return x.size
+    shape = tuple(getattr(x, "shape", ()))
+    if isinstance(x, torch.Tensor):
+        shape = shape[1:] if len(shape) == 4 and shape[0] == 1 else shape
+        return (shape[2], shape[1]) if len(shape) == 3 and shape[0] in (1, 3, 4) else (shape[1], shape[0]) if len(shape) == 2 else None
+    return (shape[1], shape[0]) if len(shape) in (2, 3) else None
+
+
+def same_shape(mask, image) -> None:
+    """The mask rule, whatever form the two come in: a mask has its image's shape at any size
+    (it is scaled to the model's grid: a 28x28 mask serves a 112x112 image), within a pixel of
+    rounding; another shape would stretch it over parts it was not drawn on, so it is refused."""
+    if image is None:
+        return
+    mask_size, image_size = picture_size(mask), picture_size(image)
+    if mask_size is None or image_size is None:
+        return
+    (mw, mh), (iw, ih) = mask_size, image_size
+    if abs(mw * ih / iw - mh) > 1 and abs(mh * iw / ih - mw) > 1:
+        named = lambda x, size: f"{x} ({size[0]}x{size[1]})" if isinstance(x, (str, Path)) else f"{size[0]}x{size[1]}"  # noqa: E731
+        raise VQError(f"the mask is {named(mask, mask_size)} but the image is {named(image, image_size)}: a mask must have "
+                      "the image's shape (any size: it is scaled); draw it over the image (white = keep)")
+
+
 def keep_mask(mask, size: int, fraction: float = 0.5, image=None) -> torch.Tensor:
     """Pixel mask (size, size) bool, True = keep: `mask` is a side ("top", "bottom", "left",
-    "right") that keeps `fraction` of the image, or a mask image (file, Pillow image, or array of
-    any size, bool True or white = keep; transparency counts as black). A mask file given with
-    an image file must have its size. A mask that keeps nothing or everything is refused."""
+    "right") that keeps `fraction` of the image, or a mask image (file, Pillow image, or array,
+    bool True or white = keep; transparency counts as black) of the image's shape at any size
+    (`same_shape`). A mask that keeps nothing or everything is refused."""
     if isinstance(mask, str) and not Path(mask).suffix:
         if mask not in SIDES:
             raise VQError(f"unknown mask side '{mask}'; use top, bottom, left or right, or a mask image (white = keep)")
@@ -106,10 +144,7 @@ def keep_mask(mask, size: int, fraction: float = 0.5, image=None) -> torch.Tenso
         m[rows_or_cols[mask]] = True
         what = f"--keep {mask} --fraction {fraction} of a {size}x{size} image"
     else:
-        if isinstance(mask, (str, Path)) and isinstance(image, (str, Path)) and upright_size(mask) != upright_size(image):
-            (mw, mh), (iw, ih) = upright_size(mask), upright_size(image)
-            raise VQError(f"mask {mask} is {mw}x{mh} but image {image} is {iw}x{ih}; "
-                          "draw the mask at the image's size (white = keep)")
+        same_shape(mask, image)
         pixels, _ = read_image(mask, 1, size, "mask")
         m = pixels[0, 0] > 0
         what = f"mask {mask}" if isinstance(mask, (str, Path)) else "mask"

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from vq.pipeline.checkpoint import load_model
+from vq.pipeline.checkpoint import load_model, unfinished_training
 from vq.pipeline.data.images import to_uint8
 from vq.pipeline.device import resolve_device
 from vq.pipeline.errors import VQError
 from vq.pipeline.evaluate.report import EvalReport
-from vq.pipeline.generate.draw import complete_codes, decode_codes, generate_images, to_prior, to_tokenizer
+from vq.pipeline.generate.draw import complete_codes, decode_codes, generate_images, paste_known, to_prior, to_tokenizer
 from vq.pipeline.generate.images import image_grid
 from vq.pipeline.generate.inputs import read_images
 from vq.pipeline.generate.options import check_numbers, fresh_seed
@@ -181,6 +181,20 @@ class Pipeline:
     def device(self) -> torch.device:
         return next(self.tokenizer.parameters()).device
 
+    @property
+    def training_notes(self) -> list[str]:
+        """A line for each loaded run whose training stopped before its last step (its weights
+        are those of its last evaluation); [] when both finished, or for a saved pipeline."""
+        notes = []
+        for what, record in (("tokenizer", self.tokenizer_info), ("prior", self.prior_info)):
+            stopped = unfinished_training(record.run_dir) if record is not None else None
+            if stopped:
+                planned = record.train.get("steps") if not (record.train.get("epochs") or record.train.get("time_budget")) else None
+                total = stopped[1] or planned
+                notes.append(f"the {what} {record.run_dir.name} stopped at step {stopped[0]:,}" + (f" of {total:,}" if total else "")
+                             + f" before its training ended; continue it with `vq fit-{what} ... --resume`")
+        return notes
+
     # --- generation --------------------------------------------------------------------------
 
     def sample(self, classes=None, n: int = 1, *, sketch=None, guidance: float = 2.0, temperature: float = 1.0,
@@ -203,21 +217,25 @@ class Pipeline:
 
     def complete(self, image, mask="top", *, fraction: float = 0.5, n: int = 1, classes=None, seed: int | None = None,
                  guidance: float = 2.0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 candidates: int = 8, steps: int | None = None, settings: dict | None = None, output_type: str = "pil"):
+                 candidates: int = 8, steps: int | None = None, settings: dict | None = None, paste: bool = True,
+                 output_type: str = "pil"):
         """n completions of `image` (file, Pillow image or array): `mask` keeps `fraction` of it on
-        one side ("top", "bottom", "left", "right"), or is a mask image or bool array of any size
-        (white / True = keep); the prior draws the rest, as `classes` (one class, or None)."""
+        one side ("top", "bottom", "left", "right"), or is a mask image or bool array of the
+        image's shape at any size (white / True = keep); the prior draws the rest, as `classes`
+        (one class, or None). paste: the kept region shows the image's own pixels (a soft seam at
+        its edge), not the tokenizer's redrawing of them."""
         options = call_options(guidance, temperature, top_k, top_p, seed, steps, settings)
         request = plan_completion(self.tokenizer_info, self.prior_info, image, mask, fraction=fraction, n=n,
-                                  classes=classes, options=options, candidates=candidates)
+                                  classes=classes, options=options, candidates=candidates, paste=paste)
         return output(self.run_completion(request).images, output_type)
 
     @torch.no_grad()
-    def run_samples(self, request: SampleRequest) -> Samples:
+    def run_samples(self, request: SampleRequest, progress=None) -> Samples:
+        """progress: called with (images done, images) as chunks of them are drawn (the studio's count)."""
         labels = request.labels
         sketches = as_drawing(request.sketch).repeat_interleave(request.n, 0) if request.sketch is not None else None
         with self._busy(labels.shape[0]):
-            images = generate_images(self.tokenizer, self.prior, labels, request.options, sketches)
+            images = generate_images(self.tokenizer, self.prior, labels, request.options, sketches, progress)
             self.last_seed = request.options.seed
         return Samples(to_uint8(images).cpu(), labels, request.options.seed, request.sketch, request.sketch_note)
 
@@ -231,6 +249,8 @@ class Pipeline:
                                    request.n, request.options, request.candidates)
             drawn = to_tokenizer(self.tokenizer, drawn)
             images = decode_codes(self.tokenizer, drawn)
+            if request.paste:
+                images = paste_known(images, x, request.pixel_mask)
             self.last_seed = request.options.seed
         cells = self.tokenizer.known_pixels(known, x.shape[-2:])
         note = request.note + ("" if known.any() else "; no code lies mostly inside the kept region, so the whole image is drawn")

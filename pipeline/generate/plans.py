@@ -46,6 +46,7 @@ class CompletionRequest:
     options: SamplingOptions
     candidates: int
     note: str  # how the image was converted
+    paste: bool = True  # the kept pixels as given (`draw.paste_known`), not as the tokenizer redraws them
 
 
 def records(tokenizer_dir: Path | str, prior_dir: Path | str | None) -> tuple[TokenizerRecord, PriorRecord | None]:
@@ -135,9 +136,11 @@ def plan_samples(tokenizer: TokenizerRecord, prior: PriorRecord | None, classes=
 
 
 def plan_completion(tokenizer: TokenizerRecord, prior: PriorRecord | None, image, mask="top", *, fraction: float = 0.5,
-                    n: int = 1, classes=None, options: SamplingOptions, candidates: int = 8) -> CompletionRequest:
+                    n: int = 1, classes=None, options: SamplingOptions, candidates: int = 8,
+                    paste: bool = True) -> CompletionRequest:
     """Check and read a completion call: the image (file, Pillow image or array), the mask (a side
-    with `fraction`, or a mask image: white / True = keep) and at most one class."""
+    with `fraction`, or a mask image of the image's shape at any size: white / True = keep) and at
+    most one class. paste: the kept pixels shown as given (`draw.paste_known`)."""
     options = check_options(options, prior.kind if prior else None)
     n = whole(n, "n", 1, MAX_IMAGES)
     candidates = whole(candidates, "candidates", 1, MAX_CANDIDATES)
@@ -150,4 +153,4 @@ def plan_completion(tokenizer: TokenizerRecord, prior: PriorRecord | None, image
     label = class_index(items[0], list(tokenizer.class_names)) if items else None
     x, note = read_image(image, tokenizer.channels, tokenizer.image_size)
     pixels = keep_mask(mask, tokenizer.image_size, fraction, image)
-    return CompletionRequest(x, pixels, label, n, options, candidates, note)
+    return CompletionRequest(x, pixels, label, n, options, candidates, note, bool(paste))

@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from vq.pipeline.errors import VQError
+from vq.pipeline.generate.folders import file_stem
 from vq.pipeline.generate.pipeline import Pipeline
 from vq.pipeline.serve.api import api_endpoints
 from vq.pipeline.serve.guard import RequestGuard, served_hosts
@@ -28,10 +29,51 @@ CSS = """
 .vq-pixels img, .vq-pixels canvas { image-rendering: pixelated; }
 .vq-big img { width: 100%; height: 100%; object-fit: contain; }
 #sketch-read img { padding-top: 28px; box-sizing: border-box; }  /* clear of the label: the lines reach the top */
-div.vq-gallery .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(32px, 1fr));
-  grid-template-rows: none; grid-auto-rows: auto; gap: 6px; }
-div.vq-gallery .grid-wrap { max-height: 820px; height: auto; }
+div.vq-gallery .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(0, 160px));
+  grid-template-rows: none; grid-auto-rows: auto; gap: 6px; }  /* shrinks to any width: no column runs off */
+div.vq-gallery .grid-wrap { max-height: 820px; height: auto; min-height: 0; }
+div.vq-gallery .caption-label { white-space: normal; overflow: visible; max-width: 100%; font-size: 11px;
+  line-height: 1.15; padding: 1px 3px; }  /* a row's class, whole, wrapped within its first image */
 """
+EXAMPLES = 3  # images the Complete tab offers to try: the pipeline's own samples, drawn at start-up
+
+
+def landing(pipe: Pipeline) -> str:
+    """What the page is and what each tab does, as the models loaded allow."""
+    prior = pipe.prior_info
+    what = (f"a **{pipe.tokenizer_info.kind.name}** tokenizer ({'x'.join(map(str, pipe.code_shape))} codes of "
+            f"{pipe.codebook_size}) and a **{prior.kind.name}** prior over them" if prior else
+            f"a **{pipe.tokenizer_info.kind.name}** and its latent prior")
+    colour = "grey" if pipe.channels == 1 else "colour"
+    lines = [f"## vq studio\nImages drawn by {what}: {pipe.image_size} px {colour}, "
+             f"{len(pipe.class_names)} classes. The same seed gives the same images, here, in `vq sample` and in the API.",
+             "- **Sample**: pick a class, or every class for a row each, and Generate."]
+    if "sketch" in pipe.conditions:
+        lines.append("- **Sketch**: draw an outline; the prior fills it in (give a class too, to say what it is).")
+    elif prior is not None:
+        lines.append("- *No Sketch tab*: this prior reads no drawings (train one with `vq fit-prior --condition sketch`).")
+    if prior is not None:
+        lines.append("- **Complete**: upload an image, paint what to redraw (or keep a side), and it is redrawn N ways.")
+    lines.append("- **Model**: what is loaded, and how it scores in `vq eval`. Every action is also an API "
+                 "endpoint: *Use via API* at the foot of the page.")
+    return "\n".join(lines)
+
+
+def example_images(pipe: Pipeline, folder: Path) -> list[str]:
+    """A few of the pipeline's own samples (seeded) as PNG files to try completing, in the upload
+    folder, where the studio reads files from."""
+    if pipe.prior_info is None:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    names = pipe.class_names if "class" in pipe.conditions else []
+    classes = names[:: max(1, len(names) // EXAMPLES)][:EXAMPLES] or [None] * EXAMPLES
+    paths = []
+    for i, name in enumerate(classes):
+        path = folder / f"{file_stem(name) if name else f'example_{i}'}.png"  # the example's button reads its class
+        pipe.sample(name, n=1, seed=i)[0].save(path)
+        paths.append(str(path))
+    return paths
+
 
 
 def build_app(pipe: Pipeline, private: Path, *, max_n: int = 64):
@@ -41,9 +83,7 @@ def build_app(pipe: Pipeline, private: Path, *, max_n: int = 64):
         raise VQError(INSTALL)
     studio = Studio(pipe, max_n, private / "images", private / "gradio")
     with gr.Blocks(title="vq studio", analytics_enabled=False, delete_cache=(600, KEEP_FILES_S)) as app:
-        gr.Markdown(f"## vq studio\n{pipe.tokenizer_info.kind.name} + "
-                    f"{pipe.prior_info.kind.name if pipe.prior_info else 'its latent prior'}, {pipe.image_size} px, "
-                    f"{len(pipe.class_names)} classes")
+        gr.Markdown(landing(pipe), elem_id="landing")
         with gr.Tab("Sample", id="sample"):
             sample_tab(studio)
         if "sketch" in pipe.conditions:
@@ -51,7 +91,7 @@ def build_app(pipe: Pipeline, private: Path, *, max_n: int = 64):
                 sketch_tab(studio)
         if pipe.prior_info is not None:
             with gr.Tab("Complete", id="complete"):
-                complete_tab(studio)
+                complete_tab(studio, example_images(pipe, private / "gradio" / "vq-examples"))
         with gr.Tab("Model", id="model"):
             model_tab(studio)
         api_endpoints(studio)

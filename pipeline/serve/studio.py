@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 import traceback
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,9 +79,9 @@ class Studio:
     # --- calls ---------------------------------------------------------------------------------
 
     def sample(self, class_name, n, guidance=2.0, temperature=1.0, top_k=None, top_p=None, seed=None, drawing=None,
-               class_guidance=None) -> Samples:
+               class_guidance=None, progress=None) -> Samples:
         """`class_guidance` counts only with a drawing and a class (elsewhere there is nothing to weigh
-        it against). `drawing`: the canvas's pixels, or an upload's path."""
+        it against). `drawing`: the canvas's pixels, or an upload's path. progress: (done, images)."""
         if drawing is None or self.classes(class_name) is None:
             class_guidance = None
         if isinstance(drawing, (str, Path)):
@@ -88,7 +89,7 @@ class Studio:
         options = self.options(guidance, temperature, top_k, top_p, seed, class_guidance)
         request = plan_samples(self.pipe.tokenizer_info, self.pipe.prior_info, self.classes(class_name), self.count(n),
                                sketch=drawing, options=options)
-        return self.pipe.run_samples(request)
+        return self.pipe.run_samples(request, progress)
 
     def complete(self, image, mask, keep="top", fraction=0.5, n=4, class_name=None, seed=None, guidance=2.0) -> Completions:
         """`image`: an upload; `mask`: a keep-mask (an uploaded image or the canvas's bool array; white
@@ -129,6 +130,15 @@ class Studio:
 
     def completion_files(self, done: Completions) -> list[str]:
         return self.pngs(done.images, [f"completion_{i}" for i in range(len(done.images))])
+
+    @staticmethod
+    def zipped(files: list[str], name: str) -> str:
+        """The PNGs of one result as one zip beside them (the page's "download all")."""
+        folder = Path(files[0]).parent
+        with zipfile.ZipFile(folder / f"{name}.zip", "w", compression=zipfile.ZIP_STORED) as z:  # PNGs are compressed
+            for f in files:
+                z.write(f, Path(f).name)
+        return str(folder / f"{name}.zip")
 
 
 def one_line_errors(fn: Callable, *, page: bool = True) -> Callable:

@@ -4,6 +4,7 @@ figures. Each tab's events are private: the API endpoints (`api`) are the public
 
 import base64
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,19 +43,52 @@ def painted_keep_mask(editor: dict | None) -> np.ndarray | None:
     return ~np.logical_or.reduce(painted)
 
 
-def seed_line(count: int, what: str, seed: int) -> str:
-    return f"{count} {what} · seed **{seed}** (enter it as the seed to repeat them)"
+ROW = 16  # the most images in a gallery row: beyond it a class's images run over several rows
+
+
+def seed_line(count: int, what: str, seed: int, seconds: float) -> str:
+    return f"{count} {what} in {seconds:.1f} s · seed **{seed}** (enter it as the seed to repeat them)"
 
 
 def image_gallery(label: str, elem_id: str, **kwargs):
-    return gr.Gallery(label=label, columns=8, height="auto", object_fit="contain", format="png", elem_id=elem_id,
-                      elem_classes=["vq-pixels", "vq-gallery"], buttons=["download", "fullscreen"], **kwargs)
+    # No label on the gallery itself (Gradio lays it over the first image): the tab says what it shows.
+    return gr.Gallery(label=label, show_label=False, columns=8, height="auto", object_fit="contain", format="png",
+                      elem_id=elem_id, elem_classes=["vq-pixels", "vq-gallery"], buttons=["download", "fullscreen"], **kwargs)
+
+
+def download_button(elem_id: str):
+    return gr.DownloadButton("Download all (zip)", visible=False, size="sm", elem_id=elem_id)
 
 
 def shown(files: list, n) -> "gr.Gallery":
-    """Images for a page's gallery: n a row (a class a row when every class is drawn), 4 to 16
-    columns, without the captions the API gives (the file names carry the class)."""
-    return gr.Gallery([f if isinstance(f, str) else f[0] for f in files], columns=min(max(int(n), 4), 16))
+    """Images for a page's gallery. Of every class: a row per class (up to ROW images; more run
+    over rows), its first image captioned with the class, so the rows are labelled. Else n a row
+    (4 to ROW). The API's captions are the class of every image; the page labels rows only."""
+    paths = [f if isinstance(f, str) else f[0] for f in files]
+    names = [None if isinstance(f, str) else f[1] for f in files]
+    groups = len(set(names))
+    if groups > 1:
+        captions = [name if i == 0 or name != names[i - 1] else None for i, name in enumerate(names)]
+        return gr.Gallery(list(zip(paths, captions)), columns=min(int(n), ROW))
+    return gr.Gallery(paths, columns=min(max(int(n), 4), ROW))
+
+
+def rows_line(files: list) -> str:
+    """The classes of the gallery's groups, top to bottom, when there are several (its row labels
+    in words: a caption is cut short in a narrow page)."""
+    names = [f[1] for f in files if not isinstance(f, str)]
+    groups = [name for i, name in enumerate(names) if i == 0 or name != names[i - 1]]
+    return f"  \nrows, top to bottom: {', '.join(groups)}" if len(groups) > 1 else ""
+
+
+def counting(progress):
+    """The studio's progress bar as a count of the images drawn (Gradio's, from the Pipeline's chunks)."""
+    return lambda done, total: progress((done, total), desc="drawing", unit="images")
+
+
+def cleared(*outputs) -> list:
+    """The results a new request makes stale (run before it: an error then leaves no old figures)."""
+    return [gr.update(value=None, visible=False) if isinstance(o, gr.DownloadButton) else None for o in outputs]
 
 def sampling_controls(studio: Studio, tab: str, class_choices: list[str], default_class: str, n: int, full: bool,
                       class_guidance: bool = False) -> list:
@@ -84,17 +118,25 @@ def sample_tab(studio: Studio) -> None:
         with gr.Column(scale=1):
             inputs = sampling_controls(studio, "sample", choices, pipe.class_names[0] if by_class else NO_CLASS, 8, full=True)
             go = gr.Button("Generate", variant="primary", elem_id="sample-go")
+            if by_class:
+                gr.Examples([[name, 8, 2.0] for name in pipe.class_names[:4]] + [[EVERY_CLASS, 8, 3.0]], inputs[:3],
+                            label="try", elem_id="sample-examples")
         with gr.Column(scale=2):
-            gallery = image_gallery("samples", "sample-gallery")
             status = gr.Markdown(elem_id="sample-status")
+            gallery = image_gallery("samples", "sample-gallery")
+            download = download_button("sample-download")
 
     @one_line_errors
     def run(class_name, n, guidance, temperature, top_k, top_p, seed, progress=gr.Progress()):
-        progress(None, desc="drawing codes")
-        samples = studio.sample(class_name, n, guidance, temperature, top_k, top_p, seed)
-        return shown(studio.sample_files(samples), n), seed_line(len(samples.images), "images", samples.seed)
+        t = time.time()
+        samples = studio.sample(class_name, n, guidance, temperature, top_k, top_p, seed, progress=counting(progress))
+        files = studio.sample_files(samples)
+        line = seed_line(len(samples.images), "images", samples.seed, time.time() - t) + rows_line(files)
+        return shown(files, n), line, gr.update(value=studio.zipped([f for f, _ in files], "samples"), visible=True)
 
-    go.click(run, inputs, [gallery, status], api_visibility="private", concurrency_id=MODEL_LOCK)
+    outputs = [gallery, status, download]
+    go.click(lambda: cleared(*outputs), None, outputs, api_visibility="private", queue=False).then(
+        run, inputs, outputs, api_visibility="private", concurrency_id=MODEL_LOCK)
 
 
 def sketch_tab(studio: Studio) -> None:
@@ -116,65 +158,86 @@ def sketch_tab(studio: Studio) -> None:
                                 elem_id="sketch-read", elem_classes=["vq-pixels", "vq-big"], interactive=False)
                 gallery = image_gallery("samples", "sketch-gallery", scale=3)
             status = gr.Markdown(elem_id="sketch-status")
+            download = download_button("sketch-download")
 
     @one_line_errors
     def run(drawing, class_name, n, guidance, seed, class_guidance, progress=gr.Progress()):
         composite = (drawing or {}).get("composite")
         if composite is None:
             raise VQError("draw a sketch first")
-        progress(None, desc="drawing codes")
-        samples = studio.sample(class_name, n, guidance, seed=seed, drawing=composite, class_guidance=class_guidance)
-        line = seed_line(len(samples.images), "images", samples.seed) + f"  \nsketch: {samples.sketch_note}"
-        return sketch_image(samples.sketch), shown(studio.sample_files(samples), n), line
+        t = time.time()
+        samples = studio.sample(class_name, n, guidance, seed=seed, drawing=composite, class_guidance=class_guidance,
+                                progress=counting(progress))
+        files = studio.sample_files(samples)
+        line = seed_line(len(samples.images), "images", samples.seed, time.time() - t) + f"  \nsketch: {samples.sketch_note}"
+        return (sketch_image(samples.sketch), shown(files, n), line,
+                gr.update(value=studio.zipped([f for f, _ in files], "samples"), visible=True))
 
+    outputs = [read, gallery, status, download]
     clear.click(lambda: blank_canvas(), None, canvas, api_visibility="private")
-    go.click(run, [canvas, class_box, n_box, guidance, seed, class_guidance], [read, gallery, status], api_visibility="private",
-             concurrency_id=MODEL_LOCK)
+    go.click(lambda: cleared(*outputs), None, outputs, api_visibility="private", queue=False).then(
+        run, [canvas, class_box, n_box, guidance, seed, class_guidance], outputs, api_visibility="private",
+        concurrency_id=MODEL_LOCK)
 
 
-def complete_tab(studio: Studio) -> None:
+def complete_tab(studio: Studio, examples: list[str]) -> None:
+    """Upload an image (or pick an example): it becomes the canvas to paint the region to redraw
+    on; without paint, a side is kept. `examples`: image files under the studio's upload folder."""
     pipe = studio.pipe
     with gr.Row():
         with gr.Column(scale=1):
             upload = gr.File(label="image to complete (PNG, JPEG, ...)", file_types=["image"], type="filepath",
                              elem_id="complete-upload")
+            if examples:
+                gr.Examples([[path] for path in examples], [upload], label="or try one of these", elem_id="complete-examples")
+            hint = gr.Markdown("Upload an image: it appears here to paint on.", elem_id="complete-hint")
             editor = gr.ImageEditor(label="paint what to redraw", type="numpy", image_mode="RGBA", sources=(),
                                     canvas_size=(CANVAS, CANVAS), fixed_canvas=True, layers=False, transforms=(),
                                     brush=gr.Brush(default_size=28, colors=[("#ff3030", 0.6)], color_mode="fixed"),
-                                    eraser=gr.Eraser(default_size=28), elem_id="complete-editor", elem_classes=["vq-pixels"])
+                                    eraser=gr.Eraser(default_size=28), elem_id="complete-editor", elem_classes=["vq-pixels"],
+                                    visible=False)
             keep = gr.Radio(list(SIDES), value="top", label="nothing painted? keep this side")
             fraction = gr.Slider(0.1, 0.9, value=0.5, step=0.05, label="fraction kept")
             class_box, n_box, guidance, seed = sampling_controls(studio, "complete", [NO_CLASS, *pipe.class_names], NO_CLASS, 8, full=False)
             go = gr.Button("Complete", variant="primary", elem_id="complete-go")
         with gr.Column(scale=2):
+            status = gr.Markdown(elem_id="complete-status")
             with gr.Row():
                 original = gr.Image(label="original", format="png", height=180, width=180, interactive=False,
                                     elem_id="complete-original", elem_classes=["vq-pixels", "vq-big"])
                 masked = gr.Image(label="what the prior sees", format="png", height=180, width=180, interactive=False,
                                   elem_id="complete-masked", elem_classes=["vq-pixels", "vq-big"])
             gallery = image_gallery("completions", "complete-gallery")
-            status = gr.Markdown(elem_id="complete-status")
+            download = download_button("complete-download")
+    results = [original, masked, gallery, download]
 
     @one_line_errors
     def show(path):
-        """An upload, read as the tokenizer reads it, becomes the canvas to paint on."""
+        """A new upload (or none): the canvas shows it, read as the tokenizer reads it; the last
+        results go, as they belong to another image."""
         if path is None:
-            return None, ""
+            return gr.update(value=None, visible=False), gr.update(visible=True), "", *cleared(*results)
         x, note = read_image(studio.upload(path, "image"), pipe.channels, pipe.image_size)
         big = to_pil(to_uint8(x))[0].convert("RGB").resize((CANVAS, CANVAS), resample=0)
-        return {"background": big, "layers": [], "composite": None}, f"read {note}; paint over what to redraw"
+        canvas = gr.update(value={"background": big, "layers": [], "composite": None}, visible=True)
+        return canvas, gr.update(visible=False), f"read {note}; paint over what to redraw", *cleared(*results)
 
     @one_line_errors
     def run(path, painting, keep_side, fraction_kept, class_name, n, guidance, seed, progress=gr.Progress()):
-        progress(None, desc="drawing codes")
+        t = time.time()
+        progress(None, desc="completing")
         done = studio.complete(path, painted_keep_mask(painting), keep_side, fraction_kept, n, class_name, seed, guidance)
-        line = seed_line(len(done.images), "completions", done.seed) + f"  \n{done.known_codes}/{done.codes} codes kept"
-        return to_pil(done.original)[0], to_pil(done.masked)[0], shown(studio.completion_files(done), n), line
+        files = studio.completion_files(done)
+        line = (seed_line(len(done.images), "completions", done.seed, time.time() - t)
+                + f"  \n{done.known_codes}/{done.codes} codes kept; the kept region shows your pixels")
+        return (to_pil(done.original)[0], to_pil(done.masked)[0], shown(files, n), line,
+                gr.update(value=studio.zipped(files, "completions"), visible=True))
 
-    upload.upload(show, upload, [editor, status], api_visibility="private")
-    upload.clear(lambda: (None, ""), None, [editor, status], api_visibility="private")
-    go.click(run, [upload, editor, keep, fraction, class_box, n_box, guidance, seed], [original, masked, gallery, status],
-             api_visibility="private", concurrency_id=MODEL_LOCK)
+    upload.change(show, upload, [editor, hint, status, *results], api_visibility="private")
+    outputs = [original, masked, gallery, status, download]
+    go.click(lambda: cleared(*outputs), None, outputs, api_visibility="private", queue=False).then(
+        run, [upload, editor, keep, fraction, class_box, n_box, guidance, seed], outputs,
+        api_visibility="private", concurrency_id=MODEL_LOCK)
 
 
 RECON_PIXELS = 4 * 2**20  # the largest reconstruction grid the Model tab shows
@@ -215,6 +278,7 @@ def model_tab(studio: Studio) -> None:
              ("codebook size", str(pipe.codebook_size or "-")),
              ("classes", ", ".join(pipe.class_names)),
              ("device", str(pipe.device)),
+             *[("note", line) for line in pipe.training_notes],
              *([] if report else [(f"tokenizer test {k}", f"{v:.4g}") for k, v in tok.metrics.items()])]
     with gr.Row():
         gr.Markdown("| loaded | |\n|---|---|\n" + "\n".join(f"| {k} | {markdown_text(v)} |" for k, v in facts),

@@ -21,6 +21,8 @@ from vq.pipeline.records import PriorRecord, RunRecord, TokenizerRecord
 
 INDEX = "model_index.json"
 INDEX_FORMAT = 1
+RECONSTRUCTIONS = "reconstructions.png"  # a tokenizer run's test images above its reconstructions
+MAX_RECONSTRUCTIONS = 16 * 2**20
 READS = ["*.json", "*.safetensors", "*.png", "*.md"]  # all that a saved pipeline holds and vq reads
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PART = re.compile(r"[\w-][\w.-]{0,99}")  # a part's sub-folder, as model_index.json names it
@@ -147,6 +149,9 @@ def save(out: Path, tok: TokenizerRecord, prior: PriorRecord | None, report: Eva
     check_out(out, force, [record.run_dir for record in (tok, prior) if record is not None])
     with replacing(out) as fresh:
         save_part(tok, fresh / "tokenizer")
+        recon = tok.run_dir / RECONSTRUCTIONS  # the studio's Model tab shows it; a plain file only, never a link
+        if recon.is_file() and not recon.is_symlink() and recon.stat().st_size <= MAX_RECONSTRUCTIONS:
+            shutil.copyfile(recon, fresh / "tokenizer" / RECONSTRUCTIONS)
         if prior is not None:
             save_part(prior, fresh / "prior")
         write_index(fresh, prior is not None, list(tok.class_names))

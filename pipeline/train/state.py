@@ -136,13 +136,14 @@ class TrainState:
     rng: torch.Tensor
     cuda_rng: torch.Tensor | None = None
     wandb_id: str | None = None
+    finished: bool | None = None  # whether the run reached its last step (None: a state from before this mark)
 
     @classmethod
     def capture(cls, model: torch.nn.Module, optimizers: dict, step: int, total: int | None, best: float,
-                device: torch.device, wandb_id: str | None) -> "TrainState":
+                device: torch.device, wandb_id: str | None, finished: bool = False) -> "TrainState":
         return cls({k: v.detach().cpu() for k, v in model.state_dict().items()},
                    {name: opt.state_dict() for name, opt in optimizers.items()}, step, total, best, torch.get_rng_state(),
-                   torch.cuda.get_rng_state(device) if device.type == "cuda" else None, wandb_id)
+                   torch.cuda.get_rng_state(device) if device.type == "cuda" else None, wandb_id, finished)
 
     def save(self, path: Path, kind: type) -> None:
         atomic_write_bytes(path, state_bytes({f.name: getattr(self, f.name) for f in fields(self)}, kind))

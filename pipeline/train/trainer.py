@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vq.pipeline import distributed as dist
 from vq.pipeline.configs import to_dict
@@ -35,6 +34,7 @@ from vq.pipeline.files import STATE_FILE
 from vq.pipeline.threads import Threads
 from vq.pipeline.train.config import (MEASURE_FROM, MEASURE_TO, Schedule, TrainConfig, clip, fit_budget, make_optimizers,
                                       parse_duration, save_interval, total_steps)
+from vq.pipeline.train.progress import LogLines, progress_bar
 from vq.pipeline.train.state import MetricsLog, TrainState, stop_signals
 
 STOP_EVERY = 10  # under torchrun, steps between agreements on a Ctrl-C (torchrun kills after 30 s)
@@ -160,16 +160,15 @@ class Trainer:
         self.model.train()
         self.t_loop = time.time()
         batches = iter(self.data)
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+        lines = LogLines(self.console, self.main, self.step)
         try:
-            with stop_signals() as self.stop, Progress(*columns, console=self.console, transient=False,
-                                                       disable=not self.main) as self.progress:
+            with stop_signals() as self.stop, progress_bar(self.console, self.main) as self.progress:
                 self.task = self.progress.add_task("training", total=None if self.budget else self.schedule.total,
                                                    completed=self.step, info="")
                 while self.step < self.schedule.total:
                     out = self._train_step(self.prepare(next(batches), self.device))
                     self.progress.update(self.task, advance=1)
+                    lines.tick(self.step, None if self.budget else self.schedule.total, self.progress.tasks[0].fields["info"])
                     if (changed := self.threads.follow()) and self.main:
                         self.progress.console.print(changed)
                     self._time_the_steps()
@@ -374,7 +373,8 @@ class Trainer:
                 self.best = metrics[self.best_metric]
             self.save(self.model, metrics)
         TrainState.capture(self.model, self.optimizers, self.step, self.schedule.total if self.schedule.fitted else None,
-                           self.best, self.device, self.wandb_id).save(self.state_path, self.state_kind)
+                           self.best, self.device, self.wandb_id, finished=self.step >= self.schedule.total
+                           ).save(self.state_path, self.state_kind)
         self.saved_step = self.step
 
     def _nonfinite(self, at: int | str) -> VQError:
