@@ -34,6 +34,7 @@ div.vq-gallery .grid-container { grid-template-columns: repeat(var(--grid-cols),
 div.vq-gallery .grid-wrap { max-height: 820px; height: auto; min-height: 0; }
 div.vq-gallery .caption-label { white-space: normal; overflow: visible; max-width: 100%; font-size: 11px;
   line-height: 1.15; padding: 1px 3px; }  /* a row's class, whole, wrapped within its first image */
+@media (max-width: 640px) { div.vq-gallery .caption-label { display: none; } }  /* too small to read: the status lists the rows */
 """
 EXAMPLES = 3  # images the Complete tab offers to try: the pipeline's own samples, drawn at start-up
 
