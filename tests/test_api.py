@@ -130,12 +130,25 @@ def test_a_prior_whose_training_stopped_early_is_said_so(chain, pipe, tmp_path):
 
 
 @needs_fashion_mnist
+def test_the_seed_of_an_unseeded_call_is_there_to_repeat_it(pipe):
+    first = pipe.sample("bag", n=2, output_type="pt")
+    seed = pipe.last_seed
+    assert isinstance(seed, int) and torch.equal(pipe.sample("bag", n=2, seed=seed, output_type="pt"), first)
+    image = np.asarray(pipe.sample("bag", n=1, seed=1)[0])
+    done = pipe.complete(image, n=2, output_type="pt")
+    assert torch.equal(pipe.complete(image, n=2, seed=pipe.last_seed, output_type="pt"), done)
+
+
+@needs_fashion_mnist
 def test_bad_input_is_one_line(chain, pipe, tmp_path):
     assert "unknown class 'dog'; valid classes: T-shirt/top" in refusal(pipe.sample, "dog")
     assert "class index 10 is out of range" in refusal(pipe.sample, 10)
     assert "n must be a whole number from 1 to 100,000, got 0" == refusal(pipe.sample, "bag", n=0)
     assert "guidance must be a number from 0 to 100 (1 = no guidance), got -1" == refusal(pipe.sample, "bag", guidance=-1)
     assert "top_p must lie in (0, 1] (1 = no cut), got 1.5" == refusal(pipe.sample, "bag", top_p=1.5)
+    # The API's own names, never the command line's flags.
+    assert "steps is a sampling setting of masked priors; this autoregressive prior has none" == refusal(pipe.sample, "bag", steps=8)
+    assert "--" not in refusal(pipe.sample, "bag", n=2.5) + refusal(pipe.complete, np.zeros((28, 28), np.uint8), n=0)
     assert "trained without sketches" in refusal(pipe.sample, sketch=np.eye(28))
     assert "unknown output_type 'np'" in refusal(pipe.sample, "bag", output_type="np")
     assert "does not exist" in refusal(pipe.complete, tmp_path / "missing.png")
