@@ -355,7 +355,7 @@ def draw_test_images(test, n: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
 
 def complete_one(pipe: Pipeline, image: torch.Tensor, known: torch.Tensor, opts: SamplingOptions, candidates: int):
     """One unconditional completion through the API `vq complete` uses -> (Completions, seconds)."""
-    request = plan_completion(pipe.tokenizer_info, pipe.prior_info, image, pixel_mask(known, pipe.image_size),
+    request = plan_completion(pipe.tokenizer_info, pipe.prior_info, image, pixel_mask(known, pipe.image_size), paste=False,
                               n=1, options=opts, candidates=candidates)
     t = time.perf_counter()
     done = pipe.run_completion(request)

@@ -112,7 +112,7 @@ def unfinished_training(run_dir: Path) -> tuple[int, int | None] | None:
                 return None
             meta = json.loads(f.read(size)).get("__metadata__", {})
         tree = json.loads(meta.get("vq", "{}")).get("tree", {})
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError):
         return None
     step, total = tree.get("step"), tree.get("total")
     if tree.get("finished") is not False or not isinstance(step, int):

@@ -10,12 +10,14 @@ with one thread each (bench/threads.py). So vq chooses:
 - automatic: the cores this process may use (its CPU affinity; the ranks of one machine share
   them), less the DataLoader workers it starts, less the cores that other processes kept busy
   lately (Linux's /proc/stat, this process and its workers left out), and at least 1. A training
-  run looks again every few seconds and follows, so two runs started together settle at a fair
-  share each, and a run alone takes the cores back when the other ends. With `--deterministic`
+  run looks again every few seconds and follows, so runs started together share the cores (one
+  started later takes what is free), and a run alone takes the cores back when the other ends. With `--deterministic`
   the count is chosen once (a different count can change the last bits of trained weights).
 - a generation of a few images runs on one thread: a step of the prior is too small to split
   (one thread was faster here even on an idle machine), and a studio request stays quick beside
-  a training run. Generated images do not depend on the thread count.
+  a training run. Generated images did not depend on the thread count where we checked (640 demo
+  images at 1 and 2 threads; a test draws a demo-sized prior's codes at both), but a BLAS library
+  may round differently at other counts.
 """
 
 import os

@@ -226,8 +226,8 @@ class Stepper:
 def resolve_mode(compile: bool | str, device: torch.device) -> str:
     """compile: "auto" (CUDA graphs on CUDA, fused elsewhere), True ("compile"), False ("eager"),
     or one of MODES."""
-    if compile == "auto":
-        return "graph" if device.type == "cuda" else "fused"
+    if compile == "auto":  # "fused" answers a CPU's dispatch cost; other devices run the modules
+        return "graph" if device.type == "cuda" else "fused" if device.type == "cpu" else "eager"
     if compile is True:
         return "compile"
     if compile is False:
@@ -237,17 +237,23 @@ def resolve_mode(compile: bool | str, device: torch.device) -> str:
     return compile
 
 
-def weights_key(model) -> tuple:
-    """The addresses and versions of the prior's parameters: a prior moved, reloaded or trained
-    in place gets new caches, graphs and folded weights."""
-    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+def weights_key(model, mode: str) -> tuple:
+    """The addresses of the prior's parameters (a prior moved or reloaded gets new caches and
+    graphs) and, for "fused", whose weights are folded copies, their versions too (a prior trained
+    in place gets new ones; the other modes read the live weights)."""
+    if mode != "fused":
+        return tuple(p.data_ptr() for p in model.parameters())
+    try:
+        return tuple((p.data_ptr(), p._version) for p in model.parameters())
+    except RuntimeError:  # inference tensors have no version counter; nothing can train them in place
+        return tuple(p.data_ptr() for p in model.parameters())
 
 
 def stepper_for(model, batch: int, mode: str) -> Stepper:
     """The prior's kept decoder for this batch size, compute dtype and mode, or a new one."""
     dtype = compute_dtype(model)
     device = next(model.parameters()).device
-    key = (batch, dtype, mode, torch.is_autocast_enabled(device.type), weights_key(model))
+    key = (batch, dtype, mode, torch.is_autocast_enabled(device.type), weights_key(model, mode))
     kept = _decoders.setdefault(model, {})
     if key not in kept:
         if len(kept) >= KEEP:
@@ -264,7 +270,7 @@ def new_stepper(model, batch: int, mode: str, dtype: torch.dtype) -> Stepper:
             if dtype != torch.float32:
                 raise Unsupported("autocast")
             return Stepper(probed(FusedDecoder(model, batch), model), "fused")
-        except Unsupported:
+        except (Unsupported, NotImplementedError, RuntimeError):  # a layout, or a device kernel, it lacks
             mode = "eager"
     return Stepper(StaticDecoder(model, batch, dtype), mode)
 

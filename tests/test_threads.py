@@ -16,7 +16,6 @@ from vq.pipeline import threads as th
 from vq.pipeline.errors import VQError
 from test_cli import ROOT, assert_one_line_error, vq
 
-LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 
 
 class ScriptedLoad:
@@ -132,13 +131,20 @@ def test_the_command_line_says_what_it_chose(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_images_do_not_depend_on_the_thread_count(monkeypatch):
-    from vq.pipeline import Pipeline
+def test_draws_do_not_depend_on_the_thread_count():
+    """A demo-sized prior, whose products are large enough for torch to split over threads: the
+    same codes from 1 and 2 threads (the studio and the CLI may run a request on either)."""
+    from vq.stage2_prior import AutoregressivePrior, PriorConfig, sample_codes_fast
 
-    pipe = Pipeline.from_pretrained(LEGACY / "saved", device="cpu")
-    images = {}
-    for n in ("1", "2"):
-        monkeypatch.setenv(th.ENV, n)
-        pipe._threads = th.Threads()
-        images[n] = pipe.sample(n=20, seed=7, output_type="pt")
-    assert torch.equal(images["1"], images["2"])
+    torch.manual_seed(0)
+    model = AutoregressivePrior(PriorConfig(codebook_size=256, height=7, width=7, num_classes=10, dim=192, depth=4,
+                                            heads=4)).eval()
+    labels = torch.arange(64) % 10
+    before, codes = torch.get_num_threads(), {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            codes[n] = sample_codes_fast(model, labels, guidance=2.0, top_k=32, generator=torch.Generator().manual_seed(3))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(codes[1], codes[2])

@@ -54,6 +54,8 @@ def generate_images(tokenizer, prior, labels: torch.Tensor, options: SamplingOpt
             out.append(tokenizer.decode_indices(to_tokenizer(tokenizer, codes)))
         else:
             out.append(tokenizer.sample(y.shape[0], y if tokenizer.conditional else None, generator=g))
+    if progress is not None:
+        progress(labels.shape[0], labels.shape[0])
     return torch.cat(out).float().clamp(-1, 1)
 
 
@@ -94,9 +96,9 @@ def complete_codes(prior, codes: torch.Tensor, mask: torch.Tensor, label: int | 
 
 def paste_known(images: torch.Tensor, original: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """The user's own pixels pasted back over the kept region of completions, as inpainting tools
-    do: images (b, C, H, W) and original (1, C, H, W) in [-1, 1], keep (H, W) bool. A soft seam:
-    the weight of the original is 1 a seam's width inside the region and falls to 0 at its edge,
-    so no pixel outside the region is touched. The seam is 1 pixel per 28 of the image (4 at 112)."""
+    do: images (b, C, H, W) and original (1, C, H, W) in [-1, 1], keep (H, W) bool. A soft seam of
+    2r pixels (r = 1 per 28 of the image, 4 at 112): the original's weight is 1 from 2r inside the
+    region and falls to 0 at its edge, so no pixel outside the region is touched."""
     r = max(1, round(keep.shape[-1] / 28))
     k = 2 * r + 1
     kept = keep[None, None].to(images.dtype)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vq.pipeline.data.images import decode, open_image, pil_to_array, reading, to_float, upright_size
+from vq.pipeline.data.images import ORIENTATION, decode, open_image, pil_to_array, reading, to_float, upright_size
 from vq.pipeline.errors import VQError
 from vq.pipeline.records import ClassBox
 from vq.pipeline.sketch.drawings import load_drawing
@@ -102,8 +102,9 @@ def picture_size(x) -> tuple[int, int] | None:
     Pillow image, an (H, W[, C]) array, a (C, H, W) or (1, C, H, W) tensor); None when unknown."""
     if isinstance(x, (str, Path)):
         return upright_size(x)
-    if is_pil(x):
-        return x.size
+    if is_pil(x):  # as shown: after its EXIF orientation, as it is read
+        w, h = x.size
+        return (h, w) if x.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8) else (w, h)
     shape = tuple(getattr(x, "shape", ()))
     if isinstance(x, torch.Tensor):
         shape = shape[1:] if len(shape) == 4 and shape[0] == 1 else shape

@@ -249,7 +249,7 @@ class Pipeline:
                                    request.n, request.options, request.candidates)
             drawn = to_tokenizer(self.tokenizer, drawn)
             images = decode_codes(self.tokenizer, drawn)
-            if request.paste:
+            if request.paste and known.any():  # with no code kept, the whole image was drawn anew
                 images = paste_known(images, x, request.pixel_mask)
             self.last_seed = request.options.seed
         cells = self.tokenizer.known_pixels(known, x.shape[-2:])

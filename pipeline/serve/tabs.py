@@ -78,7 +78,7 @@ def rows_line(files: list) -> str:
     in words: a caption is cut short in a narrow page)."""
     names = [f[1] for f in files if not isinstance(f, str)]
     groups = [name for i, name in enumerate(names) if i == 0 or name != names[i - 1]]
-    return f"  \nrows, top to bottom: {', '.join(groups)}" if len(groups) > 1 else ""
+    return f"  \nrows, top to bottom: {', '.join(markdown_text(g) for g in groups)}" if len(groups) > 1 else ""
 
 
 def counting(progress):
@@ -119,7 +119,8 @@ def sample_tab(studio: Studio) -> None:
             inputs = sampling_controls(studio, "sample", choices, pipe.class_names[0] if by_class else NO_CLASS, 8, full=True)
             go = gr.Button("Generate", variant="primary", elem_id="sample-go")
             if by_class:
-                gr.Examples([[name, 8, 2.0] for name in pipe.class_names[:4]] + [[EVERY_CLASS, 8, 3.0]], inputs[:3],
+                few = min(8, studio.max_n)
+                gr.Examples([[name, few, 2.0] for name in pipe.class_names[:4]] + [[EVERY_CLASS, few, 3.0]], inputs[:3],
                             label="try", elem_id="sample-examples")
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="sample-status")
