@@ -173,18 +173,20 @@ class Threads:
         self.others = self.load.others()
         self.looked = time.monotonic()
 
+    def _free(self) -> float:
+        """Cores free for this process's compute threads, as last looked."""
+        return self.cores - self.workers - (self.others or 0.0)
+
     def _free_count(self) -> int:
-        free = self.cores - self.workers - (self.others or 0.0)
-        return max(1, min(self.most, round(free)))
+        return max(1, min(self.most, round(self._free())))
 
     def follow(self) -> str | None:
         """Every LOOK_EVERY seconds, the count the machine's load calls for; -> a line when it changed."""
         if not self.following or time.monotonic() - self.looked < LOOK_EVERY:
             return None
         self._look()
-        free = self.cores - self.workers - (self.others or 0.0)
         target = self._free_count()
-        if target == self.count or abs(free - self.count) < STAY:
+        if target == self.count or abs(self._free() - self.count) < STAY:
             return None
         before, self.count = self.count, target
         torch.set_num_threads(target)

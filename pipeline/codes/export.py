@@ -77,7 +77,6 @@ def export_codes(tokenizer_dir: Path, out: Path | None = None, *, device: str = 
     started = Threads(workers if lazy else 0, follow=False).start()
     if dist.is_main():
         console.print(started)
-    if dist.is_main():
         start_folder(out, tok, force, plan)
     dist.barrier()
     with run_lock(out) if dist.is_main() else nullcontext():

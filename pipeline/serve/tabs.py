@@ -60,25 +60,45 @@ def download_button(elem_id: str):
     return gr.DownloadButton("Download all (zip)", visible=False, size="sm", elem_id=elem_id)
 
 
+def row_labels(files: list) -> list[str | None]:
+    """Per image, its class where a class's group of images starts, else None; all None when the
+    images are of one class (or of none: completions)."""
+    names = [None if isinstance(f, str) else f[1] for f in files]
+    if len(set(names)) < 2:
+        return [None] * len(names)
+    return [name if i == 0 or name != names[i - 1] else None for i, name in enumerate(names)]
+
+
 def shown(files: list, n) -> "gr.Gallery":
     """Images for a page's gallery. Of every class: a row per class (up to ROW images; more run
     over rows), its first image captioned with the class, so the rows are labelled. Else n a row
     (4 to ROW). The API's captions are the class of every image; the page labels rows only."""
     paths = [f if isinstance(f, str) else f[0] for f in files]
-    names = [None if isinstance(f, str) else f[1] for f in files]
-    groups = len(set(names))
-    if groups > 1:
-        captions = [name if i == 0 or name != names[i - 1] else None for i, name in enumerate(names)]
-        return gr.Gallery(list(zip(paths, captions)), columns=min(int(n), ROW))
+    labels = row_labels(files)
+    if any(labels):
+        return gr.Gallery(list(zip(paths, labels)), columns=min(int(n), ROW))
     return gr.Gallery(paths, columns=min(max(int(n), 4), ROW))
 
 
 def rows_line(files: list) -> str:
-    """The classes of the gallery's groups, top to bottom, when there are several (its row labels
+    """The classes of the gallery's rows, top to bottom, when there are several (its row labels
     in words: a caption is cut short in a narrow page)."""
-    names = [f[1] for f in files if not isinstance(f, str)]
-    groups = [name for i, name in enumerate(names) if i == 0 or name != names[i - 1]]
-    return f"  \nrows, top to bottom: {', '.join(markdown_text(g) for g in groups)}" if len(groups) > 1 else ""
+    groups = [markdown_text(label) for label in row_labels(files) if label]
+    return f"  \nrows, top to bottom: {', '.join(groups)}" if groups else ""
+
+
+def sample_results(studio: Studio, samples, n, started: float) -> tuple:
+    """A sampling tab's outputs: the gallery, the status line (count, time, seed, rows) and "download all"."""
+    files = studio.sample_files(samples)
+    line = seed_line(len(samples.images), "images", samples.seed, time.time() - started) + rows_line(files)
+    return shown(files, n), line, gr.update(value=studio.zipped([f for f, _ in files], "samples"), visible=True)
+
+
+def on_click(button, run, inputs: list, outputs: list) -> None:
+    """A tab's generation: its last results cleared first (so an error leaves none that look
+    current), then `run`, one at a time per model."""
+    button.click(lambda: cleared(*outputs), None, outputs, api_visibility="private", queue=False).then(
+        run, inputs, outputs, api_visibility="private", concurrency_id=MODEL_LOCK)
 
 
 def counting(progress):
@@ -131,13 +151,9 @@ def sample_tab(studio: Studio) -> None:
     def run(class_name, n, guidance, temperature, top_k, top_p, seed, progress=gr.Progress()):
         t = time.time()
         samples = studio.sample(class_name, n, guidance, temperature, top_k, top_p, seed, progress=counting(progress))
-        files = studio.sample_files(samples)
-        line = seed_line(len(samples.images), "images", samples.seed, time.time() - t) + rows_line(files)
-        return shown(files, n), line, gr.update(value=studio.zipped([f for f, _ in files], "samples"), visible=True)
+        return sample_results(studio, samples, n, t)
 
-    outputs = [gallery, status, download]
-    go.click(lambda: cleared(*outputs), None, outputs, api_visibility="private", queue=False).then(
-        run, inputs, outputs, api_visibility="private", concurrency_id=MODEL_LOCK)
+    on_click(go, run, inputs, [gallery, status, download])
 
 
 def sketch_tab(studio: Studio) -> None:
@@ -169,16 +185,11 @@ def sketch_tab(studio: Studio) -> None:
         t = time.time()
         samples = studio.sample(class_name, n, guidance, seed=seed, drawing=composite, class_guidance=class_guidance,
                                 progress=counting(progress))
-        files = studio.sample_files(samples)
-        line = seed_line(len(samples.images), "images", samples.seed, time.time() - t) + f"  \nsketch: {samples.sketch_note}"
-        return (sketch_image(samples.sketch), shown(files, n), line,
-                gr.update(value=studio.zipped([f for f, _ in files], "samples"), visible=True))
+        gallery_out, line, download_out = sample_results(studio, samples, n, t)
+        return sketch_image(samples.sketch), gallery_out, line + f"  \nsketch: {samples.sketch_note}", download_out
 
-    outputs = [read, gallery, status, download]
     clear.click(lambda: blank_canvas(), None, canvas, api_visibility="private")
-    go.click(lambda: cleared(*outputs), None, outputs, api_visibility="private", queue=False).then(
-        run, [canvas, class_box, n_box, guidance, seed, class_guidance], outputs, api_visibility="private",
-        concurrency_id=MODEL_LOCK)
+    on_click(go, run, [canvas, class_box, n_box, guidance, seed, class_guidance], [read, gallery, status, download])
 
 
 def complete_tab(studio: Studio, examples: list[str]) -> None:
@@ -235,10 +246,8 @@ def complete_tab(studio: Studio, examples: list[str]) -> None:
                 gr.update(value=studio.zipped(files, "completions"), visible=True))
 
     upload.change(show, upload, [editor, hint, status, *results], api_visibility="private")
-    outputs = [original, masked, gallery, status, download]
-    go.click(lambda: cleared(*outputs), None, outputs, api_visibility="private", queue=False).then(
-        run, [upload, editor, keep, fraction, class_box, n_box, guidance, seed], outputs,
-        api_visibility="private", concurrency_id=MODEL_LOCK)
+    on_click(go, run, [upload, editor, keep, fraction, class_box, n_box, guidance, seed],
+             [original, masked, gallery, status, download])
 
 
 RECON_PIXELS = 4 * 2**20  # the largest reconstruction grid the Model tab shows
