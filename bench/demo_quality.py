@@ -8,8 +8,12 @@ reconstructions use `--per-class` other train images of each class. Samples are 
 
     python bench/demo_quality.py --tokenizer runs/tokenizer --prior runs/prior --settings 2:1 1.5:1 2:0.9:64
     python bench/demo_quality.py --tokenizer runs/tokenizer          # the tokenizer alone
+    python bench/demo_quality.py --step-costs                        # ms per training step, by size
 
-Prints a table; --json FILE appends its rows (with --label) to FILE.
+Prints a table; --json FILE appends its rows (with --label) to FILE. `--step-costs` times one
+training step (forward, backward, AdamW) of the demo tokenizer at batch 64 and 128 and of priors
+of several sizes, with and without dropout, on random data at the chosen threads (best of 3
+rounds of 5 steps, the sizes interleaved), so that recipes can be compared at equal time.
 """
 
 import argparse
@@ -36,6 +40,40 @@ from vq.pipeline.threads import Threads  # noqa: E402
 from vq.stage2_prior import SamplingOptions  # noqa: E402
 
 REFERENCE_PER_CLASS = 1000
+PRIOR_SIZES = {"dim 192, depth 4, dropout 0.1 (the old demo)": (192, 4, 0.1), "dim 192, depth 4": (192, 4, 0.0),
+               "dim 160, depth 4": (160, 4, 0.0), "dim 128, depth 4 (the demo)": (128, 4, 0.0),
+               "dim 128, depth 6": (128, 6, 0.0), "dim 256, depth 3": (256, 3, 0.0)}
+
+
+def step_costs(codebook: int = 256, rounds: int = 3, steps: int = 5) -> list[dict]:
+    """ms per training step of the demo tokenizer (batch 64, 128) and of priors of PRIOR_SIZES
+    (batch 64), interleaved so that load on the machine falls on all of them alike."""
+    from vq.stage1_vqvae.vqvae import PRESETS, VQVAE, VQVAEConfig
+    from vq.stage2_prior.autoregressive import AutoregressivePrior
+    from vq.stage2_prior.config import PriorConfig
+
+    torch.manual_seed(0)
+    jobs = {}
+    tokenizer = VQVAE(VQVAEConfig(**PRESETS["demo"][0]))
+    for batch in (64, 128):
+        jobs[f"tokenizer, batch {batch}"] = (tokenizer, (torch.rand(batch, 1, 28, 28) * 2 - 1,))
+    codes, labels = torch.randint(0, codebook, (64, 7, 7)), torch.randint(0, 10, (64,))
+    for name, (dim, depth, dropout) in PRIOR_SIZES.items():
+        prior = AutoregressivePrior(PriorConfig(codebook_size=codebook, dim=dim, depth=depth, heads=4, dropout=dropout))
+        jobs[f"prior {name}, batch 64"] = (prior, (codes, labels))
+    optimizers = {name: torch.optim.AdamW(model.parameters(), 1e-4) for name, (model, _) in jobs.items()}
+    best = {name: float("inf") for name in jobs}
+    for _ in range(rounds):
+        for name, (model, inputs) in jobs.items():
+            for i in range(steps + 1):
+                if i == 1:
+                    t0 = time.perf_counter()
+                model(*inputs).loss.backward()
+                optimizers[name].step()
+                optimizers[name].zero_grad()
+            best[name] = min(best[name], (time.perf_counter() - t0) / steps)
+    return [{"what": name, "ms_per_step": 1000 * best[name],
+             "params_m": sum(p.numel() for p in jobs[name][0].parameters()) / 1e6} for name in jobs]
 
 
 def split_train(labels: torch.Tensor, per_class: int, classes: int, seed: int = 29) -> tuple[list[int], list[int]]:
@@ -58,7 +96,8 @@ def parse_setting(text: str) -> SamplingOptions:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokenizer", type=Path, required=True)
+    ap.add_argument("--tokenizer", type=Path)
+    ap.add_argument("--step-costs", action="store_true", help="time training steps by size instead")
     ap.add_argument("--prior", type=Path)
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--settings", nargs="*", default=["2:1"], help="guidance:temperature[:top_k] per row")
@@ -67,6 +106,16 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     print(Threads(follow=False).start(), flush=True)
+    if args.step_costs:
+        rows = step_costs()
+        for r in rows:
+            print(f"{r['what']:52}{r['params_m']:6.2f}M{r['ms_per_step']:8.0f} ms/step")
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps({"label": args.label, "step_costs": rows}) + "\n")
+        return
+    if args.tokenizer is None:
+        ap.error("--tokenizer is needed (or --step-costs)")
     if args.prior is not None:
         pipe = Pipeline.from_pretrained(args.tokenizer, args.prior)
         tokenizer, prior, record = pipe.tokenizer, pipe.prior, pipe.tokenizer_info

@@ -31,7 +31,7 @@ PRESETS = {
     # the data about once, so dropout only slows it (1.75x per step on a CPU), and at this compute a
     # smaller prior that sees more codes gives better samples than a larger one that sees fewer.
     "demo": ({"dim": 128, "depth": 4, "heads": 4, "dropout": 0.0},
-             {"steps": 1200, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100, "eval_every": 600, "weight_decay": 0.05}),
+             {"steps": 1600, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100, "eval_every": 800, "weight_decay": 0.05}),
     "full": ({"dim": 512, "depth": 8, "heads": 8, "dropout": 0.1},
              {"steps": 8000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 500, "eval_every": 1000, "weight_decay": 0.05}),
 }
