@@ -28,7 +28,7 @@ from vq.stage2_prior.sampling import score_codes
 # train-config keys; a config file and flags override them.
 PRESETS = {
     # demo: a smaller prior without dropout (README, "Demo quality"): in the demo's minutes it sees
-    # the data about once, so dropout only slows it (1.75x per step on a CPU), and at this compute a
+    # the data under twice, so dropout only slows it (1.75x per step on a CPU), and at this compute a
     # smaller prior that sees more codes gives better samples than a larger one that sees fewer.
     "demo": ({"dim": 128, "depth": 4, "heads": 4, "dropout": 0.0},
              {"steps": 1600, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100, "eval_every": 800, "weight_decay": 0.05}),
