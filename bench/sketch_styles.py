@@ -253,7 +253,7 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
     p.add_argument("--stages", nargs="+", choices=("train", "eval", "drawings", "figure"),
                    default=["train", "eval", "drawings", "figure"])
-    p.add_argument("--steps", type=int, default=800, help="training steps of each prior (the demo preset's 800)")
+    p.add_argument("--steps", type=int, default=800, help="training steps of each prior (800: the README's figures, at the demo preset before issue 29: dim 192, dropout 0.1)")
     p.add_argument("--sketch-images", type=int, default=1000, help="test images whose edge maps are drawn from")
     p.add_argument("--per-drawing", type=int, default=8, help="samples per drawing and mode")
     p.add_argument("--guidance", type=float, default=2.0)

@@ -1,5 +1,6 @@
 """Tokenizer quality side by side: quantizer x loss, each row one `vq fit-tokenizer` run at the same
-budget (the demo preset unless --steps), measured on the held-out split: PSNR, SSIM, codebook
+budget (the demo preset unless --steps; the README's rows used the preset before issue 29, batch
+128 x 1,000 steps: pass --steps 1000 and add --batch-size 128 to the runs to redo them), measured on the held-out split: PSNR, SSIM, codebook
 usage, sharpness (high-frequency energy of reconstructions over originals'), and for labelled
 data the class accuracy and Fréchet distance of reconstructions of n real train images under
 `vq eval`'s classifier (cached in --classifier).

@@ -28,10 +28,10 @@ from vq.stage2_prior.sampling import score_codes
 # train-config keys; a config file and flags override them.
 PRESETS = {
     # demo: a smaller prior without dropout (README, "Demo quality"): in the demo's minutes it sees
-    # the data under twice, so dropout only slows it (1.75x per step on a CPU), and at this compute a
+    # the data about once, so dropout only slows it (1.75x per step on a CPU), and at this compute a
     # smaller prior that sees more codes gives better samples than a larger one that sees fewer.
     "demo": ({"dim": 128, "depth": 4, "heads": 4, "dropout": 0.0},
-             {"steps": 1600, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100, "eval_every": 800, "weight_decay": 0.05}),
+             {"steps": 1200, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100, "eval_every": 600, "weight_decay": 0.05}),
     "full": ({"dim": 512, "depth": 8, "heads": 8, "dropout": 0.1},
              {"steps": 8000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 500, "eval_every": 1000, "weight_decay": 0.05}),
 }

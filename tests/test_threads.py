@@ -132,8 +132,9 @@ def test_the_command_line_says_what_it_chose(tmp_path):
 
 
 def test_draws_do_not_depend_on_the_thread_count():
-    """A demo-sized prior, whose products are large enough for torch to split over threads: the
-    same codes from 1 and 2 threads (the studio and the CLI may run a request on either)."""
+    """A prior of the old demo's size (dim 192), whose products are large enough for torch to split
+    over threads: the same codes from 1 and 2 threads (the studio and the CLI may run a request on
+    either)."""
     from vq.stage2_prior import AutoregressivePrior, PriorConfig, sample_codes_fast
 
     torch.manual_seed(0)

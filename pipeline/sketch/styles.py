@@ -33,10 +33,11 @@ STYLES = ("edges", "outline", "simplified")
 P_EDGES, P_OUTLINE = 0.3, 0.3  # the rest: simplified
 KEEP_INNER = 0.4  # an inner line survives simplification with this probability
 SHORT = 3  # segments of this many pixels or fewer are dropped from a simplified sketch
-# Measured (README, "Free-hand drawings", flagged priors at the demo preset): these middle
-# deformations keep the edge maps' F1 within 2 points of an edge-map prior's and follow drawings
-# nearly as closely as ranges half as large (inside 0.90), with more samples of the drawn class
-# when it is given (0.73 against 0.66); ranges a third larger, at P_DEFORM 0.8, cost edge F1.
+# Measured (README, "Free-hand drawings", flagged priors at the demo preset of the time: dim 192,
+# 800 steps): these middle deformations keep the edge maps' F1 within 2 points of an edge-map
+# prior's and follow drawings nearly as closely as ranges half as large (inside 0.90), with more
+# samples of the drawn class when it is given (0.73 against 0.66); ranges a third larger, at
+# P_DEFORM 0.8, cost edge F1.
 P_DEFORM, P_BREAK = 0.65, 0.3
 P_EXACT = 0.6  # a flagged prior's rows that keep the exact edge map (flag 0)
 SCALE, ASPECT, SHIFT, ROTATE, SHEAR = 0.1125, 0.1125, 0.06, math.radians(6), 0.075  # affine ranges (shift: of the half-side)
