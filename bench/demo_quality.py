@@ -15,10 +15,10 @@ reconstructions use `--per-class` other train images of each class (PSNR per ima
 
 Prints a table; --json FILE appends its rows (with --label) to FILE as JSON lines.
 `bench/results/demo_quality_ablation_cpu.json` gathers such lines by hand, each with the recipe it
-measured in words. `--step-costs` times one
-training step (forward, backward, AdamW) of the demo tokenizer at batch 64 and 128 and of priors
-of several sizes, with and without dropout, on random data at the chosen threads (best of 3
-rounds of 5 steps, the sizes interleaved), so that recipes can be compared at equal time.
+measured in words. `--step-costs` times one training step (forward, backward, AdamW) of the demo
+tokenizer at batch 64 and 128 and of priors of several sizes, with and without dropout, on random
+data at the chosen threads (best of 3 rounds of 5 steps, the sizes interleaved), so that recipes
+can be compared at equal time.
 """
 
 import argparse
@@ -29,17 +29,18 @@ from pathlib import Path
 
 import torch
 
-from vq.pipeline.checkpoint import load_model  # noqa: E402
-from vq.pipeline.data.images import to_float  # noqa: E402
-from vq.pipeline.data.loader import EvalImages, Skipped, materialize  # noqa: E402
-from vq.pipeline.data.sources import load_data  # noqa: E402
-from vq.pipeline.metrics import psnr  # noqa: E402
-from vq.pipeline.evaluate.judge import ensure_classifier, judge, predict  # noqa: E402
-from vq.pipeline.generate.draw import generate_images  # noqa: E402
-from vq.pipeline.generate.pipeline import Pipeline  # noqa: E402
-from vq.pipeline.records import TokenizerRecord  # noqa: E402
-from vq.pipeline.threads import Threads  # noqa: E402
-from vq.stage2_prior import SamplingOptions  # noqa: E402
+from vq.pipeline.checkpoint import load_model
+from vq.pipeline.data.images import to_float
+from vq.pipeline.data.loader import EvalImages, Skipped, materialize
+from vq.pipeline.data.sources import load_data
+from vq.pipeline.evaluate.judge import ensure_classifier, judge, predict
+from vq.pipeline.evaluate.run import reconstructions
+from vq.pipeline.generate.draw import generate_images
+from vq.pipeline.generate.pipeline import Pipeline
+from vq.pipeline.metrics import psnr
+from vq.pipeline.records import TokenizerRecord
+from vq.pipeline.threads import Threads
+from vq.stage2_prior import SamplingOptions
 
 REFERENCE_PER_CLASS = 1000
 # (dim, depth, dropout); the first is the demo preset before issue 29
@@ -143,8 +144,7 @@ def main() -> None:
     rows = []
     with torch.no_grad():
         images, labels = to_float(real.images), real.labels
-        recon = torch.cat([tokenizer.reconstruct(images[i : i + 500], labels[i : i + 500]).float()
-                           for i in range(0, images.shape[0], 500)]).clamp(-1, 1)
+        recon = reconstructions(tokenizer, images, labels)
         for what, imgs in (("real train", images), ("reconstructions", recon)):
             j = judged(imgs, labels)
             rows.append({"what": what, "acc": j.acc, "fd": j.fd, "n": j.n, "seconds": 0.0})

@@ -19,8 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 # The terms' weights and start steps; the quantizer's own settings. Chosen once, before measuring.
 LOSSES = {
@@ -66,6 +64,7 @@ def judge_reconstructions(run: Path, per_class: int, classifier_root: Path) -> d
     from vq.pipeline.data.loader import EvalImages, Skipped, real_images
     from vq.pipeline.data.sources import load_data
     from vq.pipeline.evaluate.judge import ensure_classifier, judge, predict
+    from vq.pipeline.evaluate.run import reconstructions
     from vq.pipeline.records import TokenizerRecord
 
     record = TokenizerRecord.read(run)
@@ -76,8 +75,7 @@ def judge_reconstructions(run: Path, per_class: int, classifier_root: Path) -> d
     _, test_feats = predict(classifier.eval(), to_float(test.images))
     real = real_images(data.train, per_class, len(data.class_names), 0)
     x, y = to_float(real.images), real.labels
-    with torch.no_grad():
-        recon = torch.cat([tokenizer.reconstruct(x[i : i + 500]).float() for i in range(0, len(x), 500)]).clamp(-1, 1)
+    recon = reconstructions(tokenizer, x, y)
     real_j = judge(classifier, x, y, test_feats, test.labels, data.class_names)
     rec_j = judge(classifier, recon, y, test_feats, test.labels, data.class_names)
     return {"n": rec_j.n, "recon_acc": rec_j.acc, "recon_fd": rec_j.fd, "real_acc": real_j.acc, "real_fd": real_j.fd}

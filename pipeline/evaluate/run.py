@@ -137,6 +137,15 @@ def check_named_data(spec: str | None, pipeline: str) -> None:
 
 
 @torch.no_grad()
+def reconstructions(tokenizer, images: torch.Tensor, labels: torch.Tensor, chunk: int = 500) -> torch.Tensor:
+    """(b, C, H, W) images in [-1, 1] and their (b,) labels through the tokenizer, in chunks on its
+    device, -> reconstructions on the CPU, clamped to [-1, 1]."""
+    dev = next(tokenizer.parameters()).device
+    return torch.cat([tokenizer.reconstruct(images[i : i + chunk].to(dev), labels[i : i + chunk].to(dev)).float().cpu()
+                      for i in range(0, images.shape[0], chunk)]).clamp(-1, 1)
+
+
+@torch.no_grad()
 def measure(job: EvalJob, subject: Subject, options: SamplingOptions, weights: Path | None, console: Console) -> EvalReport:
     """Every figure of the report, in order: the judge, the references, the prior, the samples, then
     what the job asks beyond them."""
@@ -150,8 +159,7 @@ def measure(job: EvalJob, subject: Subject, options: SamplingOptions, weights: P
     console.print(f"classifier test accuracy: {accuracy(test_pred, test.labels):.4f}")
     real_split = real_images(data.train, job.per_class, len(names), options.seed)
     real, real_labels = to_float(real_split.images), real_split.labels
-    recon = torch.cat([tokenizer.reconstruct(real[i : i + 500].to(dev), real_labels[i : i + 500].to(dev)).float().cpu()
-                       for i in range(0, real.shape[0], 500)]).clamp(-1, 1)
+    recon = reconstructions(tokenizer, real, real_labels)
     labels = torch.arange(len(names)).repeat_interleave(job.per_class)
     conditional = pipe.tokenizer_info.samples_by_class
     ts = time.time()
