@@ -121,6 +121,9 @@ def fit_budget(step: int, start_step: int, t_measure: float, t_loop: float, budg
     return max(step, step + int(left / per_step))
 
 
+FUSED_ADAM = ("cuda", "cpu")  # devices with a fused AdamW in the pinned torch
+
+
 def make_optimizers(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> dict:
     """One AdamW per part of the model: the whole model, or the parts it names itself
     (`model.optimizer_parts()` -> {name: (parameters, betas)}, e.g. an autoencoder and its
@@ -131,7 +134,8 @@ def make_optimizers(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
         params = [p for p in params if p.requires_grad]
         groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-        optimizers[name] = torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=device.type == "cuda")
+        # Fused: one kernel for every tensor (on a CPU too: 0.7 against 2.5 ms a step for the demo prior).
+        optimizers[name] = torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=device.type in FUSED_ADAM)
     return optimizers
 
 
