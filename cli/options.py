@@ -127,8 +127,8 @@ GuidanceOpt = typer.Option(2.0, "--guidance", "-g", help="Classifier-free guidan
 ClassGuidanceOpt = typer.Option(None, "--class-guidance", help="With a sketch and a class: the class's own guidance scale on top of the sketch's (--guidance); higher = more of the class, less tied to the lines (default: twice --guidance for a drawing, none of its own at --guidance 1 or less; test sketches in eval: --guidance).")
 TempOpt = typer.Option(1.0, "--temperature", help="Sampling temperature: 0 = greedy, else 0.001 to 100.")
 # Sampling numbers are checked by the library, with the rule and message the API and the studio give.
-TopKOpt = typer.Option(None, "--top-k", help="Sample only among the k likeliest codes (a whole number of at least 1).")
-TopPOpt = typer.Option(None, "--top-p", help="Sample only within the smallest set of codes holding this probability, in (0, 1].")
+TopKOpt = typer.Option(None, "--top-k", help="Sample only among the k likeliest codes; 0 = all of them (default: the prior's own, saved with it: 64 for a demo prior, else none).")
+TopPOpt = typer.Option(None, "--top-p", help="Sample only within the smallest set of codes holding this probability, in (0, 1]; 1 = no cut (default: the prior's own, else none).")
 StepsDecodeOpt = typer.Option(None, "--steps", help="A masked prior's decoding iterations (default: its own, 8); an autoregressive prior draws one code per step and refuses it.")
 SampleSeedOpt = typer.Option(None, "--seed", help="Seed: the same seed gives the same images (default: a fresh one, printed so it can be repeated).")
 KeepOpt = typer.Option("top", "--keep", parser=library_choice("a side", sides), help="Region to keep: top, bottom, left or right (or give --mask).")

@@ -12,7 +12,8 @@ from vq.pipeline.errors import VQError
 
 
 def read_config_file(path: Path | None) -> dict:
-    """A TOML or JSON file with optional [model] and [train] tables."""
+    """A TOML or JSON file with optional [model] and [train] tables (and for a prior, [sampling]:
+    the defaults it is saved with)."""
     if path is None:
         return {}
     path = Path(path)
@@ -24,9 +25,12 @@ def read_config_file(path: Path | None) -> dict:
         raise VQError(f"cannot parse {path}: {e}") from None
     if not isinstance(data, dict):
         raise VQError(f"{path} must hold a table of settings")
-    unknown = set(data) - {"model", "train"}
+    unknown = set(data) - {"model", "train", "sampling"}
     if unknown:
-        raise VQError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; expected [model] and [train]")
+        raise VQError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; expected [model], [train] and [sampling]")
+    bad = next((k for k, v in data.items() if not isinstance(v, dict)), None)
+    if bad:
+        raise VQError(f"{path}: [{bad}] must be a table of settings")
     return data
 
 

@@ -124,12 +124,33 @@ class SketchRecord:
         return self.box
 
 
+# --- the sampling part: a prior's own defaults ------------------------------------------------------
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """What a prior's samples are drawn with when a call leaves a cut unset (config.json's
+    "sampling", as Hugging Face keeps a model's generation_config.json): from its preset
+    (`Prior.sampling_presets`) or a config file's [sampling] table."""
+
+    top_k: int | None = None
+    top_p: float | None = None
+
+    RANGES: ClassVar[dict] = {"top_k": (1, 2**31 - 1), "top_p": (1e-9, 1.0)}
+
+    @classmethod
+    def of(cls, *layers: dict, where: str) -> "SamplingDefaults":
+        return build(cls, *layers, where=where)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 # --- runs ------------------------------------------------------------------------------------------
 
 STORED_TYPES = {"kind": str, "model": str, "fingerprint": (str, type(None)), "config": dict, "class_names": list,
                 "metrics": dict, "tokenizer_fingerprint": (str, type(None)), "tokenizer_dir": str, "codes_dir": str,
                 "sketch": dict, "image": dict, "dataset": dict, "data_options": dict, "train": dict, "preset": str,
-                "eval_images": int, "complete": bool}
+                "eval_images": int, "complete": bool, "sampling": dict}
 
 
 def check_stored(info, path: Path, stage: str) -> None:
@@ -327,16 +348,19 @@ class PriorRecord(RunRecord):
     codes_dir: str | None = None  # the exported codes it was trained on, relative to the run
     image: dict | None = None  # the tokenizer's images: channels, image_size
     sketch: SketchRecord | None = None
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)  # none for runs saved before it existed
 
     @classmethod
     def own_fields(cls, info: dict, run_dir: Path) -> dict:
         sketch = info.get("sketch")
         return {"tokenizer_fingerprint": info.get("tokenizer_fingerprint"), "tokenizer_dir": info.get("tokenizer_dir"),
                 "codes_dir": info.get("codes_dir"), "image": info.get("image"),
-                "sketch": None if sketch is None else SketchRecord.from_json(sketch, str(run_dir / CONFIG))}
+                "sketch": None if sketch is None else SketchRecord.from_json(sketch, str(run_dir / CONFIG)),
+                "sampling": SamplingDefaults.of(info.get("sampling", {}), where=f"{run_dir / CONFIG} sampling")}
 
     def own_json(self, own: dict) -> dict:
-        return {k: (v.to_json() if isinstance(v, SketchRecord) else v) for k, v in own.items() if v is not None}
+        return {k: (v.to_json() if isinstance(v, (SketchRecord, SamplingDefaults)) else v) for k, v in own.items()
+                if v is not None and v != SamplingDefaults()}
 
     def portable(self) -> "PriorRecord":
         return replace(super().portable(), tokenizer_dir=None, codes_dir=None)

@@ -17,7 +17,9 @@ Sampling options travel under one set of names from the command line's flags thr
 API to the samplers (`SamplingOptions`: guidance, class_guidance, temperature, top_k, top_p, seed);
 a kind's own settings (a masked prior's decoding `steps`) ride in `settings` and are read through
 its `settings_class`. Its config is a dataclass (`config_class`) with `RANGES` and `validate()`,
-saved with the weights; `presets` size it; `held_out` names its held-out figure.
+saved with the weights; `presets` size it; `sampling_presets` give a new run of a preset its sampling
+defaults, saved with it (what a call that leaves top_k or top_p unset draws with); `held_out` names
+its held-out figure.
 
 Shape legend: b - batch, n - codes per map, h w - code grid, k - codebook size.
 """
@@ -52,6 +54,8 @@ class SamplingOptions:
 
     guidance: float = 2.0  # classifier-free guidance scale: 1 = none
     temperature: float = 1.0  # 0: always the likeliest code
+    # The cuts. Unset (None) in a call: the prior's saved default (none unless it has one); a
+    # sampler given None or a top_k of 0 draws from every code.
     top_k: int | None = None  # draw among the k likeliest codes only
     top_p: float | None = None  # draw within the smallest set of codes holding this probability
     seed: int = 0
@@ -76,6 +80,7 @@ class Prior(nn.Module):
     config_class: ClassVar[type]
     settings_class: ClassVar[type] = NoSettings
     presets: ClassVar[dict[str, tuple[dict, dict]]] = {}  # name -> (model config keys, train config keys)
+    sampling_presets: ClassVar[dict[str, dict]] = {}  # preset name -> sampling defaults ({"top_k": 32}) its runs keep
     exact_likelihood: ClassVar[bool] = False
     any_mask: ClassVar[bool] = False
     parallel_decoding: ClassVar[bool] = False

@@ -140,6 +140,38 @@ def test_the_seed_of_an_unseeded_call_is_there_to_repeat_it(pipe):
 
 
 @needs_fashion_mnist
+def test_a_prior_samples_with_its_saved_cuts_unless_a_call_sets_them(chain, pipe, tmp_path):
+    from dataclasses import replace
+
+    from vq.pipeline.generate.plans import plan_samples
+    from vq.pipeline.records import PriorRecord, SamplingDefaults
+    from vq.stage2_prior import SamplingOptions
+
+    assert PriorRecord.read(chain / "prior").sampling == SamplingDefaults(top_k=64)  # a demo prior's, saved with it
+    saved = replace(pipe.prior_info, sampling=SamplingDefaults(top_k=3, top_p=0.5))
+    cuts = lambda **kw: (lambda o: (o.top_k, o.top_p))(  # noqa: E731
+        plan_samples(pipe.tokenizer_info, saved, "bag", 1, options=SamplingOptions(**kw)).options)
+    assert cuts() == (3, 0.5)
+    assert cuts(top_k=0, top_p=1.0) == (None, 1.0)  # 0: no cut
+    assert cuts(top_k=7) == (7, 0.5)
+    no_cuts = replace(pipe.prior_info, sampling=SamplingDefaults())
+    assert plan_samples(pipe.tokenizer_info, no_cuts, "bag", 1, options=SamplingOptions()).options.top_k is None
+    # The pixels, of a copy of the prior saved with a top-k of 2 (of its 16 codes): unset is the
+    # saved cut, as an explicit 2 and unlike no cut.
+    import json
+    import shutil
+
+    shutil.copytree(chain / "prior", tmp_path / "prior")
+    info = json.loads((tmp_path / "prior" / "config.json").read_text())
+    (tmp_path / "prior" / "config.json").write_text(json.dumps({**info, "sampling": {"top_k": 2}}))
+    cut = Pipeline.from_pretrained(chain / "tokenizer", tmp_path / "prior", device="cpu")
+    first = cut.sample("bag", n=8, seed=3, output_type="pt")
+    assert torch.equal(first, cut.sample("bag", n=8, seed=3, top_k=2, output_type="pt"))
+    assert torch.equal(cut.sample("bag", n=8, seed=3, top_k=0, output_type="pt"), pipe.sample("bag", n=8, seed=3, output_type="pt"))
+    assert not torch.equal(first, pipe.sample("bag", n=8, seed=3, output_type="pt"))
+
+
+@needs_fashion_mnist
 def test_bad_input_is_one_line(chain, pipe, tmp_path):
     assert "unknown class 'dog'; valid classes: T-shirt/top" in refusal(pipe.sample, "dog")
     assert "class index 10 is out of range" in refusal(pipe.sample, 10)

@@ -204,8 +204,19 @@ def test_print_config_resolves_preset_file_and_flags_without_reading_data(tmp_pa
     shown = json.loads(r.stdout)
     assert (shown["model_config"]["dim"], shown["model_config"]["depth"], shown["train_config"]["steps"]) == (64, 8, 8000)
     assert shown["from_data"] == ["codebook_size", "height", "num_classes", "sketch_size", "width"]
+    assert shown["sampling"] == {}  # the full preset keeps no cut of its own
     assert not out.exists()
     assert_one_line_error(vq("fit-prior", "--resume", "--print-config", "--out", out), "no prior at")
+    r = vq("fit-prior", "--tokenizer", tmp_path / "none", "--print-config", "--out", out)
+    assert json.loads(r.stdout)["sampling"] == {"top_k": 64}  # the demo preset's
+    (tmp_path / "cut.toml").write_text("[sampling]\ntop_p = 0.9\n")
+    r = vq("fit-prior", "--tokenizer", tmp_path / "none", "--config", tmp_path / "cut.toml", "--print-config", "--out", out)
+    assert json.loads(r.stdout)["sampling"] == {"top_k": 64, "top_p": 0.9}
+    (tmp_path / "bad.toml").write_text("[sampling]\ntop_k = -1\n")
+    assert_one_line_error(vq("fit-prior", "--tokenizer", tmp_path / "none", "--config", tmp_path / "bad.toml", "--print-config",
+                             "--out", out), "key 'top_k' must lie from 1")
+    assert_one_line_error(vq("fit-tokenizer", "--config", tmp_path / "cut.toml", "--print-config", "--out", out),
+                          "[sampling] holds a prior's sampling defaults; a vqvae has none")
 
 
 def test_a_flag_switches_off_what_the_config_file_switched_on(tmp_path, image_folder, tiny_config):

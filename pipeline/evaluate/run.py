@@ -29,7 +29,7 @@ from vq.pipeline.evaluate.judge import classifier_cache, ensure_classifier, judg
 from vq.pipeline.evaluate.report import REPORT, EvalReport
 from vq.pipeline.evaluate.tasks import completion_accuracy, inception_fid, prior_figure, sketch_agreement
 from vq.pipeline.generate.draw import generate_images
-from vq.pipeline.generate.options import check_numbers, check_options
+from vq.pipeline.generate.options import check_numbers, check_options, with_defaults
 from vq.pipeline.generate.pipeline import Pipeline
 from vq.pipeline.metrics import accuracy
 from vq.pipeline.share import folder
@@ -88,8 +88,9 @@ def evaluate_run(job: EvalJob, console: Console | None = None) -> tuple[EvalRepo
     console.print(Threads(follow=False).start())
     for line in subject.pipe.training_notes:
         console.print(f"[yellow]note: {escape(line)}[/yellow]", highlight=False)
-    report = measure(job, subject, replace(options, settings=check_options(options, subject.pipe.prior).settings),
-                     weights, console)
+    options = with_defaults(replace(options, settings=check_options(options, subject.pipe.prior).settings),
+                            subject.pipe.prior_info)
+    report = measure(job, subject, options, weights, console)
     report.seconds = time.time() - t0
     out = Path(job.out) if job.out else default_report_path(job.pipeline, subject.prior_dir or subject.tokenizer_dir)
     report.write(out)

@@ -68,10 +68,19 @@ def check_numbers(options: SamplingOptions) -> SamplingOptions:
         raise VQError(f"settings must map a prior kind's sampling settings to values, got {shown(options.settings)}")
     return SamplingOptions(
         guidance=real(options.guidance, "guidance", 0, MAX_GUIDANCE, " (1 = no guidance)"), temperature=float(temperature),
-        top_k=None if options.top_k is None else whole(options.top_k, "top_k", 1, MAX_TOP_K), top_p=top_p,
+        top_k=None if options.top_k is None else whole(options.top_k, "top_k", 0, MAX_TOP_K), top_p=top_p,
         seed=whole(options.seed, "seed", *SEED_RANGE),
         class_guidance=None if options.class_guidance is None else real(options.class_guidance, "class_guidance", 0, MAX_GUIDANCE),
         settings=dict(options.settings))
+
+
+def with_defaults(options: SamplingOptions, prior) -> SamplingOptions:
+    """The cuts a call left unset (None) from the prior's saved defaults (`records.SamplingDefaults`;
+    `prior` a PriorRecord or None), and a top_k of 0 as no cut: what the samplers draw with."""
+    saved = prior.sampling if prior is not None else None
+    top_k = (saved.top_k if saved else None) if options.top_k is None else (options.top_k or None)
+    top_p = (saved.top_p if saved else None) if options.top_p is None else options.top_p
+    return replace(options, top_k=top_k, top_p=top_p)
 
 
 def check_options(options: SamplingOptions, prior=None) -> SamplingOptions:

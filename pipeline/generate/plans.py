@@ -14,7 +14,7 @@ import torch
 
 from vq.pipeline.errors import VQError
 from vq.pipeline.generate.inputs import keep_mask, read_drawing, read_image
-from vq.pipeline.generate.options import check_options, drawing_class_guidance, whole
+from vq.pipeline.generate.options import check_options, drawing_class_guidance, whole, with_defaults
 from vq.pipeline.records import PriorRecord, TokenizerRecord
 from vq.pipeline.sketch.drawings import check_detector
 from vq.stage2_prior import SamplingOptions
@@ -110,7 +110,7 @@ def plan_samples(tokenizer: TokenizerRecord, prior: PriorRecord | None, classes=
                  options: SamplingOptions) -> SampleRequest:
     """Check and resolve a sampling call: `classes` is a name, an index, a list of them, or None
     (one group per class; with a sketch, or for an unconditional model, one group without a class)."""
-    options = check_options(options, prior.kind if prior else None)
+    options = with_defaults(check_options(options, prior.kind if prior else None), prior)
     n = whole(n, "n", 1, MAX_IMAGES)
     if sketch is not None and (prior is None or "sketch" not in prior.conditions):
         where = (f"{prior.run_dir} was trained without sketches (conditions: {', '.join(sorted(prior.conditions))}); "
@@ -141,7 +141,7 @@ def plan_completion(tokenizer: TokenizerRecord, prior: PriorRecord | None, image
     """Check and read a completion call: the image (file, Pillow image or array), the mask (a side
     with `fraction`, or a mask image of the image's shape at any size: white / True = keep) and at
     most one class. paste: the kept pixels shown as given (`draw.paste_known`)."""
-    options = check_options(options, prior.kind if prior else None)
+    options = with_defaults(check_options(options, prior.kind if prior else None), prior)
     n = whole(n, "n", 1, MAX_IMAGES)
     candidates = whole(candidates, "candidates", 1, MAX_CANDIDATES)
     if prior is None:

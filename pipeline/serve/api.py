@@ -24,8 +24,8 @@ def api_endpoints(studio: Studio) -> None:
         guidance = gr.Number(2.0, label="guidance")
         class_guidance = gr.Number(None, label="class_guidance", info="with a drawing and a class: the class's own scale (blank: twice guidance above 1)")
         temperature = gr.Number(1.0, label="temperature")
-        top_k = gr.Number(0, precision=None, label="top_k", info="0: no cut")
-        top_p = gr.Number(1.0, label="top_p", info="1: no cut")
+        top_k = gr.Number(None, precision=None, label="top_k", info="blank: the prior's own; 0: no cut")
+        top_p = gr.Number(None, label="top_p", info="blank: the prior's own; 1: no cut")
         seed = gr.Number(None, precision=None, label="seed", info="blank: a fresh one")
         image = gr.File(label="image", file_types=["image"], type="filepath")
         mask = gr.File(label="mask", file_types=["image"], type="filepath")
@@ -36,7 +36,7 @@ def api_endpoints(studio: Studio) -> None:
         trigger = gr.Button()
 
     @api_errors
-    def sample(class_name=EVERY_CLASS, n=1, guidance=2.0, temperature=1.0, top_k=0, top_p=1.0, seed=None):
+    def sample(class_name=EVERY_CLASS, n=1, guidance=2.0, temperature=1.0, top_k=None, top_p=None, seed=None):
         """n images of each class asked for (blank or 'every class': all); seed blank: fresh."""
         return studio.sample_files(studio.sample(class_name, n, guidance, temperature, top_k, top_p, seed))
 

@@ -63,14 +63,13 @@ class Studio:
 
     @staticmethod
     def options(guidance, temperature, top_k, top_p, seed, class_guidance=None):
-        """Blank seed: a fresh one; top-k 0 (or blank): no cut; top-p 1 (or blank): no cut; every
-        number checked as the API checks it."""
+        """Blank seed: a fresh one; top-k / top-p blank: the prior's own (`plans` fills them in),
+        top-k 0 or top-p 1: no cut; every number checked as the API checks it."""
         if isinstance(seed, str):  # the page's box: digits, or blank
             if seed.strip() and not re.fullmatch(r"[0-9]{1,20}", seed.strip()):
                 raise VQError(f"a seed is a whole number from 0 to 2^64 - 1 (or blank for a fresh one), got {seed.strip()[:40]!r}")
             seed = int(seed) if seed.strip() else None
-        return call_options(guidance, temperature, None if top_k in (None, 0) else top_k, top_p, seed,
-                            class_guidance=class_guidance)
+        return call_options(guidance, temperature, top_k, top_p, seed, class_guidance=class_guidance)
 
     @staticmethod
     def classes(name):

@@ -121,11 +121,15 @@ def sampling_controls(studio: Studio, tab: str, class_choices: list[str], defaul
     extra = [gr.Slider(0, 8, value=DRAWING_CLASS_GUIDANCE * guidance.value, step=0.1, label="class guidance", elem_id=f"{tab}-class-guidance",
                        info="with a class: how strongly it counts beside the drawing (guidance: the drawing; 4 is twice its default)")] if class_guidance else []
     more = []
-    if full:
+    if full:  # the cuts start at the prior's own defaults (saved with it), which a blank box also means
+        saved = studio.pipe.prior_info.sampling if studio.pipe.prior_info is not None else None
+        top_k, top_p = (saved.top_k, saved.top_p) if saved else (None, None)
         with gr.Accordion("sampling", open=False):
             more = [gr.Slider(0, 2, value=1.0, step=0.05, label="temperature", info="0 = always the likeliest code"),
-                    gr.Number(0, precision=None, minimum=0, label="top-k", info="0 = no cut"),
-                    gr.Slider(0.05, 1, value=1.0, step=0.05, label="top-p", info="1 = no cut")]
+                    gr.Number(top_k or 0, precision=None, minimum=0, label="top-k",
+                              info="0 = no cut" + (f"; this prior's own: {top_k}" if top_k else "")),
+                    gr.Slider(0.05, 1, value=top_p or 1.0, step=0.05, label="top-p",
+                              info="1 = no cut" + (f"; this prior's own: {top_p:g}" if top_p else ""))]
     seed = gr.Textbox("", label="seed", placeholder="blank = a fresh one", max_lines=1, elem_id=f"{tab}-seed")
     return [class_box, n_box, guidance, *more, seed, *extra]
 

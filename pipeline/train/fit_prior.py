@@ -30,7 +30,7 @@ from vq.pipeline.generate.draw import generate_images
 from vq.pipeline.generate.images import grid
 from vq.pipeline.kinds import prior_class
 from vq.pipeline.records import PriorRecord, TokenizerRecord
-from vq.pipeline.train.jobs import FitJob, job_configs, saved_run
+from vq.pipeline.train.jobs import FitJob, job_configs, sampling_defaults, saved_run
 from vq.pipeline.train.scores import held_out_bits
 from vq.pipeline.train.trainer import FitResult, fit
 from vq.stage2_prior import SamplingOptions
@@ -106,6 +106,7 @@ def fit_prior(job: FitJob, console: Console | None = None) -> FitResult:
     if saved is not None and saved.tokenizer_fingerprint != tok.fingerprint:
         raise VQError(f"{job.out} was trained on another tokenizer's codes; it cannot resume on {job.tokenizer}")
     train_cfg, layers = job_configs(job, kind, saved)
+    sampling = sampling_defaults(job, kind, saved)
     codes_dir = Path(job.codes) if job.codes is not None else codes_of_run(saved.codes_path if saved else None, job.tokenizer)
     device = resolve_device(train_cfg.device)
     main = dist.is_main()
@@ -126,7 +127,8 @@ def fit_prior(job: FitJob, console: Console | None = None) -> FitResult:
     record = PriorRecord(job.out, kind, model.config, class_names=codeset.record.class_names, preset=job.preset,
                          train=to_dict(train_cfg), tokenizer_fingerprint=tok.fingerprint,
                          tokenizer_dir=stored_path(job.tokenizer, job.out), codes_dir=stored_path(codes_dir, job.out),
-                         image=codeset.record.image, sketch=sketch_record(codes_dir, codeset.record) if sketched else None)
+                         image=codeset.record.image, sketch=sketch_record(codes_dir, codeset.record) if sketched else None,
+                         sampling=sampling)
     val_metric = kind.held_out.val
     with run_lock(job.out) if main else nullcontext():
         result = fit(

@@ -8,7 +8,7 @@ from pathlib import Path
 from vq.pipeline.configs import build, read_config_file, to_dict
 from vq.pipeline.errors import VQError
 from vq.pipeline.files import STATE_FILE, check_run_dir
-from vq.pipeline.records import DataOptions, RunRecord
+from vq.pipeline.records import DataOptions, RunRecord, SamplingDefaults
 from vq.pipeline.train.config import TrainConfig
 from vq.pipeline.train.state import check_state
 
@@ -68,6 +68,8 @@ def job_configs(job: FitJob, kind: type, saved: RunRecord | None) -> tuple[Train
     saved, then the flags (a new length, device, ...); its model is fixed."""
     model_preset, train_preset = kind_preset(kind, job.preset)
     file_cfg = read_config_file(job.config_file)
+    if "sampling" in file_cfg and not hasattr(kind, "sampling_presets"):
+        raise VQError(f"{job.config_file}: [sampling] holds a prior's sampling defaults; a {kind.name} has none")
     config_class = kind.config_class
     if saved is None:
         if "epochs" in job.train_overrides and "steps" not in job.train_overrides:
@@ -97,6 +99,15 @@ def resolved_config(job: FitJob, kind: type, record_class: type[RunRecord], from
     config = to_dict(build(kind.config_class, *layers, where="model config"))
     if saved is None:  # what the data decides, unless the config file or a flag set it
         config.update({k: v for k, v in from_data.items() if k in config and not any(k in layer for layer in layers[1:])})
+    sampling = {"sampling": sampling_defaults(job, kind, saved).to_json()} if hasattr(kind, "sampling_presets") else {}
     return {"kind": record_class.stage, "model": kind.name, "preset": saved.preset if saved else job.preset,
-            "model_config": config, "train_config": to_dict(train),
+            "model_config": config, "train_config": to_dict(train), **sampling,
             "from_data": sorted(k for k in from_data if k in config and config[k] is None)}
+
+
+def sampling_defaults(job: FitJob, kind: type, saved: RunRecord | None) -> SamplingDefaults:
+    """A prior's sampling defaults (`records.SamplingDefaults`): a new run's preset's
+    (`sampling_presets`), a resumed run's own, then the config file's [sampling] table."""
+    base = saved.sampling.to_json() if saved is not None else kind.sampling_presets.get(job.preset, {})
+    return SamplingDefaults.of(base, read_config_file(job.config_file).get("sampling", {}),
+                               where=f"{job.config_file or 'preset'} [sampling]")
