@@ -70,9 +70,10 @@ class VQVAEConfig(ConvConfig):
 # and flags override them.
 PRESETS = {
     # demo: batch 64 x 3000 steps, about 1.5x the old batch 128 x 1000's time, paid for by the
-    # prior's savings (README, "Demo quality"): this small tokenizer learns more from more, smaller steps.
+    # prior's savings (README, "Demo quality"): this small tokenizer learns more from more, smaller
+    # steps, and more at lr 4e-3 than 2e-3 (validation reconstruction distance 20.6 against 25.6).
     "demo": ({**CONV_PRESETS["demo"], "code_dim": 16, "codebook_size": 256},
-             {**TRAIN_PRESETS["demo"], "steps": 3000, "batch_size": 64, "eval_every": 1500}),
+             {**TRAIN_PRESETS["demo"], "steps": 3000, "batch_size": 64, "lr": 4e-3, "eval_every": 1500}),
     "full": ({**CONV_PRESETS["full"], "downsample": 2, "code_dim": 32, "codebook_size": 1024}, TRAIN_PRESETS["full"]),
 }
 

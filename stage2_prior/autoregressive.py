@@ -29,12 +29,18 @@ from vq.stage2_prior.sampling import score_codes
 PRESETS = {
     # demo: a smaller prior without dropout (README, "Demo quality"): in the demo's minutes it sees
     # the data about once, so dropout only slows it (1.75x per step on a CPU), and at this compute a
-    # smaller prior that sees more codes gives better samples than a larger one that sees fewer.
+    # smaller prior that sees more codes gives better samples than a larger one that sees fewer;
+    # at one epoch it learns faster at lr 4e-3 than 2e-3 (validation distance 28 against 35).
     "demo": ({"dim": 128, "depth": 4, "heads": 4, "dropout": 0.0},
-             {"steps": 1200, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100, "eval_every": 600, "weight_decay": 0.05}),
+             {"steps": 1200, "batch_size": 64, "lr": 4e-3, "warmup_steps": 100, "eval_every": 600, "weight_decay": 0.05}),
     "full": ({"dim": 512, "depth": 8, "heads": 8, "dropout": 0.1},
              {"steps": 8000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 500, "eval_every": 1000, "weight_decay": 0.05}),
 }
+
+# What a demo prior's samples are drawn with unless a call says otherwise (README, "Demo quality"):
+# the 64 likeliest of its 256 codes: its tail of unlikely codes, drawn now and then over 49 draws,
+# buys no variety the judge sees (class accuracy 0.925 against 0.917, distance about equal).
+SAMPLING_PRESETS = {"demo": {"top_k": 64}}
 
 
 class AutoregressivePrior(ConditionedPrior):
@@ -42,6 +48,7 @@ class AutoregressivePrior(ConditionedPrior):
     former_names = ("transformer",)  # what runs of vq before the kinds had one name stored
     summary = "one code at a time in raster order, with an exact likelihood"
     presets = PRESETS
+    sampling_presets = SAMPLING_PRESETS
     exact_likelihood = True
     any_mask = False  # a region that precedes known codes: forced known codes and reranked draws
     parallel_decoding = False
