@@ -145,6 +145,11 @@ def test_the_page_in_a_browser(studio):
         with zipfile.ZipFile(download.value.path()) as z:
             assert download.value.suggested_filename == "samples.zip" and len(z.namelist()) == 8
 
+        # The cuts start at the prior's own sampling defaults (a demo prior's top-k 64), said beside them.
+        page.get_by_text("sampling", exact=True).click()
+        top_k = page.get_by_label("top-k")
+        assert top_k.input_value() == "64" and "this prior's own: 64" in page.inner_text("#sample-top-k")
+
         # Every class: a row per class, each labelled by its first image's caption.
         page.click("#sample-class input")
         page.get_by_role("option", name="every class").click()

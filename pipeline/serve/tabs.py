@@ -126,7 +126,7 @@ def sampling_controls(studio: Studio, tab: str, class_choices: list[str], defaul
         top_k, top_p = (saved.top_k, saved.top_p) if saved else (None, None)
         with gr.Accordion("sampling", open=False):
             more = [gr.Slider(0, 2, value=1.0, step=0.05, label="temperature", info="0 = always the likeliest code"),
-                    gr.Number(top_k or 0, precision=None, minimum=0, label="top-k",
+                    gr.Number(top_k or 0, precision=None, minimum=0, label="top-k", elem_id=f"{tab}-top-k",
                               info="0 = no cut" + (f"; this prior's own: {top_k}" if top_k else "")),
                     gr.Slider(0.05, 1, value=top_p or 1.0, step=0.05, label="top-p",
                               info="1 = no cut" + (f"; this prior's own: {top_p:g}" if top_p else ""))]
