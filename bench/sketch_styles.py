@@ -45,7 +45,12 @@ VARIANTS = {  # name -> the model config it trains
     "edges": {"sketch_styles": "edges"},
     "free": {"sketch_styles": "free", "drawing_flag": False},
     "free+flag": {"sketch_styles": "free"},  # new runs get the drawing flag
+    "free+flag+aspect": {"sketch_styles": "free"},  # a trial: `STYLE_TRIALS`
 }
+# Trials of the free-hand styles' constants (`pipeline.sketch.styles`), set in the child process
+# that trains the variant: people draw with proportions of their own (a T-shirt 1.3 wide for 1
+# high, where Fashion-MNIST's are 0.7-0.8), far beyond the +-11% aspect the styles draw.
+STYLE_TRIALS = {"free+flag+aspect": {"ASPECT": 0.35}}
 
 
 def child(*args, threads: int = 1) -> subprocess.Popen:
@@ -64,7 +69,11 @@ def fit_one(args) -> None:
     from vq.pipeline.train.fit_prior import fit_prior
     from vq.pipeline.train.jobs import FitJob
 
+    from vq.pipeline.sketch import styles
+
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    for name, value in STYLE_TRIALS.get(args.fit, {}).items():
+        setattr(styles, name, value)
     job = FitJob(kind="autoregressive", tokenizer=args.tokenizer, codes=args.work / "codes", out=args.work / args.fit,
                  preset="demo", config_file=None, resume=False, force=True,
                  model_overrides={"condition": "sketch", **VARIANTS[args.fit]},
@@ -208,7 +217,7 @@ def figure(args) -> None:
     first = next(iter(pipes.values()))
     box = first.prior_info.sketch.frame_for() if first.prior_info.sketch else None  # the dataset's object box
     rows = []
-    for path in sorted(args.drawings.glob("*-1.png")) + sorted(args.drawings.glob("*-4.png")):
+    for path in sorted(args.drawings.glob("*-1.*")) + sorted(args.drawings.glob("*-4.*")):  # any image format
         lines = load_drawing(path, first.tokenizer_info.image_size, box)[0]
         row = [lines[0, 0].float().numpy() * 2 - 1]
         for pipe in pipes.values():
@@ -253,7 +262,7 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
     p.add_argument("--stages", nargs="+", choices=("train", "eval", "drawings", "figure"),
                    default=["train", "eval", "drawings", "figure"])
-    p.add_argument("--steps", type=int, default=800, help="training steps of each prior (800: the README's figures, at the demo preset before issue 29: dim 192, dropout 0.1)")
+    p.add_argument("--steps", type=int, default=800, help="training steps of each prior (800: the README's figures up to issue 29, at the demo preset of the time: dim 192, dropout 0.1)")
     p.add_argument("--sketch-images", type=int, default=1000, help="test images whose edge maps are drawn from")
     p.add_argument("--per-drawing", type=int, default=8, help="samples per drawing and mode")
     p.add_argument("--guidance", type=float, default=2.0)
