@@ -46,6 +46,10 @@ VARIANTS = {  # name -> the model config it trains
     "free": {"sketch_styles": "free", "drawing_flag": False},
     "free+flag": {"sketch_styles": "free"},  # new runs get the drawing flag
     "free+flag+aspect": {"sketch_styles": "free"},  # a trial: `STYLE_TRIALS`
+    # Trials of how many rows see the sketch without the class (2 x class_dropout of a sketch
+    # prior's rows lose the class, half of those keep the sketch: 10% by default).
+    "free+flag, sketch alone 20%": {"sketch_styles": "free", "class_dropout": 0.2},
+    "free+flag, sketch alone 30%": {"sketch_styles": "free", "class_dropout": 0.3},
 }
 # Trials of the free-hand styles' constants (`pipeline.sketch.styles`), set in the child process
 # that trains the variant: people draw with proportions of their own (a T-shirt 1.3 wide for 1
