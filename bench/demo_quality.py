@@ -7,7 +7,8 @@ cannot reveal memorised samples; at the demo's one or two epochs it served to ra
 The reference is 1,000 train images of each class (a fixed draw); the real-image floor and the
 reconstructions use `--per-class` other train images of each class (PSNR per image, averaged, as
 `vq eval`). Samples are drawn at each `--settings` entry (guidance:temperature[:top_k]) and each
-`--seeds` entry, n = `--per-class` x classes.
+`--seeds` entry, n = `--per-class` x classes. A setting without a top_k draws without a cut, also
+from a prior whose saved defaults (`vq eval`'s, unless `--top-k 0`) have one.
 
     python bench/demo_quality.py --tokenizer runs/tokenizer --prior runs/prior --settings 2:1 1.5:1 2:0.9:64
     python bench/demo_quality.py --tokenizer runs/tokenizer          # the tokenizer alone

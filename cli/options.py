@@ -92,7 +92,7 @@ LimitOpt = typer.Option(None, "--limit", min=1, help="Use only the first N image
 
 # --- training -------------------------------------------------------------------------------------
 PresetOpt = typer.Option("demo", "--preset", "-p", help="The kind's size preset: demo (minutes on a laptop CPU) or full (one GPU). Both are sized for 28 px images (demo: 7x7 codes, full: 14x14); other sizes keep the preset's --downsample.")
-ConfigOpt = typer.Option(None, "--config", help="TOML or JSON file with \\[model] and \\[train] tables; flags override it.")
+ConfigOpt = typer.Option(None, "--config", help="TOML or JSON file with \\[model] and \\[train] tables (and for a prior \\[sampling]: its saved top_k / top_p defaults); flags override it.")
 DeviceOpt = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:N or mps.")
 ThreadsOpt = typer.Option(None, "--threads", min=1, max=4096, help="CPU threads for torch (also VQ_THREADS). Default: chosen by vq: the cores this process may use, less its DataLoader workers and the cores other work keeps busy, followed while training; one thread for a few images. Pin it when running several things at once, or for bit-identical reruns.")
 BatchOpt = typer.Option(None, "--batch-size", "-b", min=1, help="Global batch size: under torchrun each of N processes takes batch-size / N.")
@@ -127,7 +127,7 @@ GuidanceOpt = typer.Option(2.0, "--guidance", "-g", help="Classifier-free guidan
 ClassGuidanceOpt = typer.Option(None, "--class-guidance", help="With a sketch and a class: the class's own guidance scale on top of the sketch's (--guidance); higher = more of the class, less tied to the lines (default: twice --guidance for a drawing, none of its own at --guidance 1 or less; test sketches in eval: --guidance).")
 TempOpt = typer.Option(1.0, "--temperature", help="Sampling temperature: 0 = greedy, else 0.001 to 100.")
 # Sampling numbers are checked by the library, with the rule and message the API and the studio give.
-TopKOpt = typer.Option(None, "--top-k", help="Sample only among the k likeliest codes; 0 = all of them (default: the prior's own, saved with it: 64 for a demo prior, else none).")
+TopKOpt = typer.Option(None, "--top-k", help="Sample only among the k likeliest codes; 0 = all of them (default: the prior's own, saved with it: 64 for an autoregressive demo prior, else none).")
 TopPOpt = typer.Option(None, "--top-p", help="Sample only within the smallest set of codes holding this probability, in (0, 1]; 1 = no cut (default: the prior's own, else none).")
 StepsDecodeOpt = typer.Option(None, "--steps", help="A masked prior's decoding iterations (default: its own, 8); an autoregressive prior draws one code per step and refuses it.")
 SampleSeedOpt = typer.Option(None, "--seed", help="Seed: the same seed gives the same images (default: a fresh one, printed so it can be repeated).")

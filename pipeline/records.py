@@ -135,11 +135,14 @@ class SamplingDefaults:
     top_k: int | None = None
     top_p: float | None = None
 
-    RANGES: ClassVar[dict] = {"top_k": (1, 2**31 - 1), "top_p": (1e-9, 1.0)}
+    RANGES: ClassVar[dict] = {"top_k": (0, 2**31 - 1), "top_p": (1e-9, 1.0)}
 
     @classmethod
     def of(cls, *layers: dict, where: str) -> "SamplingDefaults":
-        return build(cls, *layers, where=where)
+        """From layers of keys (a preset's, a config file's [sampling] table), checked; a top_k of
+        0 or a top_p of 1 (no cut, as in a call) is kept as no default."""
+        d = build(cls, *layers, where=where)
+        return cls(top_k=d.top_k or None, top_p=None if d.top_p == 1.0 else d.top_p)
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

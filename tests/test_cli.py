@@ -212,9 +212,12 @@ def test_print_config_resolves_preset_file_and_flags_without_reading_data(tmp_pa
     (tmp_path / "cut.toml").write_text("[sampling]\ntop_p = 0.9\n")
     r = vq("fit-prior", "--tokenizer", tmp_path / "none", "--config", tmp_path / "cut.toml", "--print-config", "--out", out)
     assert json.loads(r.stdout)["sampling"] == {"top_k": 64, "top_p": 0.9}
+    (tmp_path / "none.toml").write_text("[sampling]\ntop_k = 0\n")  # 0: no cut, so no default
+    r = vq("fit-prior", "--tokenizer", tmp_path / "none", "--config", tmp_path / "none.toml", "--print-config", "--out", out)
+    assert json.loads(r.stdout)["sampling"] == {}
     (tmp_path / "bad.toml").write_text("[sampling]\ntop_k = -1\n")
     assert_one_line_error(vq("fit-prior", "--tokenizer", tmp_path / "none", "--config", tmp_path / "bad.toml", "--print-config",
-                             "--out", out), "key 'top_k' must lie from 1")
+                             "--out", out), "key 'top_k' must lie from 0")
     assert_one_line_error(vq("fit-tokenizer", "--config", tmp_path / "cut.toml", "--print-config", "--out", out),
                           "[sampling] holds a prior's sampling defaults; a vqvae has none")
 

@@ -118,7 +118,7 @@ def test_refusals_write_nothing(chain, tmp_path):
     for flags, words in ((("--seed", str(10**30)), "seed must be a whole number from 0 to 18,446,744,073,709,551,615"),
                          (("--guidance", "1e308"), "guidance must be a number from 0 to 100"),
                          (("--temperature", "1e-40"), "temperature must be a number from 0.001 to 100"),
-                         (("--top-k", str(2**40)), "top_k must be a whole number from 1 to")):
+                         (("--top-k", str(2**40)), "top_k must be a whole number from 0 to")):
         assert_one_line_error(vq("sample", *base, "--class", "bag", *flags, "--out", out), words)
     # A second tokenizer: the first one's prior and codes must be refused with it.
     r = vq("fit-tokenizer", "--data", "fashion-mnist", "--limit", "64", "--config", chain / "tok.toml", "--steps", "2", "--seed", "1", "--out", tmp_path / "tok2")

@@ -123,9 +123,17 @@ class Pipeline:
         by_class = self.conditions >= {"class"}
         grid = image_grid(self.sample(n=per_class, seed=0), rows=len(self.class_names) if by_class else None)
         note = (f"One row per class ({', '.join(self.class_names)}), {per_class} samples each" if by_class
-                else f"{per_class} samples") + " (guidance 2, seed 0), drawn when the pipeline was saved."
+                else f"{per_class} samples") + f" (guidance 2{self.cut_note()}, seed 0), drawn when the pipeline was saved."
         return folder.save(Path(out), self.tokenizer_info, self.prior_info, self.eval_report(), grid, note,
                            license=license, name=name, force=force)
+
+    def cut_note(self) -> str:
+        """The prior's own sampling defaults, as a note reads them (", top-k 64"), or ""."""
+        if self.prior_info is None:
+            return ""
+        saved = self.prior_info.sampling
+        return "".join(f", {name} {value:g}" for name, value in (("top-k", saved.top_k), ("top-p", saved.top_p))
+                       if value is not None)
 
     def eval_report(self) -> EvalReport | None:
         """The latest `vq eval` report of these runs (in the prior's run, or the tokenizer's for a
@@ -204,7 +212,8 @@ class Pipeline:
         class, or for a sketch or an unconditional model, n images without a class), following
         `sketch` (a drawing: file, Pillow image or array) when the prior reads sketches.
         guidance: classifier-free guidance scale (1 = none); temperature, top_k, top_p: the
-        draw; seed: the same seed gives the same images; steps: a masked prior's decoding
+        draw (top_k / top_p None: the prior's saved defaults, `PriorRecord.sampling`; top_k 0:
+        no cut); seed: the same seed gives the same images; steps: a masked prior's decoding
         iterations (`settings`: any prior kind's own sampling settings); class_guidance: with a
         sketch and a class, the class's own guidance scale on top of the sketch's (`guidance`;
         None: twice `guidance`, `drawing_class_guidance`); a sketch given with a class is framed

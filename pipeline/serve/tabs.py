@@ -128,7 +128,7 @@ def sampling_controls(studio: Studio, tab: str, class_choices: list[str], defaul
             more = [gr.Slider(0, 2, value=1.0, step=0.05, label="temperature", info="0 = always the likeliest code"),
                     gr.Number(top_k or 0, precision=None, minimum=0, label="top-k", elem_id=f"{tab}-top-k",
                               info="0 = no cut" + (f"; this prior's own: {top_k}" if top_k else "")),
-                    gr.Slider(0.05, 1, value=top_p or 1.0, step=0.05, label="top-p",
+                    gr.Slider(min(0.05, top_p or 1.0), 1, value=top_p or 1.0, step=0.01, label="top-p",
                               info="1 = no cut" + (f"; this prior's own: {top_p:g}" if top_p else ""))]
     seed = gr.Textbox("", label="seed", placeholder="blank = a fresh one", max_lines=1, elem_id=f"{tab}-seed")
     return [class_box, n_box, guidance, *more, seed, *extra]
