@@ -147,7 +147,7 @@ def test_eval_of_a_saved_pipeline_reaches_its_card(chain, saved, tmp_path, monke
     resaved = tmp_path / "resaved"
     assert vq("save", resaved, "--tokenizer", folder / "tokenizer", "--prior", folder / "prior").returncode == 0
     card = (resaved / "README.md").read_text()
-    assert f"| samples | samples: class accuracy (n=30, guidance 2) | {report['samples']['acc']:.4f} |" in card
+    assert f"| samples | samples: class accuracy (n=30, guidance 2, top-k 64) | {report['samples']['acc']:.4f} |" in card  # the prior's own cut, named
     assert json.loads((resaved / "eval.json").read_text()) == report
     assert_one_line_error(vq("save", resaved, "--tokenizer", folder / "tokenizer", "--prior", folder / "prior"), "holds a saved pipeline; pass --force")
 

@@ -113,7 +113,7 @@ class EvalReport:
             if not judged:
                 continue
             stage = "samples" if key == "samples" else "reference"
-            how = f"n={judged['n']}" + (f", guidance {self.sampling['guidance']:g}" if key == "samples" and self.sampling else "")
+            how = f"n={judged['n']}" + (f", guidance {self.sampling['guidance']:g}{self.cuts()}" if key == "samples" and self.sampling else "")
             if "acc" in judged:
                 rows.append((stage, f"{name}: class accuracy ({how})", f"{judged['acc']:.4f}"))
             rows.append((stage, f"{name}: Fréchet distance of judge features ({how})", f"{judged['fd']:.3f}"))
@@ -187,9 +187,16 @@ class EvalReport:
             rows.append(["samples", "Inception Score", f"{f['inception_score']:.3f} ± {f['inception_score_std']:.3f}"])
         return rows
 
+    def cuts(self) -> str:
+        """The samples' top-k / top-p as a title reads them (", top-k 64"), or "" for none."""
+        s = self.sampling or {}
+        return "".join(f", {name} {s[key]:g}" for name, key in (("top-k", "top_k"), ("top-p", "top_p"))
+                       if isinstance(s.get(key), (int, float)) and not isinstance(s.get(key), bool))
+
     def judged_table(self) -> Table:
         s = self.sampling
-        return Table(f"class accuracy and Fréchet distance to the test split (guidance {s['guidance']}, T {s['temperature']})",
+        return Table(f"class accuracy and Fréchet distance to the test split (guidance {s['guidance']}, T {s['temperature']}"
+                     f"{self.cuts()})",
                      ["images", "n", "class acc", "Fréchet dist."],
                      [[name, str(getattr(self, key)["n"]), f"{getattr(self, key)['acc']:.4f}" if "acc" in getattr(self, key)
                        else "n/a", f"{getattr(self, key)['fd']:.3f}"] for name, key in JUDGED])

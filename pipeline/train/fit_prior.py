@@ -29,7 +29,7 @@ from vq.pipeline.files import run_lock, stored_path
 from vq.pipeline.generate.draw import generate_images
 from vq.pipeline.generate.images import grid
 from vq.pipeline.kinds import prior_class
-from vq.pipeline.records import PriorRecord, TokenizerRecord
+from vq.pipeline.records import PriorRecord, SamplingDefaults, TokenizerRecord
 from vq.pipeline.train.jobs import FitJob, job_configs, sampling_defaults, saved_run
 from vq.pipeline.train.scores import held_out_bits
 from vq.pipeline.train.trainer import FitResult, fit
@@ -60,10 +60,12 @@ def code_splits(codeset: CodeSet, sketches: bool = False) -> tuple:
     return train, val, test
 
 
-def sample_preview(tok: TokenizerRecord, device: torch.device, per_class: int = PREVIEW_PER_CLASS):
+def sample_preview(tok: TokenizerRecord, device: torch.device, sampling: SamplingDefaults | None = None,
+                   per_class: int = PREVIEW_PER_CLASS):
     """For --wandb: a callable that draws guided samples of every class from the prior being
-    trained, through the code `vq sample` uses, beside real test images of that class: one row
-    per class, the real images first -> (C, H, W) uint8."""
+    trained, through the code `vq sample` uses and with the run's own cuts (`sampling`), beside
+    real test images of that class: one row per class, the real images first -> (C, H, W) uint8."""
+    cuts = {"top_k": sampling.top_k, "top_p": sampling.top_p} if sampling is not None else {}
     tokenizer, classes = load_model(tok, device), len(tok.class_names)
     test = real_images(load_data(tok.data_options()).test, per_class, classes, seed=0)
     images = to_float(test.images)
@@ -72,7 +74,7 @@ def sample_preview(tok: TokenizerRecord, device: torch.device, per_class: int = 
     labels = torch.arange(classes).repeat_interleave(per_class)
 
     def preview(model) -> torch.Tensor:
-        samples = generate_images(tokenizer, model, labels, SamplingOptions(guidance=PREVIEW_GUIDANCE, seed=0)).cpu()
+        samples = generate_images(tokenizer, model, labels, SamplingOptions(guidance=PREVIEW_GUIDANCE, seed=0, **cuts)).cpu()
         rows = [torch.cat([real[c], samples[c * per_class : (c + 1) * per_class]]) for c in range(classes)]
         return grid(torch.cat(rows), nrow=2 * per_class)
 
@@ -136,7 +138,7 @@ def fit_prior(job: FitJob, console: Console | None = None) -> FitResult:
             evaluate=lambda m: {val_metric: held_out_bits(m, val)},
             save=lambda m, metrics: save_checkpoint(job.out, m, replace(record, metrics=metrics)),
             run_dir=job.out, cfg=train_cfg, resume=job.resume, keep_schedule=not job.new_length, best_metric=val_metric,
-            console=console, preview=sample_preview(tok, device) if train_cfg.wandb and main else None,
+            console=console, preview=sample_preview(tok, device, sampling) if train_cfg.wandb and main else None,
             run_config={"model": to_dict(model.config), "train": to_dict(train_cfg), "codes": codeset.record.shards},
         )
         result.metrics = test_figures(job.out, test, codeset, device) if main else {}
