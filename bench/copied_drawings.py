@@ -29,14 +29,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from drawings import slug  # bench/drawings.py: the file names both sets share
+
 PER_CLASS = 5
 UP = 8  # the silhouette is traced at 8x the image's side
 # Moore neighbourhood, clockwise from west (y down): the tracer's search order.
 AROUND = [(0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1)]
-
-
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
 
 
 def silhouette(image: np.ndarray) -> np.ndarray:

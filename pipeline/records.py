@@ -147,6 +147,16 @@ class SamplingDefaults:
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    def words(self) -> str:
+        return cut_words(self.top_k, self.top_p)
+
+
+def cut_words(top_k, top_p) -> str:
+    """Sampling cuts as a note or a title reads them (", top-k 64"); "" for none (a value that is
+    no number, as a report read from someone's folder may hold, is left out)."""
+    return "".join(f", {name} {value:g}" for name, value in (("top-k", top_k), ("top-p", top_p))
+                   if isinstance(value, (int, float)) and not isinstance(value, bool))
+
 
 # --- runs ------------------------------------------------------------------------------------------
 

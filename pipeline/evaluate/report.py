@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vq.pipeline.errors import VQError
 from vq.pipeline.files import atomic_write_json, read_json
+from vq.pipeline.records import cut_words
 
 REPORT = "eval.json"
 INDEX = "model_index.json"  # a saved pipeline's index (`share.folder`): its report lies beside its parts
@@ -190,8 +191,7 @@ class EvalReport:
     def cuts(self) -> str:
         """The samples' top-k / top-p as a title reads them (", top-k 64"), or "" for none."""
         s = self.sampling or {}
-        return "".join(f", {name} {s[key]:g}" for name, key in (("top-k", "top_k"), ("top-p", "top_p"))
-                       if isinstance(s.get(key), (int, float)) and not isinstance(s.get(key), bool))
+        return cut_words(s.get("top_k"), s.get("top_p"))
 
     def judged_table(self) -> Table:
         s = self.sampling

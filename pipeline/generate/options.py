@@ -14,6 +14,7 @@ from dataclasses import fields, replace
 
 from vq.pipeline.configs import build
 from vq.pipeline.errors import VQError
+from vq.pipeline.records import SamplingDefaults
 from vq.stage2_prior import PRIORS, SamplingOptions
 
 # The ranges every number a user gives is checked against, before it is used, with the same rule
@@ -77,9 +78,9 @@ def check_numbers(options: SamplingOptions) -> SamplingOptions:
 def with_defaults(options: SamplingOptions, prior) -> SamplingOptions:
     """The cuts a call left unset (None) from the prior's saved defaults (`records.SamplingDefaults`;
     `prior` a PriorRecord or None), and a top_k of 0 as no cut: what the samplers draw with."""
-    saved = prior.sampling if prior is not None else None
-    top_k = (saved.top_k if saved else None) if options.top_k is None else (options.top_k or None)
-    top_p = (saved.top_p if saved else None) if options.top_p is None else options.top_p
+    saved = prior.sampling if prior is not None else SamplingDefaults()
+    top_k = saved.top_k if options.top_k is None else (options.top_k or None)
+    top_p = saved.top_p if options.top_p is None else options.top_p
     return replace(options, top_k=top_k, top_p=top_p)
 
 

@@ -123,17 +123,9 @@ class Pipeline:
         by_class = self.conditions >= {"class"}
         grid = image_grid(self.sample(n=per_class, seed=0), rows=len(self.class_names) if by_class else None)
         note = (f"One row per class ({', '.join(self.class_names)}), {per_class} samples each" if by_class
-                else f"{per_class} samples") + f" (guidance 2{self.cut_note()}, seed 0), drawn when the pipeline was saved."
+                else f"{per_class} samples") + f" (guidance 2{self.prior_info.sampling.words() if self.prior_info else ''}, seed 0), drawn when the pipeline was saved."
         return folder.save(Path(out), self.tokenizer_info, self.prior_info, self.eval_report(), grid, note,
                            license=license, name=name, force=force)
-
-    def cut_note(self) -> str:
-        """The prior's own sampling defaults, as a note reads them (", top-k 64"), or ""."""
-        if self.prior_info is None:
-            return ""
-        saved = self.prior_info.sampling
-        return "".join(f", {name} {value:g}" for name, value in (("top-k", saved.top_k), ("top-p", saved.top_p))
-                       if value is not None)
 
     def eval_report(self) -> EvalReport | None:
         """The latest `vq eval` report of these runs (in the prior's run, or the tokenizer's for a

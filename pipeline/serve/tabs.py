@@ -17,6 +17,7 @@ from vq.pipeline.evaluate.report import markdown_text
 from vq.pipeline.generate.inputs import SIDES, read_image
 from vq.pipeline.generate.options import DRAWING_CLASS_GUIDANCE
 from vq.pipeline.generate.pipeline import to_pil
+from vq.pipeline.records import SamplingDefaults
 from vq.pipeline.serve.studio import EVERY_CLASS, NO_CLASS, Studio, gr, one_line_errors
 
 CANVAS = 280  # px a side of the drawing and painting canvases
@@ -122,8 +123,8 @@ def sampling_controls(studio: Studio, tab: str, class_choices: list[str], defaul
                        info="with a class: how strongly it counts beside the drawing (guidance: the drawing; 4 is twice its default)")] if class_guidance else []
     more = []
     if full:  # the cuts start at the prior's own defaults (saved with it), which a blank box also means
-        saved = studio.pipe.prior_info.sampling if studio.pipe.prior_info is not None else None
-        top_k, top_p = (saved.top_k, saved.top_p) if saved else (None, None)
+        saved = studio.pipe.prior_info.sampling if studio.pipe.prior_info is not None else SamplingDefaults()
+        top_k, top_p = saved.top_k, saved.top_p
         with gr.Accordion("sampling", open=False):
             more = [gr.Slider(0, 2, value=1.0, step=0.05, label="temperature", info="0 = always the likeliest code"),
                     gr.Number(top_k or 0, precision=None, minimum=0, label="top-k", elem_id=f"{tab}-top-k",
