@@ -17,7 +17,8 @@ from vq.cli.options import (ClassGuidanceOpt, DeviceOpt, GuidanceOpt, KeepOpt, P
 def sample(
     class_: Optional[str] = typer.Option(None, "--class", "-c", help="Class name (case-insensitive) or index; default: one row per class."),
     n: int = typer.Option(16, "--per-class", "-n", help="Images to make of each class (of --class alone when given, or of --sketch)."),
-    sketch: Optional[Path] = typer.Option(None, "--sketch", "-s", help="A drawing to follow (any size and mode, dark lines on light or light on dark), for a prior trained with --condition sketch; with --class, of that class."),
+    sketch: Optional[Path] = typer.Option(None, "--sketch", "-s", help="A drawing to follow (any size and mode, dark lines on light or light on dark), for a prior trained with --condition sketch; with --class, of that class; without, of the class it reads as (where the prior has a recogniser)."),
+    recognise: bool = typer.Option(True, "--recognise/--no-recognise", help="A --sketch without --class: sample the class the prior's recogniser reads in it (the default), or no class at all."),
     guidance: float = GuidanceOpt,
     class_guidance: Optional[float] = ClassGuidanceOpt,
     temperature: float = TempOpt,
@@ -41,7 +42,7 @@ def sample(
 
     options = call_options(guidance, temperature, top_k, top_p, seed, steps, class_guidance=class_guidance)
     written = sample_to_folder(tokenizer, prior, class_, n, options, out, device=device or "auto", force=force,
-                               sketch_path=sketch, pipeline=pipeline)
+                               sketch_path=sketch, pipeline=pipeline, recognise=recognise)
     if written.note:
         err.print(f"{sketch}: {written.note}", highlight=False)
     err.print(f"seed {written.seed} (repeat with --seed {written.seed})", highlight=False)

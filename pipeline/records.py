@@ -388,6 +388,11 @@ class PriorRecord(RunRecord):
         return self.config.conditions
 
     @property
+    def recognises(self) -> bool:
+        """Whether the prior tells a drawing's class (`generate.recognise`)."""
+        return bool(getattr(self.config, "recognises", False))
+
+    @property
     def exact_likelihood(self) -> bool:
         return self.kind.exact_likelihood
 

@@ -92,8 +92,8 @@ class AutoregressivePrior(ConditionedPrior):
     def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None, sketch: torch.Tensor | None = None,
                 step: int = 0) -> PriorOutput:
         """The training objective: the mean cross-entropy in nats of every code given those before it."""
-        labels, keep_sketch = self.drop_conditions(labels)
+        given, (labels, keep_sketch) = labels, self.drop_conditions(labels)
         logits = self.logits(codes, labels, sketch, keep_sketch)
         target = rearrange(codes, "b h w -> b (h w)").long()
         loss = F.cross_entropy(logits.float().transpose(1, 2), target)
-        return PriorOutput(logits, loss, {"nll": loss.detach()})
+        return self.with_recognition(PriorOutput(logits, loss, {"nll": loss.detach()}), sketch, given)

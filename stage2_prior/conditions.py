@@ -12,6 +12,12 @@ Training replaces the class alone, the sketch alone, or both with their nulls (c
 classifier-free guidance, Ho & Salimans 2022), so guidance can contrast any condition with the
 fully unconditional row.
 
+A prior with a recogniser (`PriorConfig.recognises`) also carries `SketchRecogniser`, a small CNN
+that tells a drawing's class from its lines, trained beside the transformer in the same steps (its
+cross-entropy added to the loss; no weights shared) on free-hand sketches the batch preparer draws
+for it (`pipeline.sketch.styles.recogniser_sketches`: proportions stretched, as people's are). A
+drawing given without its class is then sampled as the class it reads as (`pipeline.generate.recognise`).
+
 Shape legend: b - batch, n - sequence, h w - code grid, d - model width, S - sketch side.
 """
 
@@ -21,7 +27,7 @@ from einops import rearrange
 from torch import nn
 from x_transformers import TransformerWrapper
 
-from vq.stage2_prior.base import Prior
+from vq.stage2_prior.base import Prior, PriorOutput
 from vq.stage2_prior.config import PriorConfig
 
 
@@ -46,6 +52,25 @@ class SketchEncoder(nn.Module):
             sketch = F.pad(sketch, (0, 0, 0, 0, 0, self.channels - sketch.shape[1]))  # no flag: an edge map
         x = self.mix(F.gelu(self.patch(sketch)))
         return self.norm(rearrange(x, "b d h w -> b (h w) d") + self.pos)
+
+
+class SketchRecogniser(nn.Module):
+    """(b, 1, S, S) lines -> (b, classes) logits of the drawn class. Two stages of 3x3 convolutions
+    (a strided 4x4 stem halves the side, a max-pool halves it again), mean and max pooled, a
+    LayerNorm and a linear head. No batch norm: on a CPU it cost as much as the convolutions, and
+    the prior's batches are small."""
+
+    def __init__(self, classes: int, width: int = 32):
+        super().__init__()
+        conv = lambda i, o, k=3, s=1: nn.Sequential(nn.Conv2d(i, o, k, s, 1), nn.GELU())  # noqa: E731
+        self.features = nn.Sequential(conv(1, width, 4, 2), conv(width, width), nn.MaxPool2d(2),
+                                      conv(width, 2 * width), conv(2 * width, 2 * width))
+        self.norm = nn.LayerNorm(4 * width)
+        self.head = nn.Linear(4 * width, classes)
+
+    def forward(self, lines: torch.Tensor) -> torch.Tensor:
+        h = self.features(lines[:, :1].to(self.head.weight.dtype))
+        return self.head(self.norm(torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)))
 
 
 def layer_options(c: PriorConfig) -> dict:
@@ -78,11 +103,37 @@ class ConditionedPrior(Prior):
                                   attn_layers=attn_layers)
 
     def add_conditions(self) -> None:
-        """A sketch prior's condition modules: the sketch encoder and the learned null sketch."""
+        """A sketch prior's condition modules: the sketch encoder and the learned null sketch, and
+        with `PriorConfig.recognises` the recogniser (built last: the other weights a seed
+        draws stay those of a prior without it)."""
         c = self.config
         if self.sketched:
             self.sketch_encoder = SketchEncoder(c.dim, c.sketch_size, c.height, c.sketch_channels)
             self.null_sketch = nn.Parameter(torch.randn(1, c.seq_len, c.dim) * 0.02)
+        if c.recognises:
+            self.recogniser = SketchRecogniser(c.num_classes)
+
+    @property
+    def recognises(self) -> bool:
+        """Whether it tells a drawing's class (`recognise`)."""
+        return self.config.recognises
+
+    def recognise(self, lines: torch.Tensor) -> torch.Tensor:
+        """(b, 1, S, S) lines of drawings, read as `vq sample --sketch` reads them -> (b, classes)
+        probabilities of the drawn class (a prior with a recogniser only)."""
+        return self.recogniser(lines).float().softmax(-1)
+
+    def with_recognition(self, out: PriorOutput, sketch: torch.Tensor | None, labels: torch.Tensor | None) -> PriorOutput:
+        """Training's output with the recogniser's cross-entropy added to the loss (and logged as
+        `recognise`), on the recogniser's sketches the preparer put after the encoder's channels;
+        `out` as it is without them (evaluation, or a prior without a recogniser). The two share
+        no weights, but one loss: a run's logged training loss is the code loss plus this one, and
+        gradient clipping sees both (the held-out figures are the codes' alone)."""
+        if not (self.recognises and sketch is not None and labels is not None and sketch.shape[1] > self.config.sketch_channels):
+            return out
+        logits = self.recogniser(sketch[:, self.config.sketch_channels :])
+        ce = F.cross_entropy(logits.float(), labels.long())
+        return PriorOutput(out.logits, out.loss + ce, {**out.metrics, "recognise": ce.detach()})
 
     @staticmethod
     def image_memory(c: PriorConfig) -> tuple[int, str]:

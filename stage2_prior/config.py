@@ -36,9 +36,15 @@ class PriorConfig:
     # (NEW_RUN); free runs made before the key existed read one channel (False), and resume
     # with today's deformations (pipeline.sketch_styles), which the config does not record.
     drawing_flag: bool = False
+    # A free-styles sketch prior also learns to tell a drawing's class (`conditions.SketchRecogniser`,
+    # a small CNN beside the prior, trained in the same steps on free-hand sketches of the batch
+    # stretched to other proportions): a drawing given without its class is sampled as the class it
+    # reads as, framed to that class's proportions (README, "Drawings against exact outlines").
+    # New runs get True (NEW_RUN); runs made before the key existed have none.
+    recogniser: bool = False
 
     # Keys whose value for a new run differs from what an old run's config, which lacks them, means.
-    NEW_RUN = {"sketch_styles": "free", "drawing_flag": True}
+    NEW_RUN = {"sketch_styles": "free", "drawing_flag": True, "recogniser": True}
     # Each number's range (inclusive): what a config file or a saved run may hold; loading checks
     # them before anything is built (`pipeline.configs.build`). `validate` adds the rules between fields.
     RANGES = {"codebook_size": (1, 65536), "height": (1, 1024), "width": (1, 1024), "num_classes": (1, 100_000),
@@ -75,6 +81,11 @@ class PriorConfig:
     def sketch_channels(self) -> int:
         """Channels the sketch encoder reads: the lines, and for a flagged free-styles prior the drawing flag."""
         return 2 if self.sketch_styles == "free" and self.drawing_flag else 1
+
+    @property
+    def recognises(self) -> bool:
+        """Whether the prior has a drawing recogniser: asked for, on a prior trained on free-hand sketches."""
+        return self.recogniser and self.condition == "sketch" and self.sketch_styles == "free"
 
     @property
     def seq_len(self) -> int:

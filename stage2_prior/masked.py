@@ -108,12 +108,12 @@ class MaskedPrior(ConditionedPrior):
                 step: int = 0) -> PriorOutput:
         """The training objective: (b, h, w) codes -> logits (b, n, k), and as loss the mean
         cross-entropy in nats over the masked codes only (a cosine-scheduled share of each row)."""
-        labels, keep_sketch = self.drop_conditions(labels)
+        given, (labels, keep_sketch) = labels, self.drop_conditions(labels)
         b, n = codes.shape[0], self.config.seq_len
         masked = random_positions(training_count(b, n, codes.device), n)
         logits = self.masked_logits(codes, masked, labels, sketch, keep_sketch)
         loss = masked_code_ce(logits, codes, masked).sum() / masked.sum()
-        return PriorOutput(logits, loss, {"masked_ce": loss.detach()})
+        return self.with_recognition(PriorOutput(logits, loss, {"masked_ce": loss.detach()}), sketch, given)
 
     @torch.no_grad()
     def masked_ce(self, codes: torch.Tensor, labels: torch.Tensor | None, sketch: torch.Tensor | None = None,

@@ -12,7 +12,7 @@ from vq.pipeline.data.idx import fashion_mnist_dir, load_fashion_mnist_idx
 from vq.pipeline.data.images import to_float
 from vq.pipeline.codes.maps import load_codes, split_record
 from vq.pipeline.sketch.edges import edge_f1, edge_map, outline_map, thin
-from vq.pipeline.sketch.drawings import normalise_drawing
+from vq.pipeline.sketch.drawings import load_drawing, normalise_drawing
 from test_cli import assert_one_line_error, digest, vq
 
 needs_fashion_mnist = pytest.mark.skipif(fashion_mnist_dir() is None, reason="Fashion-MNIST idx files not installed (make test installs them)")
@@ -108,9 +108,17 @@ def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
 
     config = PriorConfig(**prior["config"])
     labels = torch.zeros(20, dtype=torch.long)
-    _, _, trained = batch_preparer(config, train=True)((records.images[:20], labels), torch.device("cpu"))
+    _, _, trained = batch_preparer(config, train=True, box=meta["sketch"]["box"])((records.images[:20], labels), torch.device("cpu"))
     _, _, evaluated = batch_preparer(config)((records.images[:20], labels), torch.device("cpu"))
-    assert trained.shape == (20, 2, 28, 28) and torch.equal(evaluated, maps[:, :1])
+    assert trained.shape == (20, 3, 28, 28) and torch.equal(evaluated, maps[:, :1])
+    # ... and the recogniser's sketches after them: lines on every row, framed to the export's box.
+    assert prior["config"]["recogniser"] is True
+    shown = trained[:, 2]
+    sides = torch.tensor([float(max(s.any(1).sum(), s.any(0).sum())) for s in shown])
+    assert bool(shown.flatten(1).any(1).all()) and abs(float(sides.median()) - meta["sketch"]["box"] * 28) <= 2.5
+    unframed = batch_preparer(config, train=True)((records.images[:20], labels), torch.device("cpu"))[2][:, 2]
+    unframed_sides = torch.tensor([float(max(s.any(1).sum(), s.any(0).sum())) for s in unframed])
+    assert float(sides.float().sub(meta["sketch"]["box"] * 28).abs().mean()) < float(unframed_sides.sub(meta["sketch"]["box"] * 28).abs().mean())
     # ... and a drawing reaches the prior with the flag 1, through the Python API.
     from vq.pipeline import Pipeline
 
@@ -139,6 +147,12 @@ def test_sketch_prior_trains_on_exported_sketches(sketch_chain):
     assert d["class_boxes"] is True and d["class_guidance"] == 4.0  # with the class: its box and twice the guidance
     assert [(x["file"], x["class"]) for x in d["drawings"]] == [("mine.png", "Dress"), ("ankle-boot-1.png", "Ankle boot"),
                                                                  ("bag_2.png", "Bag")]
+    # A drawing alone is sampled as the class the prior's recogniser reads in it, as vq sample does.
+    assert d["recognised"] == sum(x["read_as"] == x["class"] for x in d["drawings"]) / 3
+    for x in d["drawings"]:
+        path = next(drawn.rglob(x["file"]))
+        alone = load_drawing(path, 28, codes.record.sketch.box)[0]
+        assert x["read_as"] == codes.record.class_names[int(pipe.prior.recognise(alone).argmax())]
     for mode in ("sketch_only", "sketch_and_class"):
         assert all(0 <= d[mode][k] <= 1 for k in ("acc", "inside", "coverage"))
         assert d[mode]["coverage"] > 0  # samples drawn from an outline land on it
@@ -176,7 +190,12 @@ def test_sample_follows_a_drawing_file(sketch_chain):
     r = vq(*args, "--out", root / "s1")
     assert r.returncode == 0, r.stderr
     assert "dark lines on light: inverted" in r.stderr and "thinned to 1 px at 28x28" in r.stderr
+    assert "read as " in r.stderr and "framed to the class" in r.stderr  # the class the drawing reads as, its proportions
     assert sorted(p.name for p in (root / "s1").iterdir()) == ["grid.png", "sketch.png", "sketch_0.png", "sketch_1.png", "sketch_2.png"]
+    r = vq(*args, "--no-recognise", "--out", root / "s5")  # no class at all: the drawing alone, as read
+    assert r.returncode == 0, r.stderr
+    assert "read as " not in r.stderr and "framed to the class" not in r.stderr and "framed: the lines' box" in r.stderr
+    assert (root / "s5" / "sketch_0.png").read_bytes() != (root / "s1" / "sketch_0.png").read_bytes()
     assert Image.open(root / "s1" / "grid.png").size[0] > 4 * 28  # the sketch and its three samples in a row
     r = vq(*args, "--class", "ankle boot", "--guidance", "2", "--out", root / "s2")
     assert r.returncode == 0, r.stderr
@@ -213,6 +232,19 @@ def test_a_drawing_given_classes_is_read_for_each_class(sketch_chain):
                         options=SamplingOptions(class_guidance=2.5)).options.class_guidance == 2.5  # given: kept
     alone = plan_samples(tok, prior, None, 2, sketch=root / "boot.jpg", options=SamplingOptions())
     assert alone.sketch.shape == (1, 1, 28, 28) and alone.options.class_guidance is None
+    # Alone, the drawing is sampled as the class the recogniser reads in it, framed to that class.
+    probs = pipe.prior.recognise(alone.sketch)
+    read_as = int(probs.argmax())
+    recognised = pipe.run_samples(alone)
+    assert recognised.labels.tolist() == [read_as, read_as] and recognised.sketch_note.startswith(f"read as {pipe.class_names[read_as]} (")
+    assert torch.equal(recognised.sketch, plan_samples(tok, prior, read_as, 2, sketch=root / "boot.jpg",
+                                                       options=SamplingOptions()).sketch)
+    unread = plan_samples(tok, prior, None, 2, sketch=root / "boot.jpg", options=SamplingOptions(), recognise=False)
+    assert unread.reread is None and pipe.run_samples(unread).labels.tolist() == [-1, -1]
+    from vq.pipeline.errors import VQError
+
+    with pytest.raises(VQError, match="recognise is True or False"):
+        plan_samples(tok, prior, None, 2, sketch=root / "boot.jpg", options=SamplingOptions(), recognise="false")
     seen, context = [], pipe.prior.context
     pipe.prior.context = lambda sketch, b, keep=None: (seen.append(sketch), context(sketch, b, keep))[1]
     samples = pipe.run_samples(request)

@@ -1,6 +1,8 @@
 """Free-hand sketch styles: outlines of silhouettes, the styles and deformations training draws
 (`pipeline.sketch_styles`), and drawings framed to the dataset's object box."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,8 @@ from vq.pipeline.sketch.boxes import object_box
 from vq.pipeline.sketch.drawings import normalise_drawing
 from vq.pipeline.sketch.edges import edge_f1, edge_map, fill_holes, outline_map, thin
 from vq.pipeline.records import SketchRecord
-from vq.pipeline.sketch.styles import break_stroke, deform, free_hand, simplified, training_sketches
+from vq.pipeline.sketch.styles import (STRETCH, break_stroke, deform, free_hand, recogniser_sketches, reframe, simplified,
+                                      training_sketches)
 
 needs_fashion_mnist = pytest.mark.skipif(fashion_mnist_dir() is None, reason="Fashion-MNIST idx files not installed (make test installs them)")
 
@@ -105,6 +108,47 @@ def test_every_style_keeps_a_sketch_binary_thin_on_the_grid_and_non_empty(maps):
     for seed in range(3):
         torch.manual_seed(seed)
         assert_sketches(free_hand(edges, outline), edges)
+
+
+def box_of(lines: torch.Tensor) -> tuple[int, int, float, float]:
+    """(1, S, S) bool -> height, width of the lines' bounding box and its centre (row, column)."""
+    rows, cols = lines[0].any(1).nonzero().flatten(), lines[0].any(0).nonzero().flatten()
+    return (int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1, float(rows[0] + rows[-1]) / 2, float(cols[0] + cols[-1]) / 2)
+
+
+def test_reframe_stretches_a_drawing_proportions_and_frames_it_as_a_drawing_is_read():
+    lines = torch.zeros(3, 1, 28, 28, dtype=torch.bool)
+    lines[0, 0, 2, 3:11] = lines[0, 0, 17, 3:11] = True  # an 8 wide x 16 high rectangle, off centre
+    lines[0, 0, 2:18, 3] = lines[0, 0, 2:18, 10] = True
+    lines[1] = lines[0]
+    out = reframe(lines, torch.tensor([1.0, 4.0, 1.0]), 0.75)
+    assert torch.equal(thin(out), out) and not out[2].any()  # one-pixel lines; an empty row stays empty
+    (h0, w0, y0, x0), (h1, w1, y1, x1) = box_of(out[0]), box_of(out[1])
+    assert abs(h0 - 21) <= 1 and abs(w0 - 10.5) <= 1.5  # the longer side made 0.75 of 28, the aspect kept
+    assert abs(w1 - 21) <= 2.5 and w1 > 1.6 * h1  # four times the aspect: now about twice as wide as high (a line
+    # drawn at a pixel's centre spans one pixel less than its box when magnified 2.6x)
+    assert all(abs(c - 13.5) <= 1 for c in (y0, x0, y1, x1))  # centred
+    kept = reframe(lines[:1], torch.tensor([1.0]), None)
+    assert abs(box_of(kept[0])[0] - 16) <= 1  # no box: the longer side as long as it was
+
+
+def test_the_recogniser_trains_on_free_hand_sketches_of_other_proportions_framed_to_the_box(maps, monkeypatch):
+    from vq.pipeline.sketch import styles
+
+    edges, outline = maps
+    shown = recogniser_sketches(edges, outline, 0.8, torch.Generator().manual_seed(0))
+    assert_sketches(shown, edges)
+    assert torch.equal(shown, recogniser_sketches(edges, outline, 0.8, torch.Generator().manual_seed(0)))
+    sides = torch.tensor([float(max(h, w)) for h, w, _, _ in (box_of(x) for x in shown)])
+    assert abs(float(sides.median()) - 0.8 * 28) <= 1.5  # framed as drawings are read (thinning the resampled
+    assert bool(((sides > 0.7 * 0.8 * 28) & (sides < 1.1 * 0.8 * 28)).all())  # lines can take a spur at the box's end)
+
+    def aspect_spread(stretch: float) -> float:  # the spread of log(width / height) over the rows
+        monkeypatch.setattr(styles, "STRETCH", stretch)
+        drawn = recogniser_sketches(edges, outline, 0.8, torch.Generator().manual_seed(0))
+        return float(torch.tensor([math.log(w / h) for h, w, _, _ in (box_of(x) for x in drawn)]).std())
+
+    assert STRETCH > 1 and aspect_spread(1.0) < aspect_spread(STRETCH) < aspect_spread(2.0)  # proportions stretched
 
 
 def test_free_hand_styles_are_drawn_per_row_and_repeat_with_the_generator(maps):

@@ -238,15 +238,43 @@ def test_a_prior_saved_before_the_new_config_keys_resumes(tmp_path):
 def test_new_runs_train_on_free_hand_styles_with_the_drawing_flag_and_old_runs_keep_theirs(tmp_path):
     _, layers = job_configs(FitJob("autoregressive", tmp_path, model_overrides={"condition": "sketch"}), AutoregressivePrior, None)
     new = build(PriorConfig, *layers)
-    assert (new.sketch_styles, new.drawing_flag, new.sketch_channels) == ("free", True, 2)
+    assert (new.sketch_styles, new.drawing_flag, new.sketch_channels, new.recognises) == ("free", True, 2, True)
     _, layers = job_configs(FitJob("autoregressive", tmp_path, model_overrides={"condition": "sketch", "sketch_styles": "edges"}),
                             AutoregressivePrior, None)
     assert build(PriorConfig, *layers).sketch_channels == 1  # edge maps alone: nothing to flag
     # A sketch prior saved before either key existed trained on edge maps, one channel: so it resumes.
-    old = {k: v for k, v in to_dict(new).items() if k not in ("sketch_styles", "drawing_flag")}
+    old = {k: v for k, v in to_dict(new).items() if k not in ("sketch_styles", "drawing_flag", "recogniser")}
     _, layers = job_configs(FitJob("autoregressive", tmp_path, resume=True), AutoregressivePrior, saved_prior(old, tmp_path))
     resumed = build(PriorConfig, *layers)
     assert (resumed.sketch_styles, resumed.drawing_flag, resumed.sketch_channels) == ("edges", False, 1)
+    assert not resumed.recognises and not hasattr(AutoregressivePrior(resumed), "recogniser")  # its weights load as saved
+    # A free-styles run from before the recogniser: flagged, no recogniser.
+    flagged = {**old, "sketch_styles": "free", "drawing_flag": True}
+    _, layers = job_configs(FitJob("autoregressive", tmp_path / "f", resume=True), AutoregressivePrior, saved_prior(flagged, tmp_path / "f"))
+    assert build(PriorConfig, *layers).recognises is False
+
+
+def test_the_recogniser_trains_beside_the_prior_on_the_sketches_after_the_encoders():
+    torch.manual_seed(0)
+    model = sketch_prior(sketch_styles="free", drawing_flag=True, recogniser=True).train()
+    codes, labels = torch.randint(0, K, (6, 4, 4)), torch.tensor([0, 1, 2, 0, 1, 2])
+    sketch = torch.rand(6, 3, 16, 16) > 0.8  # lines, flag, the recogniser's sketch
+    out = model(codes, labels, sketch)
+    assert set(out.metrics) == {"nll", "recognise"} and torch.allclose(out.loss, out.metrics["nll"] + out.metrics["recognise"])
+    out.loss.backward()
+    assert model.recogniser.head.weight.grad.abs().sum() > 0
+    model.zero_grad()
+    plain = model(codes, labels, sketch[:, :2])  # no third channel (evaluation's sketches): no recognition
+    assert set(plain.metrics) == {"nll"}
+    plain.loss.backward()
+    assert model.recogniser.head.weight.grad is None
+    # Only the third channel reaches it (the encoder reads the first two), whatever the class dropout did to the labels.
+    model.eval()
+    probs = model.recognise(sketch[:, 2:])
+    assert probs.shape == (6, 3) and torch.allclose(probs.sum(1), torch.ones(6))
+    other = sketch.clone()
+    other[:, 2] = ~other[:, 2]
+    assert torch.equal(model.logits(codes, labels, sketch), model.logits(codes, labels, other))
 
 
 def test_sketch_prior_training_drops_class_sketch_or_both():

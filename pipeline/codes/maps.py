@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from vq.pipeline.codes.record import CODES_FORMAT, META, SKETCH_MAPS, SPLITS, CodeRecord
 from vq.pipeline.data.splits import Split
 from vq.pipeline.errors import VQError
-from vq.pipeline.sketch.styles import training_sketches
+from vq.pipeline.sketch.styles import recogniser_sketches, training_sketches
 
 SHARD_NAME = re.compile(r"(train|test)-\d{5}")
 
@@ -138,12 +138,14 @@ def split_record(records: torch.Tensor, grid: tuple[int, int], size: int) -> tup
     return codes, bits.flatten(2)[..., : size * size].bool().view(records.shape[0], -1, size, size)
 
 
-def batch_preparer(config, train: bool = False):
+def batch_preparer(config, train: bool = False, box: float | None = None):
     """The prior's inputs from a batch: (codes, labels), the codes shaped as the prior's grid; or
     for a sketch prior, whose batches hold records (`CodeMaps.with_sketches`), (codes, labels,
     sketches): the edge maps, or, for training a prior with `sketch_styles = "free"`, sketches in
     free-hand styles drawn afresh from each record's edges and outline (`sketch.styles`, with the
-    drawing flag as a second channel for a flagged prior). Evaluation reads the edge maps, flag 0."""
+    drawing flag as a second channel for a flagged prior), and for a prior with a recogniser, after
+    those channels, the recogniser's sketches (`styles.recogniser_sketches`, framed to `box`, the
+    export's object size). Evaluation reads the edge maps, flag 0."""
     grid = (config.height, config.width)
     if "sketch" not in config.conditions:
         def prepare_codes(batch: tuple, device: torch.device) -> tuple:
@@ -157,8 +159,10 @@ def batch_preparer(config, train: bool = False):
         records, labels = batch
         codes, maps = split_record(records.to(device, non_blocking=True), grid, config.sketch_size)
         edges = maps[:, SKETCH_MAPS.index("edges")][:, None]
-        sketch = (training_sketches(edges, maps[:, SKETCH_MAPS.index("outline")][:, None], config.sketch_channels == 2)
-                  if free else edges)
+        outline = maps[:, SKETCH_MAPS.index("outline")][:, None]
+        sketch = training_sketches(edges, outline, config.sketch_channels == 2) if free else edges
+        if free and config.recognises:
+            sketch = torch.cat([sketch, recogniser_sketches(edges, outline, box)], 1)
         return codes, labels.to(device, non_blocking=True), sketch
 
     return prepare

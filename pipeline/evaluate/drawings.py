@@ -5,7 +5,9 @@ name (`ankle-boot-3.png`: the name without a trailing `-N`) or by the folder it 
 (`DIR/Ankle boot/any.png`). For each drawing the prior draws `per_drawing` samples from the
 sketch alone and as many from the sketch and its class (the drawing then framed to its class's
 box, `SketchRecord.frame_for`, and the class guided as `vq sample` guides it,
-`generate.options.drawing_class_guidance`), and for each mode:
+`generate.options.drawing_class_guidance`); a prior with a recogniser samples a drawing alone as
+`vq sample --sketch` does, as the class it reads as (`generate.recognise`), and the report adds the
+share of drawings read as their own class (`recognised`). For each mode:
 
 - **class accuracy**: the share of samples the judge (`vq eval`'s classifier) sees as the drawn class;
 - **inside**: the share of a sample's silhouette (`sketch.edges.silhouette`: the pixels that stand out
@@ -28,6 +30,7 @@ from vq.pipeline.evaluate.judge import predict
 from vq.pipeline.generate.draw import generate_images
 from vq.pipeline.generate.options import drawing_class_guidance
 from vq.pipeline.generate.plans import resolve_class
+from vq.pipeline.generate.recognise import recognised
 from vq.pipeline.records import SketchRecord
 from vq.pipeline.sketch.drawings import as_drawing, load_drawing
 from vq.pipeline.sketch.edges import dilate, fill_holes, silhouette
@@ -42,6 +45,10 @@ class Drawing:
     label: int
     lines: torch.Tensor  # (1, 1, S, S) bool, as the prior reads it alone
     class_lines: torch.Tensor  # ... and given with its class (framed to the class's box where one is recorded)
+
+    def read(self, box) -> torch.Tensor:
+        """(1, 1, S, S) bool: the drawing read again, framed to another box (a recognised class's)."""
+        return load_drawing(self.path, self.lines.shape[-1], box)[0]
 
 
 def drawing_class(path: Path, folder: Path, class_names: list[str]) -> int:
@@ -104,10 +111,13 @@ MODES = ("sketch_only", "sketch_and_class")
 
 @torch.no_grad()
 def drawing_agreement(tokenizer, prior, classifier, drawings: list[Drawing], per_drawing: int, options: SamplingOptions,
-                      class_names: list[str], box: float | None, modes: tuple[str, ...] = MODES) -> dict:
+                      class_names: list[str], box: float | None, modes: tuple[str, ...] = MODES,
+                      sketch: SketchRecord | None = None) -> dict:
     """The module's figures, over all drawings and per drawing, for the sketch alone and sketch +
     class (or those of `modes`); with the class, each drawing is read framed to its class's box
-    and the class's guidance is `drawing_class_guidance`'s."""
+    and the class's guidance is `drawing_class_guidance`'s. `sketch` (the prior's record, its
+    boxes): a prior with a recogniser samples a drawing alone as the class it reads as, framed to
+    that class; None: without a class."""
     drawn = torch.tensor([d.label for d in drawings]).repeat_interleave(per_drawing)
     with_class = drawing_class_guidance(options)
     result = {"n_drawings": len(drawings), "per_drawing": per_drawing, "guidance": options.guidance, "box": box,
@@ -115,12 +125,24 @@ def drawing_agreement(tokenizer, prior, classifier, drawings: list[Drawing], per
               **({"class_guidance": with_class.class_guidance if with_class.class_guidance is not None else options.guidance}
                  if "sketch_and_class" in modes else {}),
               "drawings": [{"file": d.path.name, "class": class_names[d.label]} for d in drawings]}
+    read_as = None
+    if "sketch_only" in modes and sketch is not None and getattr(prior, "recognises", False):
+        read_as, framed, _ = recognised(prior, sketch, torch.cat([d.lines for d in drawings]),
+                                        lambda i, b: drawings[i].read(b))
+        result["recognised"] = float((read_as == drawn[::per_drawing]).float().mean())
+        for row, c in zip(result["drawings"], read_as.tolist()):
+            row["read_as"] = class_names[c]
     for mode in modes:
         given = mode == "sketch_and_class"
-        lines = torch.cat([d.class_lines if given else d.lines for d in drawings]).repeat_interleave(per_drawing, 0)
-        labels = drawn if given else torch.full_like(drawn, -1)
+        if given:
+            lines, labels = torch.cat([d.class_lines for d in drawings]), drawn
+        elif read_as is not None:  # as `vq sample --sketch` samples a drawing alone: as the class it reads as
+            lines, labels = framed, read_as.repeat_interleave(per_drawing)
+        else:
+            lines, labels = torch.cat([d.lines for d in drawings]), torch.full_like(drawn, -1)
+        lines = lines.repeat_interleave(per_drawing, 0)
         hit, inside, coverage = follow_figures(tokenizer, prior, classifier, lines, drawn_region(lines), drawn, labels,
-                                               with_class if given else options)
+                                               with_class if given or read_as is not None else options)
         result[mode] = {"acc": float(hit.mean()), "inside": float(inside.mean()), "coverage": float(coverage.mean())}
         for i, row in enumerate(result["drawings"]):
             part = slice(i * per_drawing, (i + 1) * per_drawing)

@@ -220,8 +220,10 @@ class EvalReport:
         d = self.drawings
         class_guidance = d.get("class_guidance", d.get("class_cfg"))
         with_class = f"the drawing + its class (class guidance {class_guidance:g}{', framed to it' if d.get('class_boxes') else ''})"
+        alone = ("the drawing alone" if "recognised" not in d else  # sampled as the class it reads as (`generate.recognise`)
+                 f"the drawing alone (as the class it reads as: its own in {d['recognised']:.0%} of the drawings)")
         return Table(f"free-hand drawings: {d['n_drawings']} from {d['dir']}, {d['per_drawing']} samples each "
                      f"(guidance {d.get('guidance', d.get('cfg'))})", ["samples given", "drawn class seen", "inside the drawing",
                                                                        "drawing covered"],
                      [[name, f"{d[key]['acc']:.4f}", f"{d[key]['inside']:.4f}", f"{d[key]['coverage']:.4f}"]
-                      for name, key in (("the drawing alone", "sketch_only"), (with_class, "sketch_and_class"))])
+                      for name, key in ((alone, "sketch_only"), (with_class, "sketch_and_class"))])

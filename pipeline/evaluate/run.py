@@ -199,7 +199,7 @@ def measure_prior_tasks(job: EvalJob, report: EvalReport, subject: Subject, opti
     if subject.drawings is not None:
         box = pipe.prior_info.sketch.frame_for() if pipe.prior_info.sketch else None
         report.drawings = {**drawing_agreement(tokenizer, prior, classifier, subject.drawings, job.drawing_samples, options,
-                                               names, box), "dir": str(job.drawings)}
+                                               names, box, sketch=pipe.prior_info.sketch), "dir": str(job.drawings)}
 
 
 def default_report_path(pipeline: str | None, run_dir: Path) -> Path:

@@ -60,14 +60,15 @@ class Written:
 
 def sample_to_folder(tokenizer_dir: Path, prior_dir: Path, class_value: str | None, n: int, options: SamplingOptions,
                      out: Path | None, *, device: str = "auto", force: bool = False, sketch_path: Path | None = None,
-                     pipeline: str | None = None) -> Written:
+                     pipeline: str | None = None, recognise: bool = True) -> Written:
     """`vq sample`: <class>_<i>.png per image and grid.png (a row per class); with a sketch, also
     sketch.png (the sketch as the prior reads it, for the first class), and each row of the grid
-    leads with the sketch as read for its class."""
+    leads with the sketch as read for its class. A sketch without a class: sketch_<i>.png, drawn
+    as the class it reads as where the prior has a recogniser (`recognise`; the note names it)."""
     n = whole(n, "n", 1, MAX_IMAGES)  # before any file is read
     tokenizer_dir, prior_dir = run_dirs(tokenizer_dir, prior_dir, pipeline)
     tok, prior = records(tokenizer_dir, prior_dir)
-    request = plan_samples(tok, prior, class_value, n, sketch=sketch_path, options=options)
+    request = plan_samples(tok, prior, class_value, n, sketch=sketch_path, options=options, recognise=recognise)
     names = list(tok.class_names)
     sketched = request.sketch is not None
     stems = [file_stem(names[c]) if c >= 0 else "sketch" if sketched else "sample" for c in request.groups]
@@ -80,7 +81,7 @@ def sample_to_folder(tokenizer_dir: Path, prior_dir: Path, class_value: str | No
     for img, name in zip(samples.images, files):
         save_png(img, out / name)
     nrow = n if len(request.groups) > 1 else max(1, math.ceil(math.sqrt(n)))
-    result = Written(out, out / "grid.png", len(images), request.options.seed, [names[c] if c >= 0 else "-" for c in request.groups],
+    result = Written(out, out / "grid.png", len(images), samples.seed, [names[c] if c >= 0 else "-" for c in samples.labels[::n].tolist()],
                      warnings=pipe.training_notes)
     if sketched:
         drawn = samples.sketch.float().expand(-1, images.shape[1], -1, -1) * 2 - 1  # white lines on black

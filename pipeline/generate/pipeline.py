@@ -13,7 +13,7 @@ static buffers belong to the model, so two threads may share one Pipeline."""
 import tempfile
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +27,8 @@ from vq.pipeline.evaluate.report import EvalReport
 from vq.pipeline.generate.draw import complete_codes, decode_codes, generate_images, paste_known, to_prior, to_tokenizer
 from vq.pipeline.generate.images import image_grid
 from vq.pipeline.generate.inputs import read_images
-from vq.pipeline.generate.options import check_numbers, fresh_seed
+from vq.pipeline.generate.options import check_numbers, drawing_class_guidance, fresh_seed
+from vq.pipeline.generate.recognise import recognised, recognition_note
 from vq.pipeline.generate.plans import CompletionRequest, SampleRequest, class_index, plan_completion, plan_samples, records
 from vq.pipeline.records import PriorRecord, TokenizerRecord
 from vq.pipeline.share import folder
@@ -199,7 +200,8 @@ class Pipeline:
 
     def sample(self, classes=None, n: int = 1, *, sketch=None, guidance: float = 2.0, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None, steps: int | None = None,
-               class_guidance: float | None = None, settings: dict | None = None, output_type: str = "pil"):
+               class_guidance: float | None = None, settings: dict | None = None, recognise: bool = True,
+               output_type: str = "pil"):
         """n images of each class in `classes` (a name, an index, a list of them; None: every
         class, or for a sketch or an unconditional model, n images without a class), following
         `sketch` (a drawing: file, Pillow image or array) when the prior reads sketches.
@@ -209,11 +211,14 @@ class Pipeline:
         iterations (`settings`: any prior kind's own sampling settings); class_guidance: with a
         sketch and a class, the class's own guidance scale on top of the sketch's (`guidance`;
         None: twice `guidance`, `drawing_class_guidance`); a sketch given with a class is framed
-        to the class's proportions (`SketchRecord.frame_for`). -> Pillow images (or a uint8
+        to the class's proportions (`SketchRecord.frame_for`); a sketch without a class is drawn
+        as the class it reads as where the prior has a recogniser (`recognise=False`: without a
+        class; `generate.recognise`). -> Pillow images (or a uint8
         tensor (b, c, H, W) with output_type="pt"), grouped by class; the seed of the call (given
         or drawn) is `last_seed` afterwards."""
         options = call_options(guidance, temperature, top_k, top_p, seed, steps, settings, class_guidance)
-        request = plan_samples(self.tokenizer_info, self.prior_info, classes, n, sketch=sketch, options=options)
+        request = plan_samples(self.tokenizer_info, self.prior_info, classes, n, sketch=sketch, options=options,
+                               recognise=recognise)
         return output(self.run_samples(request).images, output_type)
 
     def complete(self, image, mask="top", *, fraction: float = 0.5, n: int = 1, classes=None, seed: int | None = None,
@@ -233,12 +238,26 @@ class Pipeline:
     @torch.no_grad()
     def run_samples(self, request: SampleRequest, progress=None) -> Samples:
         """progress: called with (images done, images) as chunks of them are drawn (the studio's count)."""
+        if request.reread is not None:
+            request = self._recognised(request)
         labels = request.labels
         sketches = as_drawing(request.sketch).repeat_interleave(request.n, 0) if request.sketch is not None else None
         with self._busy(labels.shape[0]):
             images = generate_images(self.tokenizer, self.prior, labels, request.options, sketches, progress)
             self.last_seed = request.options.seed
         return Samples(to_uint8(images).cpu(), labels, request.options.seed, request.sketch, request.sketch_note)
+
+    def _recognised(self, request: SampleRequest) -> SampleRequest:
+        """A drawing without a class (a request with `reread`) -> the request for the class it reads
+        as (`generate.recognise`): the drawing framed to that class, the class guided as for a
+        drawing given with it."""
+        with self._busy(1):
+            classes, lines, probs = recognised(self.prior, self.prior_info.sketch, request.sketch,
+                                               lambda _, box: request.reread(box)[0])
+        label = int(classes[0])
+        return replace(request, groups=[label], sketch=lines, options=drawing_class_guidance(request.options), reread=None,
+                       sketch_note=f"{recognition_note(probs[0], self.class_names)}; "
+                                   f"{request.reread(self.prior_info.sketch.frame_for(label))[1]}")
 
     @torch.no_grad()
     def run_completion(self, request: CompletionRequest) -> Completions:

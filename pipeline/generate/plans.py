@@ -7,6 +7,7 @@ Shape legend: b - images, c - channels, H W - pixels, S - a sketch's side."""
 
 import numbers
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,9 @@ class SampleRequest:
     sketch: torch.Tensor | None = None  # (groups, 1, S, S) bool lines, as the sketch prior reads them for each
     # group (framed to its class's box; beside the drawing flag)
     sketch_note: str | None = None  # how the drawing was read (for the first group)
+    # A drawing without a class, for a prior with a recogniser: sampled as the class it reads as
+    # (`recognise`); `reread(box)` reads the drawing again framed to a class's box -> (lines, note).
+    reread: Callable[[object], tuple[torch.Tensor, str]] | None = None
 
     @property
     def labels(self) -> torch.Tensor:
@@ -107,9 +111,11 @@ def sample_groups(tokenizer: TokenizerRecord, classes, sketched: bool) -> list[i
 
 
 def plan_samples(tokenizer: TokenizerRecord, prior: PriorRecord | None, classes=None, n: int = 1, *, sketch=None,
-                 options: SamplingOptions) -> SampleRequest:
+                 options: SamplingOptions, recognise: bool = True) -> SampleRequest:
     """Check and resolve a sampling call: `classes` is a name, an index, a list of them, or None
-    (one group per class; with a sketch, or for an unconditional model, one group without a class)."""
+    (one group per class; with a sketch, or for an unconditional model, one group without a class).
+    recognise: a sketch given without a class is sampled as the class it reads as, where the prior
+    has a recogniser (`generate.recognise`); False: without a class."""
     options = with_defaults(check_options(options, prior.kind if prior else None), prior)
     n = whole(n, "n", 1, MAX_IMAGES)
     if sketch is not None and (prior is None or "sketch" not in prior.conditions):
@@ -118,7 +124,10 @@ def plan_samples(tokenizer: TokenizerRecord, prior: PriorRecord | None, classes=
                  f"{tokenizer.run_dir} holds a {tokenizer.kind.name}, which has no codes; sketches need a VQ-VAE and a "
                  "prior trained with `vq fit-prior --condition sketch`")
         raise VQError(f"{where} to sample from a sketch")
-    if options.class_guidance is not None and (sketch is None or classes is None):
+    if not isinstance(recognise, bool):
+        raise VQError(f"recognise is True or False, not {str(recognise)[:40]!r}")
+    recognised = recognise and sketch is not None and classes is None and prior.recognises
+    if options.class_guidance is not None and (sketch is None or (classes is None and not recognised)):
         raise VQError("class_guidance weighs a class against a sketch: give both a sketch and a class "
                       "(guidance alone guides a class or a sketch)")
     groups = sample_groups(tokenizer, classes, sketch is not None)
@@ -131,8 +140,14 @@ def plan_samples(tokenizer: TokenizerRecord, prior: PriorRecord | None, classes=
     boxes = [prior.sketch.frame_for(c if c >= 0 else None) for c in groups]  # each class's, the dataset's without
     read = {box: read_drawing(sketch, tokenizer.image_size, box) for box in dict.fromkeys(boxes)}  # once per box
     lines = torch.cat([read[box][0] for box in boxes])
+
+    def reread(box) -> tuple[torch.Tensor, str]:
+        if box not in read:
+            read[box] = read_drawing(sketch, tokenizer.image_size, box)
+        return read[box]
+
     return SampleRequest(groups, n, drawing_class_guidance(options) if classes is not None else options, lines,
-                         read[boxes[0]][1])
+                         read[boxes[0]][1], reread if recognised else None)
 
 
 def plan_completion(tokenizer: TokenizerRecord, prior: PriorRecord | None, image, mask="top", *, fraction: float = 0.5,

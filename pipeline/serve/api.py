@@ -6,7 +6,7 @@ import functools
 
 from vq.pipeline.errors import VQError
 from vq.pipeline.generate.inputs import SIDES
-from vq.pipeline.serve.studio import EVERY_CLASS, NO_CLASS, Studio, gr, one_line_errors
+from vq.pipeline.serve.studio import EVERY_CLASS, FROM_DRAWING, NO_CLASS, Studio, gr, one_line_errors
 from vq.pipeline.serve.tabs import MODEL_LOCK
 
 api_errors = functools.partial(one_line_errors, page=False)  # an API caller reads the line as text
@@ -17,7 +17,8 @@ def api_endpoints(studio: Studio) -> None:
     exist for the API, not the page (whose own events are private)."""
     pipe = studio.pipe
     with gr.Column(visible=False):
-        class_name = gr.Textbox(EVERY_CLASS, label="class_name", info=f"a class name or index; '{EVERY_CLASS}' or blank: all")
+        class_name = gr.Textbox(EVERY_CLASS, label="class_name", info=f"a class name or index; '{EVERY_CLASS}' or blank: all "
+                                f"(/sketch: the class the drawing reads as; '{NO_CLASS}': none)")
         # Numbers arrive as given (precision None: no rounding, no conversion that could fail in
         # Gradio) and are checked by vq, with the rule and message of the command line and the API.
         n = gr.Number(1, precision=None, label="n")
@@ -46,8 +47,9 @@ def api_endpoints(studio: Studio) -> None:
         return studio.completion_files(studio.complete(image, mask, keep, fraction, n, None, seed))
 
     @api_errors
-    def sketch(drawing, class_name=NO_CLASS, n=1, guidance=2.0, seed=None, class_guidance=None):
-        """n images that follow `drawing` (any size and mode), of `class_name` if given, its class
+    def sketch(drawing, class_name=FROM_DRAWING, n=1, guidance=2.0, seed=None, class_guidance=None):
+        """n images that follow `drawing` (any size and mode), of `class_name` if given (blank or
+        'as the drawing reads': the class the prior reads in it; 'no class': none), its class
         guided at `class_guidance` (blank: twice `guidance`, the drawing's, above 1)."""
         if drawing is None:
             raise VQError("give a drawing")

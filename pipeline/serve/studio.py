@@ -38,6 +38,7 @@ except ImportError:  # `vq serve` says how to install it
     gr = None
 
 EVERY_CLASS, NO_CLASS = "every class", "no class"
+FROM_DRAWING = "as the drawing reads"  # a drawing's class told by the prior's recogniser (`generate.recognise`)
 KEEP_FILES_S = 3600  # written images older than this are deleted
 
 
@@ -73,21 +74,25 @@ class Studio:
 
     @staticmethod
     def classes(name):
-        return None if name is None or str(name).strip().lower() in ("", EVERY_CLASS, NO_CLASS) else str(name)
+        return None if name is None or str(name).strip().lower() in ("", EVERY_CLASS, NO_CLASS, FROM_DRAWING) else str(name)
 
     # --- calls ---------------------------------------------------------------------------------
 
     def sample(self, class_name, n, guidance=2.0, temperature=1.0, top_k=None, top_p=None, seed=None, drawing=None,
                class_guidance=None, progress=None) -> Samples:
-        """`class_guidance` counts only with a drawing and a class (elsewhere there is nothing to weigh
-        it against). `drawing`: the canvas's pixels, or an upload's path. progress: (done, images)."""
-        if drawing is None or self.classes(class_name) is None:
+        """`class_guidance` counts only with a drawing and a class, given or read from the drawing
+        (elsewhere there is nothing to weigh it against). `drawing`: the canvas's pixels, or an
+        upload's path; without a class it is drawn as the class it reads as ('no class': none).
+        progress: (done, images)."""
+        recognise = str(class_name).strip().lower() != NO_CLASS and self.pipe.prior_info is not None \
+            and self.pipe.prior_info.recognises
+        if drawing is None or (self.classes(class_name) is None and not recognise):
             class_guidance = None
         if isinstance(drawing, (str, Path)):
             drawing = self.upload(drawing, "drawing")
         options = self.options(guidance, temperature, top_k, top_p, seed, class_guidance)
         request = plan_samples(self.pipe.tokenizer_info, self.pipe.prior_info, self.classes(class_name), self.count(n),
-                               sketch=drawing, options=options)
+                               sketch=drawing, options=options, recognise=recognise)
         return self.pipe.run_samples(request, progress)
 
     def complete(self, image, mask, keep="top", fraction=0.5, n=4, class_name=None, seed=None, guidance=2.0) -> Completions:

@@ -18,7 +18,7 @@ from vq.pipeline.generate.inputs import SIDES, read_image
 from vq.pipeline.generate.options import DRAWING_CLASS_GUIDANCE
 from vq.pipeline.generate.pipeline import to_pil
 from vq.pipeline.records import SamplingDefaults
-from vq.pipeline.serve.studio import EVERY_CLASS, NO_CLASS, Studio, gr, one_line_errors
+from vq.pipeline.serve.studio import EVERY_CLASS, FROM_DRAWING, NO_CLASS, Studio, gr, one_line_errors
 
 CANVAS = 280  # px a side of the drawing and painting canvases
 MODEL_LOCK = "model"  # the concurrency group of every generation: one at a time per model
@@ -169,8 +169,9 @@ def sketch_tab(studio: Studio) -> None:
                                   fixed_canvas=True, layers=False, transforms=(), elem_id="sketch-canvas",
                                   brush=gr.Brush(default_size=6, colors=["#000000"], color_mode="fixed"),
                                   eraser=gr.Eraser(default_size=24))
+            unnamed = [FROM_DRAWING, NO_CLASS] if pipe.prior_info.recognises else [NO_CLASS]
             class_box, n_box, guidance, seed, class_guidance = sampling_controls(
-                studio, "sketch", [NO_CLASS, *pipe.class_names], NO_CLASS, 4, full=False, class_guidance=True)
+                studio, "sketch", [*unnamed, *pipe.class_names], unnamed[0], 4, full=False, class_guidance=True)
             with gr.Row():
                 clear = gr.Button("Clear")
                 go = gr.Button("Generate", variant="primary", elem_id="sketch-go")

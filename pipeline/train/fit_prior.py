@@ -134,7 +134,7 @@ def fit_prior(job: FitJob, console: Console | None = None) -> FitResult:
     val_metric = kind.held_out.val
     with run_lock(job.out) if main else nullcontext():
         result = fit(
-            model, train, prepare=batch_preparer(model.config, train=True),
+            model, train, prepare=batch_preparer(model.config, train=True, box=record.sketch.box if record.sketch else None),
             evaluate=lambda m: {val_metric: held_out_bits(m, val)},
             save=lambda m, metrics: save_checkpoint(job.out, m, replace(record, metrics=metrics)),
             run_dir=job.out, cfg=train_cfg, resume=job.resume, keep_schedule=not job.new_length, best_metric=val_metric,
