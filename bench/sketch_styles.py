@@ -4,9 +4,16 @@ and one export. Variants (`--variants`):
   sketch priors before);
 - `free`: trained on free-hand styles (edges, outlines and simplified sketches, deformed and
   broken like a hand's; `pipeline.sketch.styles`) without the drawing flag, as the first free
-  runs were (`drawing_flag = false`);
+  runs were (`drawing_flag = false`, no recogniser);
 - `free+flag`: `--sketch-styles free` as new runs train it: 60% of the rows the exact edge map
-  (flag 0), the rest free-hand styles (flag 1); drawings are read with the flag 1, test sketches 0.
+  (flag 0), the rest free-hand styles (flag 1); drawings are read with the flag 1, test sketches 0;
+  since issue 33 with a recogniser (`stage2_prior.conditions.SketchRecogniser`): a drawing alone
+  (a test outline alone) is sampled as the class it reads as, as `vq sample --sketch` samples it;
+  `sketch_only_no_class` keeps the figures without a class. Results written before issue 33
+  hold `free+flag` without one;
+- `free+flag, no recogniser`: as new runs were before issue 33;
+- trials (`free+flag+aspect`, `free+flag, sketch alone 20%` / `30%`): as issue 33 measured them,
+  without a recogniser.
 The README's `free` row was trained with the first, larger deformations (P_DEFORM 0.8, the ranges
 4/3 of today's); the script trains every variant with today's `pipeline.sketch.styles`.
 
@@ -43,13 +50,14 @@ from rich.table import Table
 
 VARIANTS = {  # name -> the model config it trains
     "edges": {"sketch_styles": "edges"},
-    "free": {"sketch_styles": "free", "drawing_flag": False},
-    "free+flag": {"sketch_styles": "free"},  # new runs get the drawing flag
-    "free+flag+aspect": {"sketch_styles": "free"},  # a trial: `STYLE_TRIALS`
+    "free": {"sketch_styles": "free", "drawing_flag": False, "recogniser": False},
+    "free+flag": {"sketch_styles": "free"},  # new runs get the drawing flag and the recogniser
+    "free+flag, no recogniser": {"sketch_styles": "free", "recogniser": False},  # as new runs were before issue 33
+    "free+flag+aspect": {"sketch_styles": "free", "recogniser": False},  # a trial: `STYLE_TRIALS`
     # Trials of how many rows see the sketch without the class (2 x class_dropout of a sketch
     # prior's rows lose the class, half of those keep the sketch: 10% by default).
-    "free+flag, sketch alone 20%": {"sketch_styles": "free", "class_dropout": 0.2},
-    "free+flag, sketch alone 30%": {"sketch_styles": "free", "class_dropout": 0.3},
+    "free+flag, sketch alone 20%": {"sketch_styles": "free", "class_dropout": 0.2, "recogniser": False},
+    "free+flag, sketch alone 30%": {"sketch_styles": "free", "class_dropout": 0.3, "recogniser": False},
 }
 # Trials of the free-hand styles' constants (`pipeline.sketch.styles`), set in the child process
 # that trains the variant: people draw with proportions of their own (a T-shirt 1.3 wide for 1
@@ -109,9 +117,16 @@ def train(args, results: dict) -> None:
 def outline_ceiling(pipe, classifier, test, n: int, opts) -> dict:
     """The best a drawn outline can do: n test images' own outlines (`sketch.edges.outline_map`, what a
     perfect outline drawing of them would be), read as drawings; per mode (outline alone, outline +
-    class), the share of samples the judge sees as the image's class and inside / coverage."""
+    class), the share of samples the judge sees as the image's class and inside / coverage. For a
+    prior with a recogniser, the outline alone is sampled as `vq sample --sketch` samples a drawing
+    alone (`generate.recognise`): each outline read as a drawing is (framed to the dataset's box),
+    recognised, read again framed to the class it reads as and sampled as it; `sketch_only_no_class`
+    keeps the outline alone without a class, and `recognised` the share read as their own class."""
     from vq.pipeline.data.images import to_float
     from vq.pipeline.evaluate.drawings import drawn_region, follow_figures
+    from vq.pipeline.generate.options import drawing_class_guidance
+    from vq.pipeline.generate.recognise import recognised
+    from vq.pipeline.sketch.drawings import normalise_drawing
     from vq.pipeline.sketch.edges import outline_map
 
     lines = outline_map(to_float(test.images[:n]))
@@ -120,6 +135,16 @@ def outline_ceiling(pipe, classifier, test, n: int, opts) -> dict:
     for mode, y in (("sketch_only", torch.full_like(labels, -1)), ("sketch_and_class", labels)):
         hit, inside, coverage = follow_figures(pipe.tokenizer, pipe.prior, classifier, lines, region, labels, y, opts)
         out[mode] = {"acc": float(hit.mean()), "inside": float(inside.mean()), "coverage": float(coverage.mean())}
+    if pipe.prior_info.recognises:
+        sketch, size = pipe.prior_info.sketch, lines.shape[-1]
+        gray = lines[:, 0].float().numpy()
+        alone = torch.cat([normalise_drawing(g, size, sketch.frame_for())[0] for g in gray])
+        read_as, framed, _ = recognised(pipe.prior, sketch, alone, lambda i, box: normalise_drawing(gray[i], size, box)[0])
+        hit, inside, coverage = follow_figures(pipe.tokenizer, pipe.prior, classifier, framed, drawn_region(framed), labels,
+                                               read_as, drawing_class_guidance(opts))
+        out["sketch_only_no_class"] = out["sketch_only"]
+        out["sketch_only"] = {"acc": float(hit.mean()), "inside": float(inside.mean()), "coverage": float(coverage.mean())}
+        out["recognised"] = float((read_as == labels).float().mean())
     return out
 
 
@@ -196,6 +221,13 @@ def evaluate_drawings(args, results: dict) -> None:
             r["sketch_and_class_default"] = drawing_agreement(pipe.tokenizer, pipe.prior, classifier, drawings,
                                                               args.per_drawing, default, names, b,
                                                               modes=("sketch_and_class",))["sketch_and_class"]
+            if reading == "class_boxes" and pipe.prior_info.recognises:  # a drawing alone as vq samples it now:
+                read = drawing_agreement(pipe.tokenizer, pipe.prior, classifier, drawings, args.per_drawing, default,
+                                         names, b, modes=("sketch_only",), sketch=sketch)  # as the class it reads as
+                r["sketch_only_no_class"], r["sketch_only"], r["recognised"] = r["sketch_only"], read["sketch_only"], read["recognised"]
+                for mine, theirs in zip(r["drawings"], read["drawings"]):
+                    mine["sketch_only_no_class"], mine["sketch_only"], mine["read_as"] = (
+                        mine["sketch_only"], theirs["sketch_only"], theirs["read_as"])
             save(results, args.json)
         row["class_guidance"] = {}
         for c in args.class_guidance:  # the class's own guidance on top of the drawing's (`--class-guidance`)
@@ -207,15 +239,15 @@ def evaluate_drawings(args, results: dict) -> None:
 
 
 def figure(args) -> None:
-    """Rows: a drawing as the priors read it (framed), 3 samples of each variant's prior, from the
-    drawing alone; drawings 1 and 4 of every class."""
+    """Rows: a drawing as read without a class (framed to the dataset's box: what a recogniser
+    reads; a prior with one then samples it framed to the class it reads as), 3 samples of each
+    variant's prior, from the drawing alone as `vq sample --sketch` draws them; drawings 1 and 4
+    of every class."""
     import numpy as np
     from PIL import Image
 
-    from vq.pipeline.generate.draw import generate_images
     from vq.pipeline.generate.pipeline import Pipeline
-    from vq.pipeline.sketch.drawings import as_drawing, load_drawing
-    from vq.stage2_prior import SamplingOptions
+    from vq.pipeline.sketch.drawings import load_drawing
 
     pipes = {style: Pipeline.from_pretrained(args.tokenizer, args.work / style) for style in args.variants}
     first = next(iter(pipes.values()))
@@ -225,9 +257,8 @@ def figure(args) -> None:
         lines = load_drawing(path, first.tokenizer_info.image_size, box)[0]
         row = [lines[0, 0].float().numpy() * 2 - 1]
         for pipe in pipes.values():
-            x = generate_images(pipe.tokenizer, pipe.prior, torch.full((3,), -1), SamplingOptions(guidance=args.guidance, seed=args.seed),
-                                as_drawing(lines).repeat(3, 1, 1, 1))
-            row += [im[0].numpy() for im in x]
+            x = pipe.sample(n=3, sketch=path, guidance=args.guidance, seed=args.seed, output_type="pt")
+            row += [im[0].float().numpy() / 127.5 - 1 for im in x]
         rows.append(np.concatenate(row, 1))
     grid = ((np.concatenate(rows, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
     out = args.json.with_suffix(".png")
@@ -238,7 +269,8 @@ def figure(args) -> None:
 def table(results: dict) -> Table:
     t = Table(title="sketch priors: edge maps only vs free-hand styles, without and with the drawing flag (demo preset, this CPU)",
               title_justify="left")
-    for col in ("trained on", "drawings read", "drawing alone: class", "+ class: class", "+ class, class guided x2",
+    for col in ("trained on", "drawings read", "drawing alone: class", "read as own class", "alone, no class: class",
+                "+ class: class", "+ class, class guided x2",
                 "inside", "covered", "test sketches: edge F1", "class acc", "training s (steps)"):
         t.add_column(col, justify="left" if col in ("trained on", "drawings read") else "right")
     for style in VARIANTS:
@@ -249,7 +281,9 @@ def table(results: dict) -> Table:
             if d is None:
                 continue
             twice = d.get("sketch_and_class_default", {}).get("acc")
-            t.add_row(style, reading, f"{d['sketch_only']['acc']:.3f}", f"{d['sketch_and_class']['acc']:.3f}",
+            unread = d.get("sketch_only_no_class", {}).get("acc")  # a recogniser's prior: the drawing alone, no class
+            t.add_row(style, reading, f"{d['sketch_only']['acc']:.3f}", f"{d['recognised']:.2f}" if "recognised" in d else "",
+                      f"{unread:.3f}" if unread is not None else "", f"{d['sketch_and_class']['acc']:.3f}",
                       f"{twice:.3f}" if twice is not None else "", f"{d['sketch_only']['inside']:.3f}",
                       f"{d['sketch_only']['coverage']:.3f}", f"{ts.get('edge_f1', float('nan')):.3f}",
                       f"{ts.get('acc', float('nan')):.3f}", f"{tr['seconds']:.0f} ({tr['steps']})" if tr else "")
