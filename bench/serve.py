@@ -8,7 +8,8 @@ the figures.
     python bench/serve.py --tokenizer runs/tokenizer --prior runs/prior --json bench/results/serve_cpu.json
 
 With --screenshots DIR it instead opens each tab in headless Chromium, uses it (a class row, a
-drawn sketch when --sketch-prior is given, a painted completion), and saves DIR/serve_<tab>.png.
+pair of trousers drawn without a class when --sketch-prior is given, a painted completion), and
+saves DIR/serve_<tab>.png.
 """
 
 import argparse
@@ -171,10 +172,10 @@ def screenshots(pipe, sketch_pipe, out: Path, image: Path) -> None:
                 page = open_page(browser, url)
                 page.get_by_role("tab", name="Sketch").click()
                 page.wait_for_selector("#sketch-canvas canvas")
-                # An ankle boot as Fashion-MNIST shows them, toe to the left: shaft, heel, sole, toe, instep.
-                stroke(page, "#sketch-canvas canvas", [(0.55, 0.12), (0.85, 0.12), (0.88, 0.85), (0.1, 0.85), (0.12, 0.68),
-                                                       (0.55, 0.5), (0.55, 0.12)])
-                pick_class(page, "sketch", "Ankle boot")
+                # A pair of trousers as people draw them, wider than Fashion-MNIST's, the gap between the
+                # legs drawn; no class picked: the prior's recogniser tells it ("as the drawing reads").
+                stroke(page, "#sketch-canvas canvas", [(0.22, 0.1), (0.78, 0.1), (0.84, 0.9), (0.57, 0.9), (0.5, 0.38),
+                                                       (0.43, 0.9), (0.16, 0.9), (0.22, 0.1)])
                 generate(page, "sketch", 8, out, n=8)
         browser.close()
 

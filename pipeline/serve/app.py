@@ -50,7 +50,8 @@ def landing(pipe: Pipeline) -> str:
              f"{len(pipe.class_names)} classes. The same seed gives the same images, here, in `vq sample` and in the API.",
              "- **Sample**: pick a class, or every class for a row each, and Generate."]
     if "sketch" in pipe.conditions:
-        lines.append("- **Sketch**: draw an outline; the prior fills it in (give a class too, to say what it is).")
+        lines.append("- **Sketch**: draw an outline; the prior fills it in, as the class it reads in the drawing (or pick one)."
+                     if prior.recognises else "- **Sketch**: draw an outline; the prior fills it in (give a class too, to say what it is).")
     elif prior is not None:
         lines.append("- *No Sketch tab*: this prior reads no drawings (train one with `vq fit-prior --condition sketch`).")
     if prior is not None:
