@@ -11,7 +11,9 @@ studio. The pipeline asks a kind what it can do, never what it is called:
   be ranked, and its held-out figure is a likelihood;
 - `any_mask`: it completes any region natively (else known codes are forced in its order and
   whole draws reranked by `score`);
-- `parallel_decoding`: it decides many codes per step.
+- `parallel_decoding`: it decides many codes per step;
+- `recognises` (from its config): it tells a drawing's class (`recognise`), so a drawing given
+  without one is sampled as the class it reads as (`conditions.SketchRecogniser`).
 
 Sampling options travel under one set of names from the command line's flags through the Python
 API to the samplers (`SamplingOptions`: guidance, class_guidance, temperature, top_k, top_p, seed);
@@ -94,6 +96,11 @@ class Prior(nn.Module):
     @property
     def conditions(self) -> frozenset[str]:
         return self.config.conditions
+
+    @property
+    def recognises(self) -> bool:
+        """Whether it tells a drawing's class (`recognise`); a kind with a recogniser says so."""
+        return False
 
     @property
     def code_shape(self) -> tuple[int, int]:

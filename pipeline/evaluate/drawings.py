@@ -126,7 +126,7 @@ def drawing_agreement(tokenizer, prior, classifier, drawings: list[Drawing], per
                  if "sketch_and_class" in modes else {}),
               "drawings": [{"file": d.path.name, "class": class_names[d.label]} for d in drawings]}
     read_as = None
-    if "sketch_only" in modes and sketch is not None and getattr(prior, "recognises", False):
+    if "sketch_only" in modes and sketch is not None and prior.recognises:
         read_as, framed, _ = recognised(prior, sketch, torch.cat([d.lines for d in drawings]),
                                         lambda i, b: drawings[i].read(b))
         result["recognised"] = float((read_as == drawn[::per_drawing]).float().mean())

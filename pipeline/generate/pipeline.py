@@ -28,7 +28,7 @@ from vq.pipeline.generate.draw import complete_codes, decode_codes, generate_ima
 from vq.pipeline.generate.images import image_grid
 from vq.pipeline.generate.inputs import read_images
 from vq.pipeline.generate.options import check_numbers, drawing_class_guidance, fresh_seed
-from vq.pipeline.generate.recognise import recognised, recognition_note
+from vq.pipeline.generate.recognise import recognise, recognition_note
 from vq.pipeline.generate.plans import CompletionRequest, SampleRequest, class_index, plan_completion, plan_samples, records
 from vq.pipeline.records import PriorRecord, TokenizerRecord
 from vq.pipeline.share import folder
@@ -252,12 +252,11 @@ class Pipeline:
         as (`generate.recognise`): the drawing framed to that class, the class guided as for a
         drawing given with it."""
         with self._busy(1):
-            classes, lines, probs = recognised(self.prior, self.prior_info.sketch, request.sketch,
-                                               lambda _, box: request.reread(box)[0])
+            classes, probs = recognise(self.prior, request.sketch)
         label = int(classes[0])
+        lines, note = request.reread(self.prior_info.sketch.frame_for(label))  # the drawing read again, outside the lock
         return replace(request, groups=[label], sketch=lines, options=drawing_class_guidance(request.options), reread=None,
-                       sketch_note=f"{recognition_note(probs[0], self.class_names)}; "
-                                   f"{request.reread(self.prior_info.sketch.frame_for(label))[1]}")
+                       sketch_note=f"{recognition_note(probs[0], self.class_names)}; {note}")
 
     @torch.no_grad()
     def run_completion(self, request: CompletionRequest) -> Completions:

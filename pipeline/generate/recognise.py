@@ -11,8 +11,8 @@ outlines"): the drawn class is seen in many more samples, for drawings and exact
 
 The class is the recogniser's likeliest, for every sample of the drawing: a user who means
 another gives it (`vq sample --class`, the studio's class box), and the note names the next
-likeliest (`recognition_note`). `Pipeline.sample`, `vq eval --drawings` and the benchmark's exact
-outlines all go through `recognised`.
+likeliest (`recognition_note`). `Pipeline.sample` recognises its one drawing; `vq eval --drawings`
+and the benchmark's exact outlines recognise many at once through `recognised`.
 
 Shape legend: b - drawings, C - classes, S - a sketch's side."""
 
